@@ -1,0 +1,61 @@
+"""Spiking derainers. ``build_model(name, **overrides)`` and ``load_weights(model, src)``.
+
+The registry is a plain mapping from a name to (module, class, default kwargs); modules are
+imported only when a model is built. Overrides use the official constructors' keyword names,
+e.g. ``build_model('spikerain-s', dim=16, en_num_blocks=[1,1,1,1], T=4)``.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import torch.nn as nn
+
+from .spiking import reset_spiking_state
+from .weights import WeightsError, load_weights
+
+MODEL_REGISTRY: dict[str, tuple[str, str, dict]] = {
+    'spikerain-s': ('spikerain', 'SpikeRain',
+                    dict(dim=32, en_num_blocks=[2, 2, 4, 4], de_num_blocks=[1, 1, 1, 1], T=4)),
+    'spikerain-m': ('spikerain', 'SpikeRain',
+                    dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4)),
+    'spikerain-l': ('spikerain', 'SpikeRain',
+                    dict(dim=64, en_num_blocks=[6, 6, 8, 10], de_num_blocks=[4, 4, 4, 4], T=4)),
+    # A CPU-sized SpikeRain (the golden 'tiny' config) for tests, demos and quick experiments.
+    'spikerain-tiny': ('spikerain', 'SpikeRain',
+                       dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4)),
+    'esdnet': ('esdnet', 'ESDNet',
+               dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4)),
+    'esdnet-tiny': ('esdnet', 'ESDNet',
+                    dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4)),
+}
+
+
+def available_models() -> list[str]:
+    return sorted(MODEL_REGISTRY)
+
+
+def model_config(name: str, **overrides) -> dict:
+    """The constructor kwargs a registered name builds with (defaults + overrides)."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f'unknown model {name!r}; available: {", ".join(available_models())}')
+    return {**MODEL_REGISTRY[name][2], **overrides}
+
+
+def build_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` replace the default constructor kwargs."""
+    cfg = model_config(name, **overrides)
+    module_name, class_name, _ = MODEL_REGISTRY[name]
+    cls = getattr(importlib.import_module(f'.{module_name}', __name__), class_name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {'self'}
+    unknown = sorted(set(cfg) - accepted)
+    if unknown:
+        raise ValueError(f'{name}: unknown option(s) {unknown}; accepted: {sorted(accepted)}')
+    model = cls(**cfg)
+    model.model_name = name
+    model.config = cfg
+    return model
+
+
+__all__ = ['MODEL_REGISTRY', 'available_models', 'build_model', 'load_weights', 'model_config',
+           'reset_spiking_state', 'WeightsError']

@@ -1,0 +1,43 @@
+"""The forward every model shares: any input size, and no spiking state carried between calls."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .spiking import reset_spiking_state
+
+
+def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad H and W at the bottom/right up to a multiple (reflect; replicate for tiny images)."""
+    h, w = img.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return img
+    mode = 'reflect' if (ph < h and pw < w) else 'replicate'
+    return F.pad(img, (0, pw, 0, ph), mode=mode)
+
+
+class SpikingRestorer(nn.Module):
+    """Base class of the derainers: ``forward(img [B,C,H,W]) -> [B,C,H,W]`` for any H, W.
+
+    Subclasses implement :meth:`forward_padded` on inputs whose sides are multiples of
+    ``size_multiple``. This wrapper pads, resets every neuron before and after the call (so the
+    same input always gives the same output), and crops back to the input's size.
+    """
+
+    size_multiple: int = 4
+    in_channels: int = 3
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if img.dim() != 4 or img.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__} expects images shaped [B,{self.in_channels},H,W], '
+                             f'got {list(img.shape)}')
+        h, w = img.shape[-2:]
+        x = pad_to_multiple(img, self.size_multiple)
+        reset_spiking_state(self)
+        try:
+            out = self.forward_padded(x)
+        finally:
+            reset_spiking_state(self)
+        return out[..., :h, :w]

@@ -1,0 +1,91 @@
+"""ESDNet (IJCAI 2024): the spiking U-Net baseline SpikeRain and VLIF-Net build on.
+
+Module names follow the official implementation so its checkpoints load as they are.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import SpikingRestorer
+from .spiking import (DownSample, PatchEmbed, UpSample, conv2d, lif_conv_bn, make_lif,
+                      repeat_time, spiking_attention, tdbn)
+
+RESIDUAL_OUT_VTH = 0.03   # the official code inits the last tdBN of each block with v_th 0.03
+
+
+class SpikingResidualBlock(nn.Module):
+    """LIF-conv-tdBN twice, plus a conv-tdBN shortcut on real values, then attention + input."""
+
+    def __init__(self, channels: int, T: int = 4):
+        super().__init__()
+        self.residual = nn.Sequential(
+            make_lif(), conv2d(channels, channels, 3), tdbn(channels),
+            make_lif(), conv2d(channels, channels, 3), tdbn(channels, RESIDUAL_OUT_VTH))
+        self.shortcut = nn.Sequential(conv2d(channels, channels, 3), tdbn(channels))
+        self.attn = spiking_attention(T, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.residual(x) + self.shortcut(x)) + x
+
+
+class FeatureRefinement(nn.Module):
+    """ESDNet's head: each pixel mixes its features with a per-channel constant."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        hidden = channels // reduction
+        self.ca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
+                                nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.sa = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                                nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True),
+                                nn.Conv2d(hidden, channels, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.ca(x)                      # [B,C,1,1], not multiplied by x
+        t = self.sa(x)
+        return (1 - t) * a + t * x
+
+
+class ESDNet(SpikingRestorer):
+    """ESDNet: three-level spiking U-Net of residual blocks; T-mean then refinement head.
+
+    T is fixed to 4 by the attention module's temporal MLP (reduction 4).
+    """
+
+    def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
+                 en_num_blocks: Sequence[int] = (4, 4, 8, 8),
+                 de_num_blocks: Sequence[int] = (2, 2, 2, 2), bias: bool = False, T: int = 4):
+        super().__init__()
+        if dim < 16:
+            raise ValueError(f'ESDNet needs dim >= 16 (attention reduces channels by 16), got {dim}')
+        self.in_channels, self.T = inp_channels, T
+
+        def blocks(n, c):
+            return nn.Sequential(*[SpikingResidualBlock(c, T) for _ in range(n)])
+
+        self.patch_embed = PatchEmbed(inp_channels, dim)
+        self.encoder_level1 = blocks(en_num_blocks[0], dim)
+        self.down1_2 = DownSample(dim, norm=tdbn)
+        self.encoder_level2 = blocks(en_num_blocks[1], 2 * dim)
+        self.down2_3 = DownSample(2 * dim, norm=tdbn)
+        self.encoder_level3 = blocks(en_num_blocks[2], 4 * dim)
+        self.decoder_level3 = blocks(de_num_blocks[2], 4 * dim)
+        self.up3_2 = UpSample(4 * dim, norm=tdbn)
+        self.reduce_chan_level2 = lif_conv_bn(4 * dim, 2 * dim, 1, bias=bias, norm=tdbn)
+        self.decoder_level2 = blocks(de_num_blocks[1], 2 * dim)
+        self.up2_1 = UpSample(2 * dim, norm=tdbn)
+        self.decoder_level1 = blocks(de_num_blocks[0], 2 * dim)
+        self.refinement = FeatureRefinement(2 * dim)
+        self.output = nn.Sequential(nn.Conv2d(2 * dim, out_channels, 3, padding=1, bias=True))
+
+    def forward_padded(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(repeat_time(img, self.T))
+        e1 = self.encoder_level1(x)
+        e2 = self.encoder_level2(self.down1_2(e1))
+        d3 = self.decoder_level3(self.encoder_level3(self.down2_3(e2)))
+        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], dim=2)))
+        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], dim=2))
+        return self.output(self.refinement(d1.mean(dim=0))) + img

@@ -1,0 +1,136 @@
+"""SpikeRain (WACV 2026): a spiking U-Net of Dense Spiking Residual Blocks.
+
+Module and attribute names follow the official implementation so that its checkpoints load
+as they are. Shapes: spiking tensors ``[T,B,C,H,W]``; C is the level width (dim, 2dim, 4dim).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import SpikingRestorer
+from .spiking import (DownSample, PatchEmbed, StepBatchNorm2d, UpSample, conv2d, lif_conv_bn,
+                      make_lif, repeat_time)
+
+GROWTH = 24        # DSRB dense-layer growth (hard-coded in the official code)
+DENSE_LAYERS = 4
+
+
+class MDSA(nn.Module):
+    """Multi-Dimensional Spiking Attention: three sigmoid gates on real values, no neurons.
+
+    Works on ``[B,C,T,H,W]``: (a) one scalar gate per sample from the global mean,
+    (b) a channel gate (squeeze-excite, reduction 16), (c) a 3x3 spatial gate per time step.
+    """
+
+    def __init__(self, channels: int, reduction_c: int = 16):
+        super().__init__()
+        hidden = channels // reduction_c
+        if hidden < 1:
+            raise ValueError(f'MDSA needs channels >= {reduction_c}, got {channels}')
+        self.temporal_fc = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(1, 1, 1), nn.Sigmoid())
+        self.channel_fc = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(channels, hidden, 1),
+                                        nn.ReLU(inplace=True), nn.Conv3d(hidden, channels, 1),
+                                        nn.Sigmoid())
+        self.spatial_conv = nn.Sequential(nn.Conv3d(1, 1, (1, 3, 3), padding=(0, 1, 1)),
+                                          nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(1, 2, 0, 3, 4)                                  # [B,C,T,H,W]
+        x = x * self.temporal_fc(x.mean(dim=1, keepdim=True))         # [B,1,1,1,1] gate
+        x = x * self.channel_fc(x)                                    # [B,C,1,1,1] gate
+        x = x * self.spatial_conv(x.mean(dim=1, keepdim=True))        # [B,1,T,H,W] gate
+        return x.permute(2, 0, 1, 3, 4)                               # [T,B,C,H,W]
+
+
+class DSRB(nn.Module):
+    """Dense Spiking Residual Block: 4 dense LIF-conv-BN layers, LIF-1x1 fusion, MDSA, residual."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            lif_conv_bn(channels + GROWTH * j, GROWTH, 3) for j in range(DENSE_LAYERS))
+        self.lff = nn.Sequential(make_lif(), conv2d(channels + GROWTH * DENSE_LAYERS, channels, 1))
+        self.attn = MDSA(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = x
+        for dense in self.layers:
+            features = torch.cat([features, dense(features)], dim=2)  # C + 24(j+1) channels
+        return self.attn(self.lff(features)) + x
+
+
+class TemporalFusion(nn.Module):
+    """Learned softmax weights over the T steps: ``[T,B,C,H,W] -> [B,C,H,W]``."""
+
+    def __init__(self, T: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.full((T,), 1.0 / T))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.weights, dim=0)
+        return (x * w.view(-1, 1, 1, 1, 1)).sum(dim=0)
+
+
+class ARFE(nn.Module):
+    """Adaptive Residual Feature Enhancement: a gated mix of channel and spatial attention."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        hidden = channels // reduction
+        self.ca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
+                                nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.sa = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                nn.Conv2d(hidden, 1, 5, padding=2), nn.Sigmoid())
+        self.gate = nn.Sequential(nn.Conv2d(3 * channels, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ca = self.ca(x) * x
+        sa = self.sa(x) * x
+        g = self.gate(torch.cat([x, ca, sa], dim=1))
+        return g * ca + (1 - g) * sa + x
+
+
+class SpikeRain(SpikingRestorer):
+    """SpikeRain: three-level spiking U-Net (widths dim, 2dim, 4dim), T steps, ARFE head.
+
+    ``en_num_blocks``/``de_num_blocks`` have four entries as in the official code; only the
+    first three are used (there are three levels), and the decoder reads them in reverse.
+    """
+
+    def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 32,
+                 en_num_blocks: Sequence[int] = (2, 2, 4, 4),
+                 de_num_blocks: Sequence[int] = (1, 1, 1, 1), bias: bool = False, T: int = 4):
+        super().__init__()
+        if dim < 16:
+            raise ValueError(f'SpikeRain needs dim >= 16 (MDSA reduces channels by 16), got {dim}')
+        self.in_channels, self.T = inp_channels, T
+        self.patch_embed = PatchEmbed(inp_channels, dim)
+        self.encoder_level1 = nn.Sequential(*[DSRB(dim) for _ in range(en_num_blocks[0])])
+        self.downsample_1_to_2 = DownSample(dim)
+        self.encoder_level2 = nn.Sequential(*[DSRB(2 * dim) for _ in range(en_num_blocks[1])])
+        self.downsample_2_to_3 = DownSample(2 * dim)
+        self.encoder_level3 = nn.Sequential(*[DSRB(4 * dim) for _ in range(en_num_blocks[2])])
+        self.decoder_level3 = nn.Sequential(*[DSRB(4 * dim) for _ in range(de_num_blocks[2])])
+        self.upsample_3_to_2 = UpSample(4 * dim)
+        self.reduce_channels_2 = lif_conv_bn(4 * dim, 2 * dim, 1, bias=bias, norm=StepBatchNorm2d)
+        self.decoder_level2 = nn.Sequential(*[DSRB(2 * dim) for _ in range(de_num_blocks[1])])
+        self.upsample_2_to_1 = UpSample(2 * dim)
+        self.decoder_level1 = nn.Sequential(*[DSRB(2 * dim) for _ in range(de_num_blocks[0])])
+        self.temporal_fusion = TemporalFusion(T)
+        self.refinement = ARFE(2 * dim)
+        self.output_conv = nn.Conv2d(2 * dim, out_channels, 3, padding=1, bias=True)
+
+    def forward_padded(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(repeat_time(img, self.T))                  # [T,B,C,H,W]
+        e1 = self.encoder_level1(x)
+        e2 = self.encoder_level2(self.downsample_1_to_2(e1))            # 2C, H/2
+        d3 = self.decoder_level3(self.encoder_level3(self.downsample_2_to_3(e2)))  # 4C, H/4
+        d2 = torch.cat([self.upsample_3_to_2(d3), e2], dim=2)           # 4C, H/2
+        d2 = self.decoder_level2(self.reduce_channels_2(d2))            # 2C
+        d1 = torch.cat([self.upsample_2_to_1(d2), e1], dim=2)           # 2C, H
+        d1 = self.decoder_level1(d1)
+        fused = self.refinement(self.temporal_fusion(d1))               # [B,2C,H,W]
+        return self.output_conv(fused) + img

@@ -1,0 +1,1 @@
+"""Library code behind the scripts: image I/O, metrics, inference, data, training helpers."""
