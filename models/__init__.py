@@ -12,7 +12,8 @@ import inspect
 import torch.nn as nn
 
 from .spiking import reset_spiking_state
-from .weights import WeightsError, load_weights
+from .weights import (WeightsError, describe_state_dict, extract_state_dict, load_weights,
+                      read_checkpoint, save_weights)
 
 MODEL_REGISTRY: dict[str, tuple[str, str, dict]] = {
     'spikerain-s': ('spikerain', 'SpikeRain',
@@ -57,5 +58,30 @@ def build_model(name: str, **overrides) -> nn.Module:
     return model
 
 
-__all__ = ['MODEL_REGISTRY', 'available_models', 'build_model', 'load_weights', 'model_config',
+def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Module:
+    """Build the model a checkpoint was saved from and load it (strictly).
+
+    Our checkpoints record ``model_name`` and ``model_config``; official ones do not, so
+    ``name`` is required for them. If both are given and disagree, the checkpoint's config wins
+    only for the architecture kwargs; a different name is an error that names both.
+    """
+    obj = read_checkpoint(src) if not isinstance(src, dict) else src
+    saved_name = obj.get('model_name') if isinstance(obj, dict) else None
+    saved_cfg = obj.get('model_config') if isinstance(obj, dict) else None
+    label = str(src) if not isinstance(src, dict) else 'checkpoint'
+    if name is None and saved_name is None:
+        sd = extract_state_dict(obj, label)
+        raise WeightsError(f'{label}: the checkpoint does not say which model it is; pass --model '
+                           f'(one of {", ".join(available_models())}); it has '
+                           f'{describe_state_dict(sd)}')
+    if name is not None and saved_name is not None and name != saved_name:
+        raise WeightsError(f'{label}: checkpoint was saved from model {saved_name!r}, '
+                           f'but {name!r} was requested')
+    cfg = {**(saved_cfg or {}), **overrides} if saved_name is not None else overrides
+    model = build_model(name or saved_name, **cfg)
+    load_weights(model, obj if isinstance(obj, dict) else src)
+    return model
+
+
+__all__ = ['build_from_checkpoint', 'save_weights', 'MODEL_REGISTRY', 'available_models', 'build_model', 'load_weights', 'model_config',
            'reset_spiking_state', 'WeightsError']

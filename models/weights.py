@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 import zipfile
 from collections import OrderedDict
 from typing import Any, Mapping
@@ -124,3 +125,44 @@ def load_weights(model: nn.Module, src: Any, strict: bool = True) -> nn.Module:
         raise WeightsError('; '.join(parts))
     model.load_state_dict(sd, strict=strict)
     return model
+
+
+CHECKPOINT_FORMAT = 'spikederain-weights-v1'
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                               dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def weights_checkpoint(model: nn.Module, half: bool = False, **extra) -> dict:
+    """Our weights-only checkpoint: the state dict plus the model's registry name and config.
+
+    ``half=True`` stores floating tensors as fp16 (loading casts them back to the model dtype).
+    """
+    sd = OrderedDict((k, v.detach().cpu().half() if half and v.is_floating_point() else
+                      v.detach().cpu()) for k, v in model.state_dict().items())
+    return {'format': CHECKPOINT_FORMAT, 'model_name': getattr(model, 'model_name', None),
+            'model_config': dict(getattr(model, 'config', {})), 'state_dict': sd, **extra}
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, half: bool = False, **extra) -> None:
+    """Write :func:`weights_checkpoint` atomically."""
+    save_atomic(weights_checkpoint(model, half=half, **extra), path)
