@@ -1,13 +1,16 @@
 # Entry points. Every target sets up .venv/ itself (idempotent, fast when already done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo demo-data test clean-demo
 
 setup:
 	@bash tools/setup.sh
 
 demo: setup
 	@$(PY) tools/demo.py
+
+demo-data: setup
+	@$(PY) tools/make_demo_data.py
 
 test: setup
 	@$(PY) -m pytest -q tests
