@@ -1,0 +1,189 @@
+"""train.py and its loop: exact resume, non-finite loss, settings, the command line."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from utils.checkpoint import CheckpointError, load_training_state
+from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors gain nothing from two, and a shared CPU loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pairs(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        clean = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        rainy = np.clip(clean.astype(int) + rng.integers(0, 80, clean.shape), 0, 255)
+        for sub, img in (('target', clean), ('input', rainy.astype(np.uint8))):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / sub / f'im{i}.png')
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('pairs')
+    _pairs(root / 'train', 5, (24, 20))          # smaller than the patch on one side: padded
+    _pairs(root / 'test', 1, (20, 16), seed=1)
+    return root
+
+
+def _cfg(data: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(model='spikerain-tiny', train_dir=str(data / 'train'),
+                val_dir=str(data / 'test'), model_save_dir=str(run), batch_size=2,
+                patch_size=16, warmup='2', val_every='2', save_every='0', workers=0,
+                tensorboard=False, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for key in a['state_dict']:
+        assert torch.equal(a['state_dict'][key], b['state_dict'][key]), key
+    for pa, pb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        for key in pa:
+            assert torch.equal(pa[key], pb[key]), key
+    assert a['scheduler'] == b['scheduler'] and a['progress'] == b['progress']
+    assert a['best'] == b['best']
+
+
+@pytest.mark.parametrize('accum,iters,stop,workers', [(1, 5, 2, 1), (2, 3, 1, 0)])
+def test_interrupted_and_resumed_run_ends_bit_identical(data, tmp_path, accum, iters, stop,
+                                                        workers):
+    # 5 pairs, batch 2 -> 3 batches per epoch; stopping after `stop` steps is mid-epoch. The
+    # interrupted run may use DataLoader workers: the samples must not depend on them.
+    whole = _cfg(data, tmp_path / 'whole', iters=iters, accum_steps=accum)
+    Trainer(whole, log=lambda s: None).fit()
+    part = _cfg(data, tmp_path / 'part', iters=iters, accum_steps=accum, stop_after=stop,
+                workers=workers)
+    summary = Trainer(part, log=lambda s: None).fit()
+    assert summary['iteration'] == stop and not summary['finished']
+    mid = load_training_state(tmp_path / 'part' / 'model_last.pth')
+    assert mid['progress']['iteration'] == stop and mid['progress']['epoch_batch'] > 0
+    lines = []
+    summary = Trainer(_cfg(data, tmp_path / 'part', iters=iters, accum_steps=accum,
+                           workers=workers), log=lines.append).fit()
+    assert summary['finished'] and any('resumed from' in ln for ln in lines)
+    _assert_same_state(load_training_state(tmp_path / 'whole' / 'model_last.pth'),
+                       load_training_state(tmp_path / 'part' / 'model_last.pth'))
+    best = torch.load(tmp_path / 'part' / 'model_best.pth', weights_only=True)
+    assert math.isfinite(best['psnr']) and 'optimizer' not in best
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+    trainer = Trainer(_cfg(data, tmp_path, iters=6, save_every='2', val_every='0'),
+                      log=lambda s: None)
+    real_loss, calls = trainer.criterion, []
+
+    def loss_that_explodes(pred, target):
+        calls.append(1)
+        value = real_loss(pred, target)
+        return value * float('nan') if len(calls) == 3 else value
+    trainer.criterion = loss_that_explodes
+    with pytest.raises(TrainingError, match=r'non-finite loss nan at iteration 3 .*'
+                                            r'model_last.pth \(iteration 2\) is intact'):
+        trainer.fit()
+    state = load_training_state(tmp_path / 'model_last.pth')
+    assert state['progress']['iteration'] == 2
+    assert all(torch.isfinite(v).all() for v in state['state_dict'].values()
+               if v.is_floating_point())
+    # The folder now holds a run: it is never overwritten, nor resumed with another schedule.
+    with pytest.raises(ConfigError, match='model_last.pth exists: --resume auto'):
+        Trainer(_cfg(data, tmp_path, iters=6, resume='none'), log=lambda s: None)
+    with pytest.raises(CheckpointError, match='different schedule.*total_iters 6 -> 7'):
+        Trainer(_cfg(data, tmp_path, iters=7), log=lambda s: None)
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(batch_size=0), '--batch_size must be >= 1'),
+    (dict(lr=-1.0), '--lr must be > 0'),
+    (dict(patch_size=0), '--patch_size must be >= 8'),
+    (dict(accum_steps=0), '--accum_steps'),
+    (dict(min_lr=1.0), '--min_lr'),
+    (dict(warmup='soon'), '--warmup'),
+    (dict(loss='ssim+lpips'), '--loss'),
+    (dict(train_dir=None), '--train_dir'),
+])
+def test_bad_settings_name_the_option(data, tmp_path, change, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg(data, tmp_path, **change).validate()
+
+
+def test_shipped_configs_hold_only_known_valid_settings():
+    names = set(TrainConfig.__dataclass_fields__) | {'dim'}
+    paths = sorted((ROOT / 'configs').glob('*.yaml'))
+    assert len(paths) >= 12
+    for path in paths:
+        cfg = yaml.safe_load(path.read_text())
+        assert set(cfg) <= names, (path.name, set(cfg) - names)
+        assert cfg.get('dataset') or cfg.get('train_dir'), path.name
+        TrainConfig(**{k: v for k, v in cfg.items() if k != 'dim'}).validate()
+
+
+def _cli(*args, cwd=ROOT):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    return subprocess.run([sys.executable, str(ROOT / 'train.py'), *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_run_config_override_auto_resume_and_wrong_model(data, tmp_path):
+    run = tmp_path / 'run'
+    common = ['--config', ROOT / 'configs' / 'spikerain-s_rain200h.yaml',
+              '--model', 'spikerain-tiny', '--train_dir', data / 'train',
+              '--val_dir', data / 'test', '--model_save_dir', run, '--batch_size', 2,
+              '--patch_size', 16, '--workers', 0, '--iters', 2]
+    proc = _cli(*common)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'epoch 1/1  iter 2/2' in proc.stdout + proc.stderr
+    for name in ('model_last.pth', 'model_best.pth', 'config.yaml'):
+        assert (run / name).is_file(), name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / 'tensorboard'))
+    events.Reload()
+    tags = events.Tags()
+    assert {'train/loss', 'train/lr', 'val/psnr', 'val/ssim',
+            'firing_rate/all_layers'} <= set(tags['scalars'])
+    assert sum(t.startswith('firing_rate/') for t in tags['scalars']) > 10
+    assert len(tags['images']) == 1
+    saved = yaml.safe_load((run / 'config.yaml').read_text())
+    assert saved['iters'] == 2 and saved['model'] == 'spikerain-tiny'   # flags beat the file
+    assert saved['lr'] == 1e-3 and saved['loss'] == 'ssim'              # from the file
+    again = _cli(*common)                                               # same command: resumes
+    assert again.returncode == 0 and 'finished at iteration 2/2' in again.stdout + again.stderr
+    wrong = _cli(*common[:2], '--model', 'esdnet-tiny', *common[4:])
+    assert wrong.returncode != 0
+    assert wrong.stderr.strip().count('\n') == 0
+    assert "saved from model 'spikerain-tiny', but --model is 'esdnet-tiny'" in wrong.stderr
+
+
+@pytest.mark.parametrize('args,match', [
+    ([], '--train_dir'),
+    (['--train_dir', 'nowhere', '--lr', '-1'], '--lr must be > 0'),
+    (['--train_dir', 'nowhere'], 'nowhere'),
+    (['--train_dir', 'x', '--batch_size', 'many'], "--batch_size: invalid int value: 'many'"),
+    (['--config', 'BAD'], "unknown key 'lrate'"),
+])
+def test_command_line_errors_are_one_line(tmp_path, args, match):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('lrate: 0.1\n')
+    args = [bad if a == 'BAD' else a for a in args]
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count('\n') == 0, proc.stderr
+    assert match in proc.stderr and 'Traceback' not in proc.stderr

@@ -1,0 +1,119 @@
+"""Training-state checkpoints: everything needed to continue a run exactly where it stopped.
+
+``model_last.pth`` holds the model (in our weights format, so test.py can load it too), the
+optimizer, LR scheduler and AMP scaler states, the position in the data (epoch, batch within the
+epoch, optimizer step), every random generator's state, the best validation score and the run's
+settings. It is written atomically, so a run killed at any moment leaves the previous complete
+file. ``model_best.pth`` holds weights only (see ``models.save_weights``).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models import WeightsError, load_weights, save_weights
+from models.weights import read_checkpoint, save_atomic, weights_checkpoint
+
+LAST_NAME = 'model_last.pth'
+BEST_NAME = 'model_best.pth'
+TRAIN_STATE_FORMAT = 'spikederain-train-v1'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot resume this run (not a training state, another model, ...)."""
+
+
+def capture_rng_state() -> dict:
+    """Python, NumPy, torch CPU and (when present) CUDA generator states, as plain tensors/lists.
+
+    NumPy's state is stored as a tensor so the file stays loadable with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {'python': random.getstate(),
+             'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)),
+                       'pos': int(pos), 'has_gauss': int(has_gauss), 'gauss': float(gauss)},
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    npst = state['numpy']
+    np.random.set_state((npst['kind'], npst['keys'].numpy().astype(np.uint32), npst['pos'],
+                         npst['has_gauss'], npst['gauss']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        saved = state['cuda']
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)
+
+
+def save_training_state(path: str | os.PathLike, *, model: nn.Module,
+                        optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                        progress: dict, best: dict, config: dict) -> None:
+    """Write ``last`` atomically. ``progress``: epoch, epoch_batch, iteration (ints)."""
+    state = weights_checkpoint(model)
+    state.update(training_format=TRAIN_STATE_FORMAT,
+                 optimizer=optimizer.state_dict(),
+                 scheduler=scheduler.state_dict(),
+                 scaler=scaler.state_dict() if scaler is not None else {},
+                 progress={k: int(v) for k, v in progress.items()},
+                 best=dict(best), rng=capture_rng_state(), train_config=dict(config))
+    save_atomic(state, path)
+
+
+def load_training_state(path: str | os.PathLike) -> dict:
+    """Read a ``last`` checkpoint; a weights-only or foreign file is a :class:`CheckpointError`."""
+    try:
+        state = read_checkpoint(path)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
+    if not isinstance(state, dict) or state.get('training_format') != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f'{path}: not a training state (no optimizer/scheduler/progress); '
+                              f'--resume needs a {LAST_NAME} written by train.py; to start from '
+                              f'these weights, train a new run instead')
+    return state
+
+
+def check_same_model(state: dict, model_name: str, model_config: dict, path: str) -> None:
+    """Refuse to resume a checkpoint of another model or architecture (names both)."""
+    saved_name = state.get('model_name')
+    if saved_name != model_name:
+        raise CheckpointError(f'{path}: checkpoint was saved from model {saved_name!r}, but '
+                              f'--model is {model_name!r}')
+    saved_cfg = state.get('model_config') or {}
+    diff = sorted(k for k in set(saved_cfg) | set(model_config)
+                  if saved_cfg.get(k) != model_config.get(k))
+    if diff:
+        shown = ', '.join(f'{k}: {saved_cfg.get(k)!r} vs {model_config.get(k)!r}' for k in diff)
+        raise CheckpointError(f'{path}: checkpoint model options differ from this run ({shown})')
+
+
+def restore_training_state(state: dict, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Any, scaler: Any) -> None:
+    """Load weights (strictly), optimizer, scheduler, scaler and RNG states in place."""
+    load_weights(model, state)
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    if scaler is not None and state.get('scaler'):
+        scaler.load_state_dict(state['scaler'])
+    restore_rng_state(state['rng'])
+
+
+def save_best(model: nn.Module, path: str | os.PathLike, **extra) -> None:
+    """Weights only (plus the scores and iteration in ``extra``), written atomically."""
+    save_weights(model, path, **extra)
+
+
+def find_last(run_dir: str | os.PathLike) -> Path | None:
+    path = Path(run_dir) / LAST_NAME
+    return path if path.is_file() else None

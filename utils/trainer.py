@@ -1,0 +1,499 @@
+"""The training loop behind train.py: one process, or one of N under torchrun.
+
+Everything that decides what a step sees is a pure function of the run's settings and its
+position (epoch, batch within the epoch, optimizer step): the shuffle depends on (seed, epoch),
+crops/flips on (seed, epoch, index), and the state saved in ``model_last.pth`` is taken only at
+optimizer-step boundaries. A run stopped at any saved point and resumed therefore ends with the
+same weights as one that never stopped (bit for bit on the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models import build_model, model_config
+from utils import checkpoint as ckpt
+from utils import distributed as dist_utils
+from utils.datasets import PairedImageDataset, PairedPatchDataset, resolve_split_dir
+from utils.energy import measure_firing_rates
+from utils.image_io import tensor_to_uint8
+from utils.inference import restore
+from utils.losses import LossSpecError, build_loss
+from utils.metrics import calculate_psnr, calculate_ssim
+from utils.training import (build_optimizer, build_scheduler, period_to_iters,
+                            steps_per_epoch)
+
+
+class ConfigError(ValueError):
+    """A training setting that cannot work; the message names the option."""
+
+
+class TrainingError(RuntimeError):
+    """A run that had to stop (non-finite loss, unusable validation image, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Defaults: the official SpikeRain recipe, plus flips/rotations."""
+    model: str = 'spikerain-s'
+    model_opt: dict = field(default_factory=dict)
+    train_dir: str | None = None
+    val_dir: str | None = None
+    dataset: str | None = None
+    data_root: str = 'data'
+    model_save_dir: str | None = None
+    batch_size: int = 16
+    patch_size: int = 64
+    augment: bool = True
+    lr: float = 1e-3
+    min_lr: float = 1e-7
+    weight_decay: float = 0.01
+    num_epochs: int = 2000
+    iters: int | None = None
+    warmup: str = '5ep'
+    loss: str = 'ssim'
+    grad_clip: float = 0.0
+    accum_steps: int = 1
+    amp: bool = False
+    val_every: str = '1ep'
+    val_tile: int | None = None
+    val_images: int = 3
+    save_every: str = '1ep'
+    stop_after: int | None = None
+    resume: str = 'auto'
+    seed: int = 1234
+    device: str = 'auto'
+    workers: int = min(4, os.cpu_count() or 1)
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        """Reject impossible values with one message naming the option."""
+        def need(cond, name, what):
+            if not cond:
+                raise ConfigError(f'--{name} must be {what}, got {getattr(self, name)!r}')
+        need(self.batch_size >= 1, 'batch_size', '>= 1')
+        need(self.patch_size >= 8, 'patch_size', '>= 8 pixels')
+        need(self.lr > 0 and math.isfinite(self.lr), 'lr', '> 0')
+        need(0 <= self.min_lr <= self.lr, 'min_lr', 'between 0 and --lr')
+        need(self.weight_decay >= 0, 'weight_decay', '>= 0')
+        need(self.num_epochs >= 1, 'num_epochs', '>= 1')
+        need(self.iters is None or self.iters >= 1, 'iters', '>= 1')
+        need(self.grad_clip >= 0, 'grad_clip', '>= 0 (0 turns clipping off)')
+        need(self.accum_steps >= 1, 'accum_steps', '>= 1')
+        need(self.val_images >= 0, 'val_images', '>= 0')
+        need(self.val_tile is None or self.val_tile >= 8, 'val_tile', '>= 8 pixels')
+        need(self.stop_after is None or self.stop_after >= 1, 'stop_after', '>= 1')
+        need(self.workers >= 0, 'workers', '>= 0')
+        for name in ('warmup', 'val_every', 'save_every'):
+            try:
+                period_to_iters(getattr(self, name), 1, f'--{name}')
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        try:
+            build_loss(self.loss)
+        except LossSpecError as err:
+            raise ConfigError(f'--loss: {err}') from None
+        if self.train_dir is None and self.dataset is None:
+            raise ConfigError('give --train_dir (a folder with input/ and target/) or '
+                              '--dataset NAME with --data_root')
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``experiments/<model>_<dataset or training folder>`` (``data/demo/train`` -> ``demo``)."""
+    if cfg.dataset:
+        tag = cfg.dataset
+    else:
+        train = Path(cfg.train_dir).resolve()
+        tag = train.parent.name if train.name.lower() in ('train', 'training') else train.name
+    return Path('experiments') / f'{cfg.model}_{tag}'
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def peak_memory_text(device: torch.device) -> str:
+    """Peak resident memory of this process (and peak CUDA allocation on a GPU)."""
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2   # KiB on Linux
+    text = f'peak RSS {rss_gb:.2f} GB'
+    if device.type == 'cuda':
+        text += f', peak CUDA {torch.cuda.max_memory_allocated(device) / 1024 ** 3:.2f} GB'
+    return text
+
+
+def _write_yaml_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as fh:
+            yaml.safe_dump(data, fh, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# Settings a resumed run must share with the saved one besides the resolved schedule (the saved
+# LR schedule and data position only make sense for them); others (workers, val_every, ...) may
+# change.
+_FIXED_KEYS = ('lr', 'min_lr', 'seed', 'batch_size', 'accum_steps')
+
+
+class Trainer:
+    """Builds data, model, optimizer and schedule from a :class:`TrainConfig`, then ``fit()``."""
+
+    def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo | None = None,
+                 log: Callable[[str], None] | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.info = info or dist_utils.DistInfo(device=dist_utils.resolve_device(cfg.device))
+        self.device = self.info.device
+        self._log = log or tqdm.write
+        self.train_dir = Path(cfg.train_dir) if cfg.train_dir else resolve_split_dir(
+            cfg.dataset, cfg.data_root, 'train')
+        val = cfg.val_dir or (resolve_split_dir(cfg.dataset, cfg.data_root, 'test')
+                              if cfg.dataset else None)
+        self.val_dir = Path(val) if val else None
+        self.run_dir = Path(cfg.model_save_dir) if cfg.model_save_dir else default_run_dir(cfg)
+        self.last_path = self.run_dir / ckpt.LAST_NAME
+        self.best_path = self.run_dir / ckpt.BEST_NAME
+        self.amp = cfg.amp and self.device.type == 'cuda'
+        if cfg.amp and not self.amp:
+            self.log('note: --amp needs a CUDA device; training in float32')
+
+        seed_everything(cfg.seed)
+        self.train_set = PairedPatchDataset(self.train_dir, cfg.patch_size, cfg.augment, cfg.seed)
+        self.val_set = PairedImageDataset(self.val_dir) if self.val_dir else None
+        self.sampler = dist_utils.EpochSampler(len(self.train_set), self.info, cfg.seed)
+        self.batches_per_epoch = math.ceil(self.sampler.epoch_length / cfg.batch_size)
+        self.steps_per_epoch = steps_per_epoch(self.sampler.epoch_length, cfg.batch_size,
+                                               cfg.accum_steps)
+        self.total_iters = cfg.iters or cfg.num_epochs * self.steps_per_epoch
+        self.warmup_iters = min(period_to_iters(cfg.warmup, self.steps_per_epoch),
+                                max(0, self.total_iters - 1))
+        self.val_every = period_to_iters(cfg.val_every, self.steps_per_epoch)
+        self.save_every = period_to_iters(cfg.save_every, self.steps_per_epoch)
+
+        try:
+            self.model_cfg = model_config(cfg.model, **cfg.model_opt)
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg.model, **cfg.model_opt).to(self.device)
+        except ValueError as err:
+            raise ConfigError(f'--model {cfg.model}: {err}') from None
+        self.model = dist_utils.wrap_model(model, self.info)
+        self.criterion = build_loss(cfg.loss)
+        self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, self.total_iters, self.warmup_iters,
+                                         cfg.min_lr)
+        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self.progress = dict(epoch=0, epoch_batch=0, iteration=0)
+        self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)      # -inf: none yet
+        self.saved_iteration: int | None = None
+        self.resumed_from = self._resume()
+        self.tb = None
+        self.loader: DataLoader | None = None
+
+    # -- small helpers --------------------------------------------------------------------
+    @property
+    def net(self) -> torch.nn.Module:
+        """The model itself (without the DDP wrapper)."""
+        return dist_utils.unwrap(self.model)
+
+    def log(self, text: str) -> None:
+        if self.info.is_main:
+            self._log(text)
+
+    def schedule(self) -> dict:
+        return dict(total_iters=self.total_iters, warmup_iters=self.warmup_iters,
+                    steps_per_epoch=self.steps_per_epoch,
+                    batches_per_epoch=self.batches_per_epoch)
+
+    def settings(self) -> dict:
+        """The run's options with folders resolved: config.yaml, usable as ``--config``."""
+        data = asdict(self.cfg)
+        data.update(train_dir=str(self.train_dir), val_dir=str(self.val_dir) if self.val_dir
+                    else None, model_save_dir=str(self.run_dir), stop_after=None)
+        return data
+
+    def record(self) -> dict:
+        """What checkpoints store: the settings plus the resolved schedule and process count."""
+        return dict(self.settings(), world_size=self.info.world_size, schedule=self.schedule())
+
+    def _scalar(self, tag: str, value: float, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+
+    # -- resume -----------------------------------------------------------------------------
+    def _resume(self) -> Path | None:
+        choice = str(self.cfg.resume or 'none')
+        if choice.lower() == 'none':
+            if self.last_path.is_file():
+                raise ConfigError(f'{self.last_path} exists: --resume auto continues that run; '
+                                  f'to start over choose another --model_save_dir')
+            return None
+        if choice.lower() == 'auto':
+            path = ckpt.find_last(self.run_dir)
+            if path is None:
+                return None
+        else:
+            path = Path(choice)
+        state = ckpt.load_training_state(path)
+        ckpt.check_same_model(state, self.cfg.model, self.model_cfg, str(path))
+        saved = state.get('train_config', {})
+        if saved.get('schedule') != self.schedule() or any(
+                saved.get(k) != getattr(self.cfg, k) for k in _FIXED_KEYS):
+            old = {**saved.get('schedule', {}), **{k: saved.get(k) for k in _FIXED_KEYS}}
+            new = {**self.schedule(), **{k: getattr(self.cfg, k) for k in _FIXED_KEYS}}
+            diff = ', '.join(f'{k} {old.get(k)} -> {new[k]}' for k in new if old.get(k) != new[k])
+            raise ckpt.CheckpointError(
+                f'{path}: cannot resume with a different schedule or batching ({diff}); '
+                f'use the settings of the saved run or start a new one')
+        ckpt.restore_training_state(state, model=self.net, optimizer=self.optimizer,
+                                    scheduler=self.scheduler, scaler=self.scaler)
+        self.progress = dict(state['progress'])
+        self.best = dict(state['best'])
+        self.saved_iteration = self.progress['iteration']
+        changed = [k for k in ('train_dir', 'val_dir', 'loss', 'grad_clip', 'patch_size',
+                               'augment', 'weight_decay') if saved.get(k) != self.record()[k]]
+        if changed:
+            self.log('note: resuming with changed settings: ' + ', '.join(
+                f'{k} {saved.get(k)} -> {self.record()[k]}' for k in changed))
+        return path
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_last(self) -> None:
+        if self.info.is_main:
+            ckpt.save_training_state(self.last_path, model=self.net, optimizer=self.optimizer,
+                                     scheduler=self.scheduler, scaler=self.scaler,
+                                     progress=self.progress, best=self.best,
+                                     config=self.record())
+        self.saved_iteration = self.progress['iteration']
+
+    # -- one optimizer step -----------------------------------------------------------------
+    def _forward_backward(self, inp: torch.Tensor, tgt: torch.Tensor, group: int,
+                          sync: bool) -> float:
+        inp = inp.to(self.device, non_blocking=True)
+        tgt = tgt.to(self.device, non_blocking=True)
+        no_sync = getattr(self.model, 'no_sync', None)
+        ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        with ctx:
+            with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+                out = self.model(inp)
+            loss = self.criterion(out, tgt)
+            value = loss.item()
+            finite = math.isfinite(value)
+            if self.info.distributed:
+                finite = dist_utils.all_agree(finite, self.device)
+            if not finite:
+                self._stop_non_finite(f'loss {value}')
+            self.scaler.scale(loss / group).backward()
+        return value
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+            if not self.amp and not torch.isfinite(norm):
+                self._stop_non_finite(f'gradient norm {norm.item()}')
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _stop_non_finite(self, what: str) -> None:
+        it, ep = self.progress['iteration'] + 1, self.progress['epoch'] + 1
+        if self.saved_iteration is None:
+            kept = 'no checkpoint had been saved yet'
+        else:
+            kept = f'{self.last_path} (iteration {self.saved_iteration}) is intact'
+        raise TrainingError(f'non-finite {what} at iteration {it} (epoch {ep}); stopped without '
+                            f'saving; {kept}; try a lower --lr or --grad_clip 1')
+
+    # -- validation -------------------------------------------------------------------------
+    def _log_firing_rates(self, net: torch.nn.Module, img: torch.Tensor) -> None:
+        """Every neuron layer's firing rate on one validation image (the energy convention)."""
+        neurons, _ = measure_firing_rates(net, [img[None]])
+        it = self.progress['iteration']
+        for name in neurons.events:
+            self._scalar(f'firing_rate/{name}', neurons.rate(name), it)
+        self._scalar('firing_rate/all_layers', neurons.pooled(), it)
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Mean PSNR/SSIM (Y channel, published protocol) over the whole validation images."""
+        dist_utils.broadcast_buffers(self.model)
+        net, it = self.net, self.progress['iteration']
+        net.eval()
+        indices = range(self.info.rank, len(self.val_set), self.info.world_size)
+        sums = [0.0, 0.0, 0.0]
+        shown = 0
+        bar = tqdm(indices, desc='validate', unit='img', leave=False,
+                   disable=not self.info.is_main, dynamic_ncols=True)
+        for i in bar:
+            inp, tgt, stem = self.val_set[i]
+            out = restore(net, inp[None].to(self.device), tile=self.cfg.val_tile)
+            pred_u8, tgt_u8 = tensor_to_uint8(out), tensor_to_uint8(tgt)
+            try:
+                psnr, ssim = calculate_psnr(pred_u8, tgt_u8), calculate_ssim(pred_u8, tgt_u8)
+            except ValueError as err:
+                raise TrainingError(f'{self.val_dir}: image {stem}: {err}') from None
+            sums = [sums[0] + psnr, sums[1] + ssim, sums[2] + 1]
+            if i == 0 and self.tb is not None:
+                self._log_firing_rates(net, inp)
+            if self.tb is not None and shown < self.cfg.val_images:
+                strip = torch.cat([inp, out[0].cpu(), tgt], dim=2).clamp(0, 1)
+                self.tb.add_image(f'val/{stem} (input | restored | target)', strip, it)
+                shown += 1
+        net.train()
+        total = dist_utils.all_reduce_sum(sums, self.device)
+        result = dict(psnr=total[0] / total[2], ssim=total[1] / total[2])
+        self._scalar('val/psnr', result['psnr'], it)
+        self._scalar('val/ssim', result['ssim'], it)
+        if result['psnr'] > self.best['psnr']:
+            self.best = dict(psnr=result['psnr'], ssim=result['ssim'], iteration=it)
+            if self.info.is_main:
+                ckpt.save_best(net, self.best_path, psnr=result['psnr'], ssim=result['ssim'],
+                               iteration=it, epoch=self.progress['epoch'])
+        return result
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        """The training loader positioned at the current epoch and batch.
+
+        One loader for the whole run: its workers persist (forked once, while the process is
+        still small) and read the epoch from the dataset's shared memory. It has its own
+        generator, so iterating it never draws from the global RNG.
+        """
+        epoch, skip = self.progress['epoch'], self.progress['epoch_batch']
+        self.sampler.set_epoch(epoch, skip=skip * self.cfg.batch_size)
+        self.train_set.set_epoch(epoch)
+        if self.loader is None:
+            self.loader = DataLoader(
+                self.train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
+                num_workers=self.cfg.workers, pin_memory=self.device.type == 'cuda',
+                drop_last=False, persistent_workers=self.cfg.workers > 0,
+                generator=torch.Generator().manual_seed(self.cfg.seed))
+        return self.loader
+
+    def _open_tensorboard(self) -> None:
+        if self.cfg.tensorboard and self.info.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            purge = self.progress['iteration'] if self.resumed_from else None
+            self.tb = SummaryWriter(log_dir=str(self.run_dir / 'tensorboard'), purge_step=purge)
+
+    def fit(self) -> dict:
+        """Train until ``total_iters`` (or ``stop_after`` more steps); returns a summary."""
+        cfg, prog = self.cfg, self.progress
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml_atomic(self.run_dir / 'config.yaml', self.settings())
+        self._open_tensorboard()
+        start_it = prog['iteration']
+        stop_at = self.total_iters if cfg.stop_after is None else min(
+            self.total_iters, start_it + cfg.stop_after)
+        epochs = math.ceil(self.total_iters / self.steps_per_epoch)
+        where = f'resumed from {self.resumed_from} at iteration {start_it}' if \
+            self.resumed_from else 'new run'
+        self.log(f'{cfg.model} on {self.train_dir} ({len(self.train_set)} pairs, '
+                 f'{self.info.world_size} process(es) on {self.device}): {self.total_iters} '
+                 f'iterations = {epochs} epochs of {self.steps_per_epoch}; {where}; '
+                 f'run folder {self.run_dir}')
+        if self.val_set is None:
+            self.log('note: no --val_dir: no validation, model_best.pth will not be written')
+        bar = tqdm(total=self.total_iters, initial=start_it, unit='it', dynamic_ncols=True,
+                   disable=not self.info.is_main, desc='train')
+        self.model.train()
+        t_run = time.perf_counter()
+        try:
+            while prog['iteration'] < stop_at:
+                self._run_epoch(bar, stop_at)
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.close()
+        dist_utils.broadcast_buffers(self.model)
+        minutes = (time.perf_counter() - t_run) / 60
+        done = prog['iteration'] >= self.total_iters
+        state = 'finished' if done else 'stopped (--stop_after)'
+        best = (f'best val PSNR {self.best["psnr"]:.2f} dB at iteration {self.best["iteration"]}'
+                if math.isfinite(self.best['psnr']) else 'no validation')
+        self.log(f'{state} at iteration {prog["iteration"]}/{self.total_iters} after '
+                 f'{minutes:.1f} min; {best}; state in {self.last_path}; '
+                 f'{peak_memory_text(self.device)}')
+        return dict(iteration=prog['iteration'], finished=done, best=dict(self.best),
+                    last=str(self.last_path), best_path=str(self.best_path))
+
+    def _run_epoch(self, bar: tqdm, stop_at: int) -> None:
+        """Train from the current position to the end of the epoch (or ``stop_at``)."""
+        cfg, prog = self.cfg, self.progress
+        epoch_losses, t_epoch, seen, val = [], time.perf_counter(), 0, None
+        micro, group = 0, 1
+        t_step = time.perf_counter()
+        for inp, tgt in self._loader():
+            if micro == 0:
+                group = min(cfg.accum_steps, self.batches_per_epoch - prog['epoch_batch'])
+                step_losses = []
+            step_losses.append(self._forward_backward(inp, tgt, group, sync=micro + 1 == group))
+            seen += inp.shape[0] * self.info.world_size
+            micro += 1
+            if micro < group:
+                continue
+            self._optimizer_step()
+            micro = 0
+            prog['iteration'] += 1
+            prog['epoch_batch'] += group
+            loss = float(np.mean(step_losses))
+            epoch_losses.append(loss)
+            it = prog['iteration']
+            now = time.perf_counter()
+            imgs = group * cfg.batch_size * self.info.world_size / max(now - t_step, 1e-9)
+            t_step = now
+            bar.update(1)
+            bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{imgs:.1f}')
+            self._scalar('train/loss', loss, it)
+            self._scalar('train/lr', self.optimizer.param_groups[0]['lr'], it)
+            epoch_done = prog['epoch_batch'] >= self.batches_per_epoch
+            if epoch_done:
+                prog['epoch'] += 1
+                prog['epoch_batch'] = 0
+            if self.val_set is not None and (it == self.total_iters or (
+                    self.val_every > 0 and it % self.val_every == 0)):
+                val = self.validate()
+            if it == stop_at or (self.save_every > 0 and it % self.save_every == 0):
+                self.save_last()
+            if epoch_done or it == stop_at:
+                self._epoch_summary(epoch_losses, seen, time.perf_counter() - t_epoch, val)
+            if it >= stop_at:
+                break
+
+    def _epoch_summary(self, losses: list[float], seen: int, seconds: float,
+                       val: dict | None) -> None:
+        prog = self.progress
+        total = dist_utils.all_reduce_sum([sum(losses), len(losses)], self.device)
+        mean_loss = total[0] / max(total[1], 1)
+        epochs = math.ceil(self.total_iters / self.steps_per_epoch)
+        epoch = prog['epoch'] if prog['epoch_batch'] == 0 else prog['epoch'] + 1
+        text = (f'epoch {epoch}/{epochs}  iter {prog["iteration"]}/{self.total_iters}  '
+                f'loss {mean_loss:.4f}  lr {self.optimizer.param_groups[0]["lr"]:.2e}  '
+                f'{seen / max(seconds, 1e-9):.1f} img/s  {seconds:.0f}s')
+        if val is not None:
+            text += (f'  val PSNR {val["psnr"]:.2f} SSIM {val["ssim"]:.4f}  '
+                     f'(best {self.best["psnr"]:.2f} @ iter {self.best["iteration"]})')
+        self.log(text)
+        self._scalar('train/epoch_loss', mean_loss, prog['iteration'])
