@@ -13,7 +13,11 @@ if str(ROOT) not in sys.path:
 SHARED = Path(os.environ.get('SPIKEDERAIN_SHARED', ROOT.parent / 'shared'))
 REFERENCE = SHARED / 'reference'
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the suite's cost is many small ops, and subprocess tests (torchrun, CLIs) run
+# beside this process; several multi-threaded torch processes on 2 cores slow each other down
+# by orders of magnitude (OpenMP oversubscription).
+torch.set_num_threads(1)
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 
 @pytest.fixture(scope='session')

@@ -100,9 +100,16 @@ def write_png_atomic(path: str | os.PathLike, img: np.ndarray) -> Path:
             Image.fromarray(np.asarray(img, dtype=np.uint8)).save(fh, format='PNG')
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())   # mkstemp makes 0600; outputs are shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,17 +1,253 @@
 """Restoring images with a model: the one function test.py and training validation share.
 
-The model itself pads to the size it needs and resets its spiking state (see
-``models.base.SpikingRestorer``); this module adds device handling, no-grad, and clamping.
+The model itself pads to the size it needs and resets its spiking state around every forward
+(see ``models.base.SpikingRestorer``); :func:`restore` adds device handling, no-grad, clamping
+and tiled inference. Tiling bounds memory for large images: each tile is an independent forward,
+tiles overlap, and the overlaps are blended with smooth weights so that no seam shows.
+:func:`restore_files` runs it over files the way test.py (and the demo) need: resumable,
+atomic, and one bad file does not stop the rest.
 """
 from __future__ import annotations
 
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
+from tqdm import tqdm
+
+from .image_io import (ImageReadError, is_image_file, list_images, read_image_rgb,
+                       tensor_to_uint8, uint8_to_tensor, write_png_atomic)
+
+
+def resolve_device(name: str = 'auto') -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f'--device {name}: CUDA is not available on this machine '
+                         f'(use cpu or auto)')
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'--device {name}: not a device name (use auto, cpu or cuda)') from None
+
+
+def check_tiling(tile: int | None, tile_overlap: int) -> None:
+    """Reject tiling options that cannot work, with a message naming the option."""
+    if tile is None:
+        return
+    if tile < 8:
+        raise ValueError(f'--tile {tile}: tiles must be at least 8 pixels')
+    if tile_overlap < 0 or tile_overlap >= tile:
+        raise ValueError(f'--tile_overlap {tile_overlap}: must be >= 0 and smaller than '
+                         f'--tile ({tile})')
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering ``length``: stride ``tile - overlap``, last one flush."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def _ramp_1d(size: int, overlap: int, rise: bool, fall: bool) -> torch.Tensor:
+    """Weights along one side of a tile: 1 inside, sin^2 ramps where a neighbour overlaps.
+
+    The ramps are strictly positive and a rising ramp plus the falling ramp of the neighbour
+    sums to 1 over an overlap of exactly ``overlap`` pixels, so blending is a partition of unity
+    (the accumulated weights are still normalised, for the last, flush tile).
+    """
+    w = torch.ones(size)
+    r = min(overlap, size // 2)
+    if r > 0:
+        ramp = torch.sin(0.5 * math.pi * (torch.arange(r) + 0.5) / r) ** 2
+        if rise:
+            w[:r] = ramp
+        if fall:
+            w[size - r:] = ramp.flip(0)
+    return w
+
+
+def _tile_weight(y: int, x: int, th: int, tw: int, h: int, w: int, overlap: int) -> torch.Tensor:
+    wy = _ramp_1d(th, overlap, rise=y > 0, fall=y + th < h)
+    wx = _ramp_1d(tw, overlap, rise=x > 0, fall=x + tw < w)
+    return wy[:, None] * wx[None, :]
+
+
+def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return model(batch.to(device)).clamp_(0, 1)
+
+
+def _restore_tiled(model: nn.Module, img: torch.Tensor, tile: int, overlap: int,
+                   batch_size: int, device: torch.device, progress: bool) -> torch.Tensor:
+    """Tiled restoration of one ``[1,C,H,W]`` image; buffers live on the image's device."""
+    _, c, h, w = img.shape
+    th, tw = min(tile, h), min(tile, w)
+    coords = [(y, x) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
+    out = torch.zeros(1, c, h, w, dtype=img.dtype, device=img.device)
+    weight = torch.zeros(1, 1, h, w, dtype=img.dtype, device=img.device)
+    for i in tqdm(range(0, len(coords), batch_size), desc='tiles', unit='batch', leave=False,
+                  disable=not progress or len(coords) <= batch_size):
+        chunk = coords[i:i + batch_size]
+        tiles = torch.cat([img[..., y:y + th, x:x + tw] for y, x in chunk])
+        pred = _forward(model, tiles, device).to(img.device, img.dtype)
+        for k, (y, x) in enumerate(chunk):
+            wt = _tile_weight(y, x, th, tw, h, w, overlap).to(img.device, img.dtype)
+            out[..., y:y + th, x:x + tw] += pred[k:k + 1] * wt
+            weight[..., y:y + th, x:x + tw] += wt
+    return out.div_(weight)
 
 
 @torch.no_grad()
-def restore(model: nn.Module, img: torch.Tensor) -> torch.Tensor:
-    """Restore a ``[B,3,H,W]`` batch in [0, 1]; returns the same size on the input's device."""
+def restore(model: nn.Module, img: torch.Tensor, tile: int | None = None, tile_overlap: int = 32,
+            batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+    """Restore a ``[B,3,H,W]`` batch in [0, 1]; returns the same size on the input's device.
+
+    ``tile=None`` runs the whole batch in one forward. With ``tile``, each image is cut into
+    ``tile``x``tile`` tiles overlapping by ``tile_overlap`` pixels, restored ``batch_size`` tiles
+    per forward on the model's device and blended on the input's device, so memory is bounded
+    by the tile size (keep a large image on the CPU to bound GPU memory too). A tile at least
+    as large as the image gives exactly the untiled result. The overlap is capped at half a
+    tile, so small tiles work with the default overlap (scripts reject such options up front
+    with :func:`check_tiling`). ``progress`` shows a bar over the tiles. The caller sets
+    ``model.eval()``.
+    """
     device = next(model.parameters()).device
-    out = model(img.to(device))
-    return out.clamp_(0, 1).to(img.device)
+    if tile is None:
+        return _forward(model, img, device).to(img.device)
+    overlap = min(tile_overlap, tile // 2)
+    check_tiling(tile, overlap)
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    return torch.cat([_restore_tiled(model, img[b:b + 1], tile, overlap, batch_size, device,
+                                     progress) for b in range(img.shape[0])])
+
+
+# --- Folders of files: what test.py runs ------------------------------------------------------
+
+def find_inputs(data_path: str | Path) -> tuple[list[Path], Path]:
+    """Images to restore and the folder they live in.
+
+    ``data_path`` is one image, a folder of images, or a benchmark split with ``input/`` (and
+    ``target/``) subfolders, whose ``input/`` is then read.
+    """
+    path = Path(data_path)
+    if path.is_file():
+        if not is_image_file(path):
+            raise ValueError(f'{path}: not an image file (expected one of the usual extensions)')
+        return [path], path.parent
+    if not path.is_dir():
+        raise ValueError(f'{path}: no such file or folder')
+    files = list_images(path)
+    if not files and (path / 'input').is_dir():
+        path = path / 'input'
+        files = list_images(path)
+    if not files:
+        raise ValueError(f'{path}: no images found')
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise ValueError(f'{path}: {seen[f.stem].name} and {f.name} would both be restored to '
+                             f'{f.stem}.png; rename one')
+        seen[f.stem] = f
+    return files, path
+
+
+def output_is_complete(path: Path) -> bool:
+    """A PNG that exists and decodes: writes are atomic, so anything else is a stray file."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+@dataclass
+class RestoreSummary:
+    """What :func:`restore_files` did: written, skipped (already there) and failed files."""
+    restored: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.restored) / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_path(save_dir: Path, src: Path) -> Path:
+    """Where the restored ``src`` goes: same stem, always PNG (lossless, 8-bit)."""
+    return Path(save_dir) / f'{src.stem}.png'
+
+
+def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
+                  tile: int | None = None, tile_overlap: int = 32, batch_size: int = 1,
+                  overwrite: bool = False, progress: bool = True,
+                  report: Callable[[str], None] | None = None) -> RestoreSummary:
+    """Restore ``inputs`` into ``save_dir/<stem>.png`` and say what happened.
+
+    Existing complete outputs are skipped unless ``overwrite`` (so an interrupted run resumes).
+    A file that cannot be read or restored is reported through ``report`` (one line naming it)
+    and the others are still processed. Untiled, consecutive images of the same size are
+    batched ``batch_size`` at a time; tiled, ``batch_size`` counts tiles.
+    """
+    if report is None:
+        def report(line: str) -> None:
+            tqdm.write(line, file=sys.stderr)
+    save_dir = Path(save_dir)
+    summary = RestoreSummary()
+    pending: list[tuple[Path, np.ndarray]] = []
+    per_forward = 1 if tile is not None else batch_size
+    start = time.perf_counter()
+
+    def flush() -> None:
+        batch = torch.cat([uint8_to_tensor(arr) for _, arr in pending])
+        try:
+            out = restore(model, batch, tile=tile, tile_overlap=tile_overlap,
+                          batch_size=batch_size, progress=progress)
+        except RuntimeError as err:
+            oom = isinstance(err, torch.OutOfMemoryError) or 'out of memory' in str(err)
+            why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size' if oom else
+                   f'restoring failed: {str(err).strip().splitlines()[0][:200]}')
+            for src, _ in pending:
+                summary.failed.append((src, why))
+                report(f'error: {src}: {why}')
+        else:
+            for k, (src, _) in enumerate(pending):
+                dst = output_path(save_dir, src)
+                try:
+                    summary.restored.append(write_png_atomic(dst, tensor_to_uint8(out[k:k + 1])))
+                except OSError as err:
+                    summary.failed.append((src, f'cannot write {dst}: {err}'))
+                    report(f'error: {src}: cannot write {dst}: {err}')
+        pending.clear()
+
+    bar = tqdm(inputs, desc='restoring', unit='img', disable=not progress)
+    for src in bar:
+        dst = output_path(save_dir, src)
+        if not overwrite and dst.exists() and output_is_complete(dst):
+            summary.skipped.append(dst)
+            continue
+        try:
+            arr = read_image_rgb(src)
+        except ImageReadError as err:
+            summary.failed.append((src, str(err)))
+            report(f'error: {err}')
+            continue
+        if pending and (len(pending) == per_forward or arr.shape != pending[0][1].shape):
+            flush()
+        pending.append((src, arr))
+    if pending:
+        flush()
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary

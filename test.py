@@ -1,0 +1,149 @@
+"""Restore rainy images with a trained model: ``python test.py --weights W --data_path DIR``.
+
+Reads one image, a folder, or a benchmark split (its ``input/``), writes ``<stem>.png`` into
+``--save_path`` (never into the input folder), and with ``--target_path`` reports PSNR/SSIM
+by the published protocol (the same functions as evaluation.py). Re-running skips outputs that
+are already complete, so an interrupted run simply resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from models import WeightsError, available_models, build_from_checkpoint, build_model
+from utils.inference import check_tiling, find_inputs, resolve_device, restore_files
+from utils.image_io import ImageReadError
+from utils.metrics import PairingError, evaluate_pairs, pair_with_targets, target_folder
+
+# Folder names that say nothing about the data set; the default save path skips them.
+_GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--model', choices=available_models(), default=None,
+                   help='registered model name; optional for our checkpoints (they record it), '
+                        'required for official state dicts')
+    p.add_argument('--weights', default=None,
+                   help='checkpoint to load (ours or an official .pth)')
+    p.add_argument('--random_weights', action='store_true',
+                   help='run without --weights on random weights (smoke tests only: the output '
+                        'is meaningless)')
+    p.add_argument('--data_path', required=True,
+                   help='an image, a folder of images, or a benchmark split with input/')
+    p.add_argument('--save_path', default=None,
+                   help='output folder (default: results/<model>/<data name>)')
+    p.add_argument('--target_path', default=None,
+                   help='ground-truth folder (or image): evaluate PSNR/SSIM after restoring')
+    p.add_argument('--device', default='auto',
+                   help='auto (default: CUDA if present, else CPU), cpu, cuda or cuda:N')
+    p.add_argument('--tile', type=int, default=None,
+                   help='restore in tiles of this many pixels to bound memory on large images '
+                        '(default: whole images)')
+    p.add_argument('--tile_overlap', type=int, default=32,
+                   help='overlap between tiles in pixels, blended smoothly (default: %(default)s)')
+    p.add_argument('--batch_size', type=int, default=1,
+                   help='images (untiled, same size) or tiles (tiled) per forward pass '
+                        '(default: %(default)s)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='redo outputs that already exist (default: skip them)')
+    p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    return p.parse_args(argv)
+
+
+def data_name(data_path: Path) -> str:
+    """The data set's name for the default save path (``Rain200L/test/input`` -> Rain200L)."""
+    path = data_path.resolve()
+    folder = path.parent if path.is_file() else path
+    return next((p.name for p in (folder, *folder.parents)
+                 if p.name and p.name.lower() not in _GENERIC_NAMES), 'images')
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    if args.weights:
+        model = build_from_checkpoint(args.weights, args.model)
+    elif args.random_weights:
+        if args.model is None:
+            raise ValueError('--random_weights needs --model')
+        torch.manual_seed(0)
+        model = build_model(args.model)
+    else:
+        raise ValueError('--weights is required (a model with random weights restores nothing); '
+                         'pass --random_weights explicitly for a smoke test')
+    return model.to(device).eval()
+
+
+def check_save_path(save: Path, input_dir: Path, target: Path | None) -> None:
+    if save.resolve() == input_dir.resolve():
+        raise ValueError(f'--save_path {save}: is the input folder; refusing to write there')
+    if target is not None and target.is_dir() and save.resolve() == target.resolve():
+        raise ValueError(f'--save_path {save}: is the target folder; refusing to write there')
+    if save.exists() and not save.is_dir():
+        raise ValueError(f'--save_path {save}: exists and is not a folder')
+
+
+def evaluate(summary, target_path: str) -> int:
+    """Evaluate this run's outputs (new and skipped) against the targets; print the means."""
+    outputs = summary.restored + summary.skipped
+    if not outputs:
+        print('error: evaluation: no restored images to evaluate', file=sys.stderr)
+        return 1
+    try:
+        _, means = evaluate_pairs(pair_with_targets(outputs, target_path))
+    except (PairingError, ImageReadError, ValueError) as err:
+        print(f'error: evaluation: {err}', file=sys.stderr)
+        return 1
+    print(f'evaluated {means["images"]} images against {target_path} (Y channel, no crop): '
+          f'PSNR {means["psnr"]:.4f} dB, SSIM {means["ssim"]:.4f}')
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        check_tiling(args.tile, args.tile_overlap)
+        if args.batch_size < 1:
+            raise ValueError(f'--batch_size {args.batch_size}: must be >= 1')
+        device = resolve_device(args.device)
+        inputs, input_dir = find_inputs(args.data_path)
+        target = target_folder(args.target_path) if args.target_path else None
+        if target is not None and not target.exists():
+            raise ValueError(f'--target_path {target}: no such file or folder')
+        model = load_model(args, device)
+        save = Path(args.save_path) if args.save_path else (
+            Path('results') / model.model_name / data_name(Path(args.data_path)))
+        check_save_path(save, input_dir, target)
+        save.mkdir(parents=True, exist_ok=True)
+    except (ValueError, WeightsError, OSError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
+    print(f'{model.model_name} on {device}, {tiling}: {len(inputs)} images from {input_dir} '
+          f'-> {save}')
+    try:
+        summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,
+                                args.batch_size, args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print('interrupted: outputs written so far are complete; re-run to finish the rest',
+              file=sys.stderr)
+        return 130
+    print(f'restored {len(summary.restored)} images in {summary.seconds:.1f} s '
+          f'({summary.images_per_second:.3g} images/s); skipped {len(summary.skipped)} existing'
+          f'{" (use --overwrite to redo them)" if summary.skipped else ""}; '
+          f'{len(summary.failed)} failed')
+    status = 0
+    if args.target_path:
+        status = evaluate(summary, args.target_path)
+    if summary.failed:
+        print(f'error: {len(summary.failed)} of {len(inputs)} images failed: '
+              f'{", ".join(str(p) for p, _ in summary.failed[:5])}'
+              f'{", ..." if len(summary.failed) > 5 else ""}', file=sys.stderr)
+        status = 1
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""evaluation.py end to end (subprocess): table, means, reports, pairing errors, --lpips."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from utils.metrics import calculate_psnr, calculate_ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), *map(str, args)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    """restored/*.png and target/*.jpg|png with the same stems, plus the arrays."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for i, name in enumerate(['rain-001', 'rain-002', 'rain-010']):
+        target = rng.integers(0, 256, (24, 31, 3), dtype=np.uint8)
+        restored = np.clip(target.astype(int) + rng.integers(-9, 10, target.shape), 0, 255)
+        arrays[name] = (restored.astype(np.uint8), target)
+        (tmp_path / 'restored').mkdir(exist_ok=True)
+        (tmp_path / 'target').mkdir(exist_ok=True)
+        Image.fromarray(arrays[name][0]).save(tmp_path / 'restored' / f'{name}.png')
+        ext = 'bmp' if i == 1 else 'png'            # extensions may differ; stems pair
+        Image.fromarray(target).save(tmp_path / 'target' / f'{name}.{ext}')
+    return tmp_path / 'restored', tmp_path / 'target', arrays
+
+
+def test_table_means_and_reports(folders, tmp_path):
+    restored, target, arrays = folders
+    code, out, err = run('--generated_images_path', restored, '--target_path', target,
+                         '--json', tmp_path / 'rep' / 'm.json', '--csv', tmp_path / 'm.csv')
+    assert code == 0, err
+    psnr = {n: calculate_psnr(*a) for n, a in arrays.items()}
+    ssim = {n: calculate_ssim(*a) for n, a in arrays.items()}
+    for n in arrays:
+        assert f'{n}  ' in out and f'{psnr[n]:.4f}' in out and f'{ssim[n]:.4f}' in out
+    mean_p, mean_s = np.mean(list(psnr.values())), np.mean(list(ssim.values()))
+    assert f'3 images (Y, crop_border 0): PSNR {mean_p:.4f} dB, SSIM {mean_s:.4f}' in out
+    doc = json.loads((tmp_path / 'rep' / 'm.json').read_text())
+    assert doc['means']['psnr'] == pytest.approx(mean_p, abs=1e-9)
+    assert [r['name'] for r in doc['images']] == sorted(arrays)
+    rows = list(csv.DictReader((tmp_path / 'm.csv').open()))
+    assert rows[-1]['name'] == 'mean' and float(rows[-1]['ssim']) == pytest.approx(mean_s)
+    assert float(rows[0]['psnr']) == pytest.approx(psnr['rain-001'])
+
+
+def test_missing_partner_is_named(folders):
+    restored, target, _ = folders
+    (target / 'rain-010.png').unlink()
+    code, out, err = run('--restored', restored, '--target_path', target)
+    assert code != 0 and 'rain-010.png' in err and 'no target image' in err
+    assert 'Traceback' not in err and out == ''
+
+
+def test_rgb_crop_quiet_and_unavailable_lpips(folders, tmp_path):
+    restored, target, arrays = folders
+    # An `lpips` that cannot be imported, whatever is installed on this machine.
+    (tmp_path / 'fake').mkdir()
+    (tmp_path / 'fake' / 'lpips.py').write_text("raise ImportError('lpips is not installed')\n")
+    env = {**ENV, 'PYTHONPATH': str(tmp_path / 'fake')}
+    proc = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), '--restored', str(restored),
+                           '--target_path', str(target), '--no-test_y', '--crop_border', '2',
+                           '--quiet', '--lpips'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # LPIPS fails with a message saying how to get it; PSNR/SSIM are still computed.
+    assert proc.returncode == 1
+    assert '--lpips' in proc.stderr and 'pip install lpips' in proc.stderr
+    mean_p = np.mean([calculate_psnr(*a, crop_border=2, test_y=False) for a in arrays.values()])
+    assert f'(RGB, crop_border 2): PSNR {mean_p:.4f} dB' in proc.stdout
+    assert 'LPIPS' not in proc.stdout and 'rain-001' not in proc.stdout     # --quiet: means only

@@ -1,0 +1,124 @@
+"""test.py end to end, as a user runs it (subprocess, tiny model, tiny images)."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import build_model, save_weights
+from utils.image_io import read_image_rgb
+from utils.metrics import evaluate_folders
+
+ROOT = Path(__file__).resolve().parents[1]
+# One thread per subprocess: the test machine's cores are shared, and the images are tiny.
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def run(*args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, str(ROOT / 'test.py'), '--no_progress', *map(str, args)],
+                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _split(folder, sizes=((37, 53), (16, 16))):
+    """A benchmark split: input/ and target/ with matching names."""
+    rng = np.random.default_rng(0)
+    for sub in ('input', 'target'):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        clean = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(clean).save(folder / 'target' / f'img{i}.png')
+        Image.fromarray(np.clip(clean.astype(int) + 30, 0, 255).astype(np.uint8)).save(
+            folder / 'input' / f'img{i}.jpg', quality=95)
+    return folder
+
+
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp('weights') / 'tiny.pth'
+    torch.manual_seed(0)
+    save_weights(build_model('spikerain-tiny'), path)
+    return path
+
+
+def test_help_lists_every_option():
+    code, out, _ = run('--help')
+    assert code == 0
+    for flag in ('--model', '--weights', '--data_path', '--save_path', '--device', '--tile',
+                 '--tile_overlap', '--batch_size', '--target_path', '--overwrite',
+                 '--random_weights'):
+        assert flag in out
+
+
+def test_refuses_without_weights_and_into_the_input_folder(tmp_path):
+    split = _split(tmp_path / 'split')
+    code, _, err = run('--model', 'spikerain-tiny', '--data_path', split)
+    assert code == 2 and '--random_weights' in err and len(err.strip().splitlines()) == 1
+    code, _, err = run('--model', 'spikerain-tiny', '--random_weights', '--data_path', split,
+                       '--save_path', split / 'input')
+    assert code == 2 and 'input folder' in err and 'Traceback' not in err
+    assert sorted(p.name for p in (split / 'input').iterdir()) == ['img0.jpg', 'img1.jpg']
+
+
+def test_our_checkpoint_restores_a_split_and_evaluates(tmp_path, tiny_weights):
+    split = _split(tmp_path / 'Rain0')
+    code, out, err = run('--weights', tiny_weights, '--data_path', split,
+                         '--target_path', split, cwd=tmp_path)      # a split: its target/
+    assert code == 0, err
+    save = tmp_path / 'results' / 'spikerain-tiny' / 'Rain0'
+    assert sorted(p.name for p in save.iterdir()) == ['img0.png', 'img1.png']
+    assert read_image_rgb(save / 'img0.png').shape == (37, 53, 3)
+    assert re.search(r'restored 2 images in [\d.]+ s \([\d.]+ images/s\)', out)
+    _, means = evaluate_folders(save, split / 'target')
+    assert f'PSNR {means["psnr"]:.4f} dB, SSIM {means["ssim"]:.4f}' in out
+    # Random weights with seed 0 are the same model: same outputs, bit for bit.
+    code, _, err = run('--model', 'spikerain-tiny', '--random_weights', '--data_path', split,
+                       '--save_path', tmp_path / 'rand', '--tile', 16, '--tile_overlap', 4,
+                       '--batch_size', 3)
+    assert code == 0, err
+    assert read_image_rgb(tmp_path / 'rand' / 'img1.png').shape == (16, 16, 3)
+    # 16x16 fits in one 16-pixel tile, so the tiled run equals the untiled one exactly.
+    assert np.array_equal(read_image_rgb(tmp_path / 'rand' / 'img1.png'),
+                          read_image_rgb(save / 'img1.png'))
+
+
+def test_official_state_dict_needs_model(tmp_path, tiny_weights):
+    sd_path = tmp_path / 'official.pth'
+    torch.save(torch.load(tiny_weights, weights_only=True)['state_dict'], sd_path)
+    img = tmp_path / 'one.png'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    code, _, err = run('--weights', sd_path, '--data_path', img, '--save_path', tmp_path / 'o')
+    assert code == 2 and '--model' in err and 'Traceback' not in err
+
+
+def test_bad_files_skip_existing_and_overwrite(tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(folder / 'small.png')
+    Image.fromarray(rng.integers(0, 65535, (9, 6), dtype=np.uint16)).save(folder / 'deep.png')
+    (folder / 'zero.png').write_bytes(b'')
+    (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really')
+    (folder / 'notes.png').write_text('hello')
+    args = ('--model', 'spikerain-tiny', '--random_weights', '--data_path', folder,
+            '--save_path', tmp_path / 'out')
+    code, out, err = run(*args)
+    assert code == 1
+    for name in ('zero.png', 'broken.jpg', 'notes.png'):
+        assert sum(name in line for line in err.splitlines()) >= 1
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['deep.png', 'small.png']
+    assert 'restored 2 images' in out and '3 failed' in out
+    stamp = (tmp_path / 'out' / 'small.png').stat().st_mtime_ns
+    (folder / 'zero.png').unlink()
+    (folder / 'broken.jpg').unlink()
+    (folder / 'notes.png').unlink()
+    code, out, _ = run(*args)
+    assert code == 0 and 'restored 0 images' in out and 'skipped 2 existing' in out
+    assert (tmp_path / 'out' / 'small.png').stat().st_mtime_ns == stamp
+    code, out, _ = run(*args, '--overwrite')
+    assert code == 0 and 'restored 2 images' in out and 'skipped 0' in out
