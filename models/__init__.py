@@ -29,6 +29,17 @@ MODEL_REGISTRY: dict[str, tuple[str, str, dict]] = {
                dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4)),
     'esdnet-tiny': ('esdnet', 'ESDNet',
                     dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4)),
+    # VLIF-Net: the official dim 48 layout; '-l' adds the 4 refinement SDEMs of the Rain200L
+    # weights; '-tiny' is the golden CPU config.
+    'vlif-net': ('vlifnet', 'VLIFNet',
+                 dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4,
+                      use_refinement=False)),
+    'vlif-net-l': ('vlifnet', 'VLIFNet',
+                   dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4,
+                        use_refinement=True)),
+    'vlif-net-tiny': ('vlifnet', 'VLIFNet',
+                      dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4,
+                           use_refinement=False)),
 }
 
 
@@ -79,7 +90,7 @@ def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Modul
                            f'but {name!r} was requested')
     cfg = {**(saved_cfg or {}), **overrides} if saved_name is not None else overrides
     model = build_model(name or saved_name, **cfg)
-    load_weights(model, obj if isinstance(obj, dict) else src)
+    load_weights(model, obj if isinstance(obj, dict) else src, source=label)
     return model
 
 

@@ -130,3 +130,130 @@ def spiking_attention(T: int, channels: int) -> layer.MultiDimensionalAttention:
     """spikingjelly's multi-dimensional attention with the ESDNet/VLIF settings (no biases)."""
     return layer.MultiDimensionalAttention(T=T, C=channels, reduction_t=4, reduction_c=16,
                                            kernel_size=3)
+
+
+# --- VLIF-Net's neurons: NI-LIF (multi-level spikes) and the VLIF unit built on it ------------
+
+class _QuantisedSpike(torch.autograd.Function):
+    """s = round(clamp(u, 0, L)) / L, so s takes L + 1 levels in [0, 1].
+
+    Backward is straight-through on [0, L] (zero outside), scaled by 1/L like the forward's
+    normalisation, as in the official ``MultiSpike4``.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, levels: int) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        ctx.levels = levels
+        return torch.round(torch.clamp(u, min=0, max=levels)) / float(levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, = ctx.saved_tensors
+        inside = (u >= 0) & (u <= ctx.levels)
+        return grad * inside / float(ctx.levels), None
+
+
+class NILIF(nn.Module):
+    """Normalised-integer LIF (VLIF-Net's ``mem_update``), multi-step over dim 0.
+
+    ``u[0] = x[0]``, ``u[t] = (u[t-1] - s[t-1]) * decay + x[t]`` (the reset uses the detached
+    spike), ``s[t] = round(clamp(u[t], 0, levels)) / levels``. One call runs the whole sequence
+    from rest, so the module keeps no state between calls and needs no reset.
+    """
+
+    def __init__(self, levels: int = 4, decay: float = 0.25):
+        super().__init__()
+        self.levels, self.decay = int(levels), float(decay)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spikes = []
+        u = s = None
+        for x_t in x:
+            u = x_t if u is None else (u - s.detach()) * self.decay + x_t
+            s = _QuantisedSpike.apply(u, self.levels)
+            spikes.append(s)
+        return torch.stack(spikes)
+
+    def extra_repr(self) -> str:
+        return f'levels={self.levels}, decay={self.decay}'
+
+
+def unshuffle_to_time(x: torch.Tensor, r: int = 2) -> torch.Tensor:
+    """VLIF's patch-to-time reorganisation, ``[T,B,C,H,W] -> [T*r*r,B,C,H/r,W/r]``.
+
+    The r*r pixels of every r x r patch become consecutive steps: step ``t*r*r + i*r + j`` holds
+    pixel (i, j) of each patch at step t, so a neuron's membrane integrates over its patch.
+    """
+    T, B, C, H, W = x.shape
+    if H % r or W % r:
+        raise ValueError(f'VLIF needs H and W divisible by {r}, got {H}x{W}')
+    y = F.pixel_unshuffle(x.flatten(0, 1), r).view(T, B, C, r * r, H // r, W // r)
+    return y.permute(0, 3, 1, 2, 4, 5).reshape(T * r * r, B, C, H // r, W // r)
+
+
+def time_to_unshuffled(y: torch.Tensor, r: int = 2) -> torch.Tensor:
+    """Undo the step interleaving: ``[T*r*r,B,C,h,w] -> [T,B,C*r*r,h,w]`` (unshuffled layout)."""
+    S, B, C, h, w = y.shape
+    T = S // (r * r)
+    return y.view(T, r * r, B, C, h, w).permute(0, 2, 3, 1, 4, 5).reshape(T, B, C * r * r, h, w)
+
+
+def time_to_space(y: torch.Tensor, r: int = 2) -> torch.Tensor:
+    """Exact inverse of :func:`unshuffle_to_time`: ``[T*r*r,B,C,h,w] -> [T,B,C,h*r,w*r]``."""
+    z = time_to_unshuffled(y, r)
+    T, B = z.shape[:2]
+    out = F.pixel_shuffle(z.flatten(0, 1), r)
+    return out.view(T, B, *out.shape[1:])
+
+
+VLIF_RESTORE_MODES = ('bilinear_conv', 'pixel_shuffle')
+
+
+class VLIFNeuron(nn.Module):
+    """Visual LIF: NI-LIF run over each r x r patch as extra time steps (spatial context).
+
+    ``restore='bilinear_conv'`` is the official code: the unshuffled spikes are bilinearly
+    up-sampled to H x W and a 1x1 conv (C*r*r -> C, no bias, key ``channel_adjust``) mixes them.
+    ``restore='pixel_shuffle'`` is the paper's parameter-free version: each spike goes back to
+    its own pixel, so the output is a multi-level spike map.
+    """
+
+    def __init__(self, channels: int, r: int = 2, restore: str = 'bilinear_conv',
+                 levels: int = 4, decay: float = 0.25):
+        super().__init__()
+        if restore not in VLIF_RESTORE_MODES:
+            raise ValueError(f'VLIF restore must be one of {VLIF_RESTORE_MODES}, got {restore!r}')
+        self.r, self.restore = r, restore
+        self.lif_node = NILIF(levels, decay)
+        if restore == 'bilinear_conv':
+            self.channel_adjust = conv2d(channels * r * r, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B, C, H, W = x.shape
+        spikes = self.lif_node(unshuffle_to_time(x, self.r))       # [T*r*r, B, C, H/r, W/r]
+        if self.restore == 'pixel_shuffle':
+            return time_to_space(spikes, self.r)
+        z = time_to_unshuffled(spikes, self.r).flatten(0, 1)       # [T*B, C*r*r, H/r, W/r]
+        z = F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False)
+        return self.channel_adjust(z.view(T, B, C * self.r * self.r, H, W))
+
+
+NEURON_KINDS = ('lif', 'nilif', 'vlif')
+
+
+def make_neuron(kind: str = 'lif', channels: int | None = None, **options) -> nn.Module:
+    """Any of the spiking units by name, so a model can swap neurons with one config flag.
+
+    'lif' is :func:`make_lif` (options override its settings), 'nilif' is :class:`NILIF`,
+    'vlif' is :class:`VLIFNeuron` and needs ``channels``.
+    """
+    if kind == 'lif':
+        return make_lif(**options)
+    if kind == 'nilif':
+        return NILIF(**options)
+    if kind == 'vlif':
+        if channels is None:
+            raise ValueError("neuron 'vlif' needs the number of channels")
+        return VLIFNeuron(channels, **options)
+    raise ValueError(f'unknown neuron {kind!r}; choose one of {NEURON_KINDS}')
