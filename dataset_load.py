@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.cli import run_main
 from utils.dataset_prepare import CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE, prepare_dataset
 from utils.datasets import (DATASET_PRESETS, SPLITS, DatasetError, find_pairs, resolve_split_dir,
                             summarize_pairs)
@@ -112,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'dataset_load.py')

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from utils.cli import run_main
 from utils.image_io import ImageReadError
 from utils.inference import resolve_device
 from utils.metrics import (LPIPSMetric, LPIPSUnavailable, PairingError, evaluate_pairs,
@@ -45,6 +47,13 @@ def main(argv=None) -> int:
     except PairingError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    scored = {path.resolve() for pair in pairs for path in pair}
+    for opt in ('json', 'csv'):
+        report = getattr(args, opt)
+        if report and Path(report).resolve() in scored:
+            print(f'error: --{opt} {report}: is one of the images being scored; refusing to '
+                  f'overwrite it', file=sys.stderr)
+            return 2
     lpips, lpips_error = None, None
     if args.lpips:
         try:
@@ -76,4 +85,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'evaluation.py')

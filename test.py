@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from models import WeightsError, available_models, build_from_checkpoint, build_model
+from utils.cli import run_main
 from utils.inference import check_tiling, find_inputs, resolve_device, restore_files
-from utils.image_io import ImageReadError
+from utils.image_io import ImageReadError, remove_interrupted_writes
 from utils.metrics import PairingError, evaluate_pairs, pair_with_targets, target_folder
 
 # Folder names that say nothing about the data set; the default save path skips them.
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
             Path('results') / model.model_name / data_name(Path(args.data_path)))
         check_save_path(save, input_dir, target)
         save.mkdir(parents=True, exist_ok=True)
+        remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
     except (ValueError, WeightsError, OSError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -146,4 +148,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'test.py')

@@ -16,6 +16,7 @@ import yaml
 from models import WeightsError, available_models
 from utils import distributed as dist_utils
 from utils.checkpoint import CheckpointError
+from utils.cli import run_main
 from utils.datasets import DatasetError
 from utils.image_io import ImageReadError
 from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
@@ -198,4 +199,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'train.py')

@@ -90,15 +90,18 @@ def _fmt(keys, limit=6) -> str:
     return ', '.join(keys[:limit]) + (f', ... ({len(keys)} in all)' if len(keys) > limit else '')
 
 
-def load_weights(model: nn.Module, src: Any, strict: bool = True) -> nn.Module:
+def load_weights(model: nn.Module, src: Any, strict: bool = True,
+                 source: str | None = None) -> nn.Module:
     """Load ``src`` (a path, a checkpoint dict, or a state dict) into ``model``, strictly.
 
     Accepts our checkpoints, official state dicts, ``{'state_dict': ...}``/``{'params': ...}``
     wrappers and ``module.`` prefixes. A model may define ``convert_official_state_dict(sd)``
     to rename official keys. Tensors stored in another dtype (e.g. fp16) are cast to the
-    model's. Returns the model.
+    model's. ``source`` names an already-read ``src`` in error messages (default: its path).
+    Returns the model.
     """
-    source = os.fspath(src) if isinstance(src, (str, os.PathLike)) else 'state dict'
+    if source is None:
+        source = os.fspath(src) if isinstance(src, (str, os.PathLike)) else 'state dict'
     obj = read_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
     sd = extract_state_dict(obj, source)
     convert = getattr(model, 'convert_official_state_dict', None)

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.cli import print_error, run_main  # noqa: E402
 from utils.dataset_prepare import OutputWriter, check_not_overlapping  # noqa: E402
 from utils.datasets import DatasetError  # noqa: E402
 from utils.image_io import ImageReadError, list_images, read_image_rgb  # noqa: E402
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.seed, writer)
         writer.png(preview_image(made_test), args.out / 'preview.png')
     except (DatasetError, ImageReadError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        print_error(str(err))
         return 1
     expected = {f'train/{m[0]}' for m in made_train} | {f'test/{m[0]}' for m in made_test}
     stale = stale_files(args.out, expected)
@@ -190,4 +191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'make_demo_data.py')

@@ -114,6 +114,20 @@ def save_best(model: nn.Module, path: str | os.PathLike, **extra) -> None:
     save_weights(model, path, **extra)
 
 
+def remove_interrupted_saves(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete temp files of saves killed before their rename (``.model_last.pth.XXXX.tmp``).
+
+    The files they were replacing are intact (writes are atomic); the temps only waste disk,
+    a checkpoint's size each time a job is killed mid-save. One process writes a run folder.
+    """
+    run_dir = Path(run_dir)
+    removed = [p for name in (LAST_NAME, BEST_NAME, 'config.yaml')
+               for p in run_dir.glob(f'.{name}.*.tmp') if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def find_last(run_dir: str | os.PathLike) -> Path | None:
     path = Path(run_dir) / LAST_NAME
     return path if path.is_file() else None

@@ -7,7 +7,9 @@ so an interrupted run never leaves a half-written file behind.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,28 @@ def write_png_atomic(path: str | os.PathLike, img: np.ndarray) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# write_png_atomic's temp names: '.' + stem + '.' + mkstemp's 8 random characters + '.png.tmp'.
+_TEMP_PNG = re.compile(r'\.(?P<stem>.+)\.[a-z0-9_]{8}\.png\.tmp')
+
+
+def remove_interrupted_writes(folder: str | os.PathLike, stems: Iterable[str]) -> list[Path]:
+    """Delete temp files of :func:`write_png_atomic` calls killed before their rename.
+
+    A process killed outright (SIGKILL, power loss) cannot clean up; the re-run that redoes
+    those outputs does. Only the temps of the given output stems are touched.
+    """
+    folder, stems = Path(folder), set(stems)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        match = _TEMP_PNG.fullmatch(path.name)
+        if match and match['stem'] in stems and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _current_umask() -> int:

@@ -196,6 +196,11 @@ class Trainer:
             model = build_model(cfg.model, **cfg.model_opt).to(self.device)
         except ValueError as err:
             raise ConfigError(f'--model {cfg.model}: {err}') from None
+        except Exception as err:     # noqa: BLE001 - an option the constructor cannot take
+            if not cfg.model_opt:    # the defaults must build: anything else is a bug
+                raise
+            raise ConfigError(f'--model_opt {cfg.model_opt}: {cfg.model} cannot be built with '
+                              f'these options ({type(err).__name__}: {err})') from None
         self.model = dist_utils.wrap_model(model, self.info)
         self.criterion = build_loss(cfg.loss)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -402,6 +407,9 @@ class Trainer:
         cfg, prog = self.cfg, self.progress
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            stale = ckpt.remove_interrupted_saves(self.run_dir)
+            if stale:
+                self.log(f'removed {len(stale)} temp file(s) of a save interrupted earlier')
             _write_yaml_atomic(self.run_dir / 'config.yaml', self.settings())
         self._open_tensorboard()
         start_it = prog['iteration']

@@ -1,0 +1,43 @@
+"""Turn a training checkpoint into a small weights-only file for sharing or shipping.
+
+``model_last.pth`` carries optimizer and RNG state (about 3x the weights); this writes only the
+weights, the model's name and config (so ``test.py --weights`` needs no ``--model``), and
+optionally stores them in fp16 (loading casts back to fp32).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import WeightsError, build_from_checkpoint, save_weights  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--checkpoint', required=True, help='model_best.pth or model_last.pth of a run')
+    p.add_argument('--out', required=True, help='weights file to write (e.g. pretrained_models/'
+                                                'spikerain-s_demo.pth)')
+    p.add_argument('--model', default=None, help='model name, for checkpoints that do not record it')
+    p.add_argument('--half', action='store_true', help='store floating tensors as fp16')
+    p.add_argument('--note', default='', help='free text stored in the file (e.g. the recipe)')
+    args = p.parse_args(argv)
+    if Path(args.out).resolve() == Path(args.checkpoint).resolve():
+        print(f'error: --out {args.out} would overwrite the input checkpoint', file=sys.stderr)
+        return 2
+    try:
+        model = build_from_checkpoint(args.checkpoint, args.model)
+    except WeightsError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    save_weights(model, args.out, half=args.half, note=args.note)
+    n = sum(p.numel() for p in model.parameters())
+    print(f'wrote {args.out}: {model.model_name} {model.config}, {n:,} parameters, '
+          f'{Path(args.out).stat().st_size / 1e6:.2f} MB')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""How the command-line scripts end: one line on stderr and a non-zero exit code, never a traceback.
+
+Researchers run long jobs unattended; the end of the log must say what went wrong and where
+(the file or the option), not a stack of frames from deep inside torch. Each script handles the
+errors it expects itself; :func:`run_main` is the safety net around ``main()`` for the expected
+kinds of error that still escape (a bad file found late, an unwritable path, Ctrl-C). Anything
+else is a bug and keeps its traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an
+expected error too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, NoReturn
+
+from tqdm import tqdm
+
+from models.weights import WeightsError
+from utils.checkpoint import CheckpointError
+
+# ImageReadError, DatasetError, PairingError and the trainer's ConfigError are ValueErrors.
+EXPECTED_ERRORS = (ValueError, OSError, WeightsError, CheckpointError)
+INTERRUPTED = 130          # what shells report for a job stopped by Ctrl-C (128 + SIGINT)
+
+
+def close_progress_bars() -> None:
+    """Close bars an exception left open, so the error starts on a line of its own."""
+    for bar in list(getattr(tqdm, '_instances', ())):
+        bar.close()
+
+
+def describe(err: BaseException) -> str:
+    """The error as one line; an OSError names its file (``PATH: Permission denied``)."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        where = err.filename if err.filename2 is None else f'{err.filename} -> {err.filename2}'
+        return f'{where}: {err.strerror}'
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def print_error(message: str, prog: str | None = None) -> None:
+    """``PROG: error: MESSAGE`` (or ``error: MESSAGE``) on stderr, after closing progress bars."""
+    close_progress_bars()
+    prefix = f'{prog}: error' if prog else 'error'
+    print(f'{prefix}: {message}', file=sys.stderr, flush=True)
+
+
+def run_main(main: Callable[[], int | None], prog: str) -> NoReturn:
+    """Exit with ``main()``'s code; an expected error or Ctrl-C that escapes it becomes one line."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        close_progress_bars()
+        print(f'{prog}: interrupted; files written so far are complete', file=sys.stderr,
+              flush=True)
+        code = INTERRUPTED
+    except EXPECTED_ERRORS as err:
+        if os.environ.get('SPIKEDERAIN_DEBUG'):
+            raise
+        print_error(describe(err), prog)
+        code = 1
+    sys.exit(code or 0)
