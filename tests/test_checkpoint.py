@@ -12,15 +12,6 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, check_same_mod
 from utils.training import build_optimizer, build_scheduler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a shared CPU loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _parts(seed=0):
     torch.manual_seed(seed)
     model = build_model('spikerain-tiny')

@@ -260,15 +260,7 @@ def test_interrupted_test_run_redoes_only_missing_outputs(faults):
         assert np.array_equal(a, b), name
 
 
-@pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path, one_thread):
+def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path):
     def train(seed, name):
         cfg = TrainConfig(model='spikerain-tiny', train_dir=str(data / 'train'),
                           model_save_dir=str(tmp_path / name), batch_size=2, patch_size=16,

@@ -11,15 +11,6 @@ from utils.inference import (_ramp_1d, check_tiling, find_inputs, resolve_device
                              restore_files, tile_starts)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: on a busy shared CPU a second OpenMP thread only adds waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LocalConvNet(nn.Module):
     """Three 3x3 convs: each output pixel sees only a 7x7 neighbourhood (radius 3)."""
     radius = 3

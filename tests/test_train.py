@@ -17,15 +17,6 @@ from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a shared CPU loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pairs(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):

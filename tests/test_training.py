@@ -6,15 +6,6 @@ from utils.training import (build_optimizer, build_scheduler, parse_period, peri
                             steps_per_epoch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a shared CPU loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_periods_in_iterations_or_epochs():
     assert parse_period('500') == (500, 'it')
     assert parse_period('500it') == (500, 'it')
