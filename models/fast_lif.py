@@ -1,0 +1,146 @@
+"""A fused multi-step LIF for the papers' neuron, bit-identical to spikingjelly's.
+
+spikingjelly's CPU LIF builds every step from ~10 separate tensor ops and, under autograd,
+records a graph of them (and keeps its input, the charged potential and the state alive). The
+papers' neuron is simple enough to do in a few in-place passes: with ``decay_input=False`` and a
+hard reset to 0, ``H[t] = V[t-1]/2 + X[t]``, ``S[t] = H[t] >= v_th``, ``V[t] = H[t]·(1 - S[t])``.
+``X + V/2`` rounds exactly like spikingjelly's ``V - V/2 + X`` (halving is exact), so the spikes
+are the same bit for bit. Tensors are time-flattened ``[T*B, ...]`` in any memory format.
+
+Only this neuron (tau 2, hard reset 0, no input decay, sigmoid surrogate) is fused; callers check
+:func:`is_fusable` first. For inference there is also a ``torch.compile``d kernel (one pass over
+the tensor instead of three per step); it costs a compilation on first use (~10 s on a CPU) and
+needs a C++ compiler, so it is opt-in; without one it falls back to the eager kernel.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron, surrogate
+
+
+def is_fusable(lif: nn.Module) -> bool:
+    """True for a spikingjelly LIF with the settings the fused kernels implement."""
+    return (type(lif) is neuron.LIFNode and lif.tau == 2.0 and not lif.decay_input
+            and lif.v_reset == 0.0 and not lif.detach_reset
+            and type(lif.surrogate_function) is surrogate.Sigmoid
+            and lif.surrogate_function.spiking)
+
+
+def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
+    return x.unflatten(0, (T, x.shape[0] // T))
+
+
+def _spikes_pure(x: torch.Tensor, T: int, v_th: float) -> torch.Tensor:
+    """The same arithmetic without in-place ops, for ``torch.compile`` (exact products only,
+    so a fused multiply-add rounds as the eager kernel does)."""
+    xs = _steps(x, T)
+    h, out = xs[0], []
+    for t in range(T):
+        if t:
+            h = xs[t] + 0.5 * (h - h * s)
+        s = (h >= v_th).to(x.dtype)
+        out.append(s)
+    return torch.stack(out).flatten(0, 1)
+
+
+_compiled_spikes = None
+
+
+def _compiled_lif_spikes(x: torch.Tensor, T: int, v_th: float) -> torch.Tensor | None:
+    """The compiled kernel's spikes, or None (after one warning) when compiling fails."""
+    global _compiled_spikes
+    if _compiled_spikes is None:
+        _compiled_spikes = torch.compile(_spikes_pure, dynamic=True)
+    if _compiled_spikes is False:
+        return None
+    try:
+        return _compiled_spikes(x, T, v_th)
+    except Exception as err:  # no C++ compiler, unsupported platform, ...
+        warnings.warn(f'torch.compile of the LIF failed, using the eager kernel: '
+                      f'{str(err).splitlines()[0] if str(err) else type(err).__name__}')
+        _compiled_spikes = False
+        return None
+
+
+@torch.no_grad()
+def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = None,
+               compiled: bool = False) -> torch.Tensor:
+    """Spikes of ``x [T*B, ...]`` from rest (no autograd). ``out`` may be a strided view
+    (e.g. a channel slice of a dense block's spike buffer) and is returned.
+
+    Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
+    slower than arithmetic on a CPU). ``compiled`` uses the ``torch.compile``d kernel.
+    """
+    if compiled:
+        spikes = _compiled_lif_spikes(x, T, v_th)
+        if spikes is not None:
+            return spikes if out is None else out.copy_(spikes)
+    out = torch.empty_like(x) if out is None else out
+    xs, os = _steps(x, T), _steps(out, T)
+    h = xs[0]                                              # H[0] = X[0] (V starts at 0)
+    for t in range(T):
+        if t:
+            torch.add(xs[t], h, alpha=0.5, out=h)        # H = X + V/2 (h held V[t-1])
+        torch.ge(h, v_th, out=os[t])                       # S = H >= v_th, as 0./1.
+        if t == 0 and T > 1:
+            h = torch.addcmul(h, h, os[0], value=-1.0)     # V[0], a new tensor (x is input)
+        elif t + 1 < T:
+            h.addcmul_(h, os[t], value=-1.0)               # hard reset: V = H - H·S (exact)
+    return out
+
+
+def _charge(x: torch.Tensor, T: int, v_th: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes and every step's charged potential H (what the backward pass needs)."""
+    h_all = torch.empty_like(x)
+    spikes = torch.empty_like(h_all)
+    xs, hs, ss = _steps(x, T), _steps(h_all, T), _steps(spikes, T)
+    v = None
+    for t in range(T):
+        if v is None:
+            hs[t].copy_(xs[t])
+        else:
+            torch.add(xs[t], v, alpha=0.5, out=hs[t])
+        torch.ge(hs[t], v_th, out=ss[t])
+        if t + 1 < T:
+            v = torch.addcmul(hs[t], hs[t], ss[t], value=-1.0, out=v)
+    return spikes, h_all
+
+
+class _LIFFunction(torch.autograd.Function):
+    """LIF with spikingjelly's sigmoid surrogate; saves only H (one tensor like the input)."""
+
+    @staticmethod
+    def forward(ctx, x, T, v_th, alpha):
+        spikes, h_all = _charge(x, T, v_th)
+        ctx.save_for_backward(h_all)
+        ctx.T, ctx.v_th, ctx.alpha = T, v_th, alpha
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        h_all, = ctx.saved_tensors
+        T, v_th, alpha = ctx.T, ctx.v_th, ctx.alpha
+        grad_x = torch.empty_like(h_all)
+        hs, gs, gx = _steps(h_all, T), _steps(grad_spikes, T), _steps(grad_x, T)
+        carry = None                                       # dL/dV[t] from step t+1
+        reset_grad = torch.empty_like(hs[0])
+        for t in range(T - 1, -1, -1):
+            h = hs[t]
+            sig = torch.sub(h, v_th).mul_(alpha).sigmoid_()
+            sg = torch.addcmul(sig, sig, sig, value=-1.0).mul_(alpha)   # surrogate dS/dH
+            gh = torch.mul(gs[t], sg, out=gx[t])
+            if carry is not None:
+                # dV/dH = (1 - S) + (v_reset - H)·dS/dH, with v_reset = 0
+                reset_grad = torch.lt(h, v_th, out=reset_grad).addcmul_(h, sg, value=-1.0)
+                gh.addcmul_(carry, reset_grad)
+            if t:
+                carry = torch.mul(gh, 0.5, out=carry)     # dH[t]/dV[t-1] = 1 - 1/tau
+        return grad_x, None, None, None
+
+
+def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float) -> torch.Tensor:
+    """Differentiable fused LIF (surrogate gradients as spikingjelly's, within rounding)."""
+    return _LIFFunction.apply(x, T, v_th, alpha)

@@ -1,0 +1,57 @@
+"""utils/benchmarking.py and tools/benchmark.py: conv floor, timings, peak memory, ratios."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch.nn as nn
+
+from models import build_model
+from utils.benchmarking import Job, record_conv_calls, run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def test_conv_calls_are_recorded_with_the_shapes_the_model_sees():
+    model = build_model('spikerain-tiny')
+    calls = record_conv_calls(model, (2, 3, 32, 32), train=False)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+    assert len(calls) == len(convs)                      # each conv runs once per forward
+    embed = calls[0]
+    assert embed.weight_shape == (16, 3, 3, 3) and embed.input_shape == (4 * 2, 3, 32, 32)
+    assert any(c.stride == (2, 2) and c.input_shape == (8, 16, 32, 32) for c in calls)
+
+
+def test_jobs_report_times_and_peak_memory():
+    floor = run_job(Job('floor_inference', 'spikerain-tiny', 'conv_floor', size=16, runs=2,
+                        warmup=0))
+    fast = run_job(Job('inference', 'spikerain-tiny', 'fast', size=16, runs=2, warmup=1))
+    step = run_job(Job('training', 'spikerain-tiny', 'fast_checkpoint', batch=1, patch=16,
+                       runs=1, warmup=0))
+    for r in (floor, fast, step):
+        assert r['median_s'] > 0 and len(r['times']) >= 1 and r['peak_bytes'] >= 0
+    assert floor['conv_calls'] == 66 and len(fast['times']) == 2
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'),
+                           *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_cli_prints_floor_ratio_speedup_and_memory():
+    code, out, err = run('--model', 'spikerain-tiny', '--size', 16, '--runs', 1, '--warmup', 0,
+                         '--inference', 'plain', 'fast', '--training')
+    assert code == 0, err
+    assert 'conv floor' in out and '/ floor' in out and 'speed-up' in out and 'mem ratio' in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(('  plain ', '  fast '))]
+    assert [r[0] for r in rows] == ['plain', 'fast'] and rows[0][3] == '1.00x'
+
+
+def test_cli_rejects_bad_options():
+    code, _, err = run('--model', 'vlif-net-tiny')
+    assert code == 2 and err.count('\n') == 1 and 'no fast path' in err
+    code, _, err = run('--inference', 'warp')
+    assert code == 2 and 'unknown variant' in err

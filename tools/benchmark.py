@@ -1,0 +1,170 @@
+"""Speed and peak memory of a model's inference and training step: plain path vs fast paths.
+
+Times inference on one SIZExSIZE image and an Adam training step (batch B, patch P) after
+warm-up, as the median of --runs, each variant in a fresh process; in the same run times the
+model's convolutions alone on channels-last tensors (the conv floor) and prints
+``model time / conv floor``, and every fast path's speed-up and memory ratio against the plain
+eager path. Example: ``python tools/benchmark.py --model spikerain-s --size 256``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import available_models  # noqa: E402
+from utils.benchmarking import (INFERENCE_VARIANTS, TRAINING_VARIANTS, Job,  # noqa: E402
+                                run_isolated)
+from utils.cli import describe, print_error, run_main  # noqa: E402
+
+SUPPORTED = ('spikerain', 'esdnet')     # model families with a fast path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--model', default='spikerain-s', help='registered model name')
+    p.add_argument('--size', type=int, default=256, help='inference image side')
+    p.add_argument('--batch', type=int, default=4, help='training batch size')
+    p.add_argument('--patch', type=int, default=64, help='training patch side')
+    p.add_argument('--runs', type=int, default=3, help='timed runs per measurement (median)')
+    p.add_argument('--warmup', type=int, default=1, help='untimed runs before timing')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                   help='auto: the CPU, and CUDA too when present')
+    p.add_argument('--inference', nargs='*', default=list(INFERENCE_VARIANTS),
+                   help=f'inference variants ({", ".join(INFERENCE_VARIANTS)}); none to skip')
+    p.add_argument('--training', nargs='*', default=list(TRAINING_VARIANTS),
+                   help=f'training variants ({", ".join(TRAINING_VARIANTS)}); none to skip')
+    p.add_argument('--json', default=None, help='also write the results to this JSON file')
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """The devices to run on; raises ValueError naming the bad option."""
+    if args.model not in available_models():
+        raise ValueError(f'--model {args.model!r}: unknown; choose one of '
+                         f'{", ".join(available_models())}')
+    if not args.model.startswith(SUPPORTED):
+        raise ValueError(f'--model {args.model}: no fast path for this model family '
+                         f'(supported: {", ".join(SUPPORTED)})')
+    for opt in ('size', 'batch', 'patch', 'runs'):
+        if getattr(args, opt) < 1:
+            raise ValueError(f'--{opt} must be >= 1')
+    if args.size < 8 or args.patch < 8:
+        raise ValueError('--size and --patch must be at least 8')
+    if args.warmup < 0 or args.threads < 0:
+        raise ValueError('--warmup and --threads must be >= 0')
+    for opt, known in (('inference', INFERENCE_VARIANTS), ('training', TRAINING_VARIANTS)):
+        bad = [v for v in getattr(args, opt) if v not in known]
+        if bad:
+            raise ValueError(f'--{opt}: unknown variant(s) {bad}; choose from {", ".join(known)}')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda: no CUDA device available')
+    devices = ['cpu'] if args.device in ('auto', 'cpu') else []
+    if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
+        devices.append('cuda')
+    return devices
+
+
+def _job(args, task, variant, device) -> Job:
+    return Job(task, args.model, variant, args.size, args.batch, args.patch, args.runs,
+               args.warmup, args.threads, device)
+
+
+def measure(args: argparse.Namespace, device: str) -> dict:
+    """Every requested measurement on one device, each in its own process."""
+    plan = []
+    if args.inference:
+        plan += [('floor_inference', 'conv_floor')]
+        plan += [('inference', v) for v in args.inference]
+    if args.training:
+        plan += [('floor_training', 'conv_floor')]
+        plan += [('training', v) for v in args.training]
+    results = {}
+    for task, variant in tqdm(plan, desc=f'{args.model} on {device}', leave=False):
+        results[(task, variant)] = run_isolated(_job(args, task, variant, device))
+    return results
+
+
+def _mb(nbytes: int) -> str:
+    return f'{nbytes / 2 ** 20:,.0f}'
+
+
+def report(args, device: str, results: dict) -> list[str]:
+    lines = []
+    sections = [('inference', f'inference, 1x3x{args.size}x{args.size}', INFERENCE_VARIANTS),
+                ('training', f'training step (Adam), batch {args.batch}, patch {args.patch}',
+                 TRAINING_VARIANTS)]
+    for task, title, described in sections:
+        variants = [v for (t, v) in results if t == task]
+        if not variants:
+            continue
+        floor = results[(f'floor_{task}', 'conv_floor')]
+        base = results.get((task, 'plain'))
+        lines.append(f'\n{title} on {device} ({floor["threads"]} threads); conv floor '
+                     f'{floor["median_s"]:.3f} s over {floor["conv_calls"]} conv calls '
+                     f'(channels-last{", forward+backward" if task == "training" else ""})')
+        head = (f'  {"variant":<16}{"median s":>10}{"/ floor":>9}{"speed-up":>10}'
+                f'{"peak MB":>10}{"mem ratio":>11}')
+        lines += [head, '  ' + '-' * (len(head) - 2)]
+        for v in variants:
+            r = results[(task, v)]
+            speed = f'{base["median_s"] / r["median_s"]:.2f}x' if base else '-'
+            mem = (f'{r["peak_bytes"] / base["peak_bytes"]:.2f}' if base and base['peak_bytes']
+                   else '-')
+            lines.append(f'  {v:<16}{r["median_s"]:>10.3f}{r["median_s"] / floor["median_s"]:>9.2f}'
+                         f'{speed:>10}{_mb(r["peak_bytes"]):>10}{mem:>11}')
+        lines += [f'    {v}: {described[v]}' for v in variants]
+    return lines
+
+
+def write_json(path: str, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w') as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        devices = check_args(args)
+    except ValueError as err:
+        print_error(describe(err), 'benchmark.py')
+        return 2
+    print(f'{args.model}: torch {torch.__version__}, {platform.processor() or platform.machine()}, '
+          f'{os.cpu_count()} CPUs; median of {args.runs} after {args.warmup} warm-up; each '
+          f'variant in a fresh process. On a shared machine compare ratios within one run.')
+    out = {}
+    for device in devices:
+        try:
+            results = measure(args, device)
+        except RuntimeError as err:
+            print_error(describe(err), 'benchmark.py')
+            return 1
+        print('\n'.join(report(args, device, results)))
+        out[device] = {f'{t}/{v}': r for (t, v), r in results.items()}
+    if args.json:
+        write_json(args.json, {'model': args.model, 'size': args.size, 'batch': args.batch,
+                               'patch': args.patch, 'results': out})
+        print(f'wrote {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    run_main(main, 'benchmark.py')
