@@ -21,8 +21,8 @@ The fast path removes that overhead:
 * ``checkpoint`` (training only, off by default: it saves memory, not time): each block keeps
   only its input and is recomputed during the backward pass; BatchNorm running statistics are
   updated once, in the first pass.
-* ``compile_lif`` (inference, off by default): the LIF as one ``torch.compile``d kernel. Same
-  spikes; worth its ~10 s compilation when many images are restored.
+* ``compile_lif`` (off by default): the LIF (and its backward) as ``torch.compile``d kernels.
+  Same spikes; worth its ~10-30 s compilation for long runs.
 
 Paths that change rounding flip the few spikes whose potential sits within ~1e-6 of the
 threshold; ``tests/test_fast_paths.py`` checks them on a trained model (spike agreement and
@@ -217,7 +217,8 @@ class _Runner:
         if not self.opts.fused_lif:
             spikes = self.layout(neuron(self.steps(x)).flatten(0, 1))
         elif self.grad and x.requires_grad:
-            spikes = lif_spikes_autograd(x, self.T, self.v_th, self.alpha)
+            spikes = lif_spikes_autograd(x, self.T, self.v_th, self.alpha,
+                                         self.opts.compile_lif)
         else:
             spikes = lif_spikes(x, self.T, self.v_th, out, self.opts.compile_lif)
         if out is not None and spikes is not out:

@@ -4,10 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from models import build_model
-from utils.benchmarking import Job, record_conv_calls, run_job
+from utils.benchmarking import (Job, interleaved_times, peak_memory, read_peak, reset_peak,
+                                record_conv_calls)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -24,14 +26,23 @@ def test_conv_calls_are_recorded_with_the_shapes_the_model_sees():
 
 
 def test_jobs_report_times_and_peak_memory():
-    floor = run_job(Job('floor_inference', 'spikerain-tiny', 'conv_floor', size=16, runs=2,
-                        warmup=0))
-    fast = run_job(Job('inference', 'spikerain-tiny', 'fast', size=16, runs=2, warmup=1))
-    step = run_job(Job('training', 'spikerain-tiny', 'fast_checkpoint', batch=1, patch=16,
-                       runs=1, warmup=0))
-    for r in (floor, fast, step):
-        assert r['median_s'] > 0 and len(r['times']) >= 1 and r['peak_bytes'] >= 0
-    assert floor['conv_calls'] == 66 and len(fast['times']) == 2
+    jobs = [Job('floor_inference', 'spikerain-tiny', 'conv_floor', size=16, runs=2, warmup=0),
+            Job('inference', 'spikerain-tiny', 'fast', size=16, runs=2, warmup=1),
+            Job('training', 'spikerain-tiny', 'fast_checkpoint', batch=1, patch=16, runs=2)]
+    times = interleaved_times(jobs)
+    assert len(times) == 3 and times[0]['conv_calls'] == 66
+    for t in times:
+        assert len(t['times']) == 2 and t['median_s'] > 0
+    memory = peak_memory(Job('inference', 'spikerain-tiny', 'plain', size=32))
+    assert memory['peak_bytes'] >= 0
+
+
+def test_peak_memory_sees_a_fresh_allocation():
+    device = torch.device('cpu')
+    base = reset_peak(device)
+    block = torch.ones(64 * 2 ** 20 // 4)             # 64 MB, touched
+    assert read_peak(device) - base >= 48 * 2 ** 20
+    del block
 
 
 def run(*args):

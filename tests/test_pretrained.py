@@ -8,6 +8,7 @@ import torch
 
 from conftest import ROOT
 from models import build_from_checkpoint
+from models.acceleration import optimize_for_inference, supports_fast_path
 from utils.image_io import list_images, read_image_rgb, read_image_tensor, tensor_to_uint8
 from utils.inference import restore
 from utils.metrics import calculate_psnr, calculate_ssim
@@ -53,3 +54,18 @@ def test_shipped_weights_raise_psnr_on_demo_test_split(path, demo_test_split):
     gain = sum(restored_psnr) / n - sum(rainy_psnr) / n
     assert gain >= MIN_PSNR_GAIN_DB, f'{path.name}: PSNR gain only {gain:.2f} dB'
     assert sum(restored_ssim) > sum(rainy_ssim)
+
+
+@pytest.mark.parametrize('path', SHIPPED, ids=[p.name for p in SHIPPED])
+def test_fast_inference_path_keeps_psnr_with_trained_weights(path, demo_test_split):
+    """test.py --fast (BN folding, fused LIF, channels-last) vs the reference path, real images."""
+    model = build_from_checkpoint(path).eval()
+    if not supports_fast_path(model):
+        pytest.fail(f'{path.name}: shipped model has no fast path')
+    fast = optimize_for_inference(model)
+    for src in list_images(demo_test_split / 'input'):
+        target = read_image_rgb(demo_test_split / 'target' / src.name)
+        x = read_image_tensor(src)
+        ref = calculate_psnr(tensor_to_uint8(restore(model, x)), target)
+        got = calculate_psnr(tensor_to_uint8(restore(fast, x)), target)
+        assert abs(got - ref) <= 0.05, f'{src.name}: {got:.3f} vs {ref:.3f} dB'

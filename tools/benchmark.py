@@ -1,10 +1,11 @@
 """Speed and peak memory of a model's inference and training step: plain path vs fast paths.
 
 Times inference on one SIZExSIZE image and an Adam training step (batch B, patch P) after
-warm-up, as the median of --runs, each variant in a fresh process; in the same run times the
-model's convolutions alone on channels-last tensors (the conv floor) and prints
-``model time / conv floor``, and every fast path's speed-up and memory ratio against the plain
-eager path. Example: ``python tools/benchmark.py --model spikerain-s --size 256``
+warm-up, as the median of --runs rounds (one call of every variant per round, so load from
+others on a shared machine hits all alike); in the same run times the model's convolutions alone
+on channels-last tensors (the conv floor) and prints ``model time / conv floor``, and every fast
+path's speed-up and peak-memory ratio (first call, fresh process) against the plain eager path.
+Example: ``python tools/benchmark.py --model spikerain-s --size 256``
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import available_models  # noqa: E402
 from utils.benchmarking import (INFERENCE_VARIANTS, TRAINING_VARIANTS, Job,  # noqa: E402
-                                run_isolated)
+                                interleaved_times, peak_memory, run_isolated)
 from utils.cli import describe, print_error, run_main  # noqa: E402
 
 SUPPORTED = ('spikerain', 'esdnet')     # model families with a fast path
@@ -35,14 +36,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--size', type=int, default=256, help='inference image side')
     p.add_argument('--batch', type=int, default=4, help='training batch size')
     p.add_argument('--patch', type=int, default=64, help='training patch side')
-    p.add_argument('--runs', type=int, default=3, help='timed runs per measurement (median)')
+    p.add_argument('--runs', type=int, default=5, help='timed rounds (median per variant)')
     p.add_argument('--warmup', type=int, default=1, help='untimed runs before timing')
     p.add_argument('--threads', type=int, default=0, help='CPU threads (0: torch default)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                    help='auto: the CPU, and CUDA too when present')
     p.add_argument('--inference', nargs='*', default=list(INFERENCE_VARIANTS),
                    help=f'inference variants ({", ".join(INFERENCE_VARIANTS)}); none to skip')
-    p.add_argument('--training', nargs='*', default=list(TRAINING_VARIANTS),
+    p.add_argument('--training', nargs='*', default=['plain', 'fast', 'fast_checkpoint'],
                    help=f'training variants ({", ".join(TRAINING_VARIANTS)}); none to skip')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     return p.parse_args(argv)
@@ -81,17 +82,19 @@ def _job(args, task, variant, device) -> Job:
 
 
 def measure(args: argparse.Namespace, device: str) -> dict:
-    """Every requested measurement on one device, each in its own process."""
+    """Peak memory of every variant (each in a fresh process), then the times of all of them
+    together in one fresh process, in rounds."""
     plan = []
-    if args.inference:
-        plan += [('floor_inference', 'conv_floor')]
-        plan += [('inference', v) for v in args.inference]
-    if args.training:
-        plan += [('floor_training', 'conv_floor')]
-        plan += [('training', v) for v in args.training]
+    for task, variants in (('inference', args.inference), ('training', args.training)):
+        if variants:
+            plan += [(f'floor_{task}', 'conv_floor')] + [(task, v) for v in variants]
+    jobs = [_job(args, task, variant, device) for task, variant in plan]
     results = {}
-    for task, variant in tqdm(plan, desc=f'{args.model} on {device}', leave=False):
-        results[(task, variant)] = run_isolated(_job(args, task, variant, device))
+    for key, job in zip(tqdm(plan, desc=f'peak memory on {device}', leave=False), jobs):
+        results[key] = run_isolated(peak_memory, job, what=f'{job.task} {job.variant}')
+    print(f'timing {len(jobs)} measurements in rounds on {device}...', file=sys.stderr)
+    for key, timing in zip(plan, run_isolated(interleaved_times, jobs, what='timing')):
+        results[key].update(timing)
     return results
 
 
@@ -148,8 +151,8 @@ def main(argv=None) -> int:
         print_error(describe(err), 'benchmark.py')
         return 2
     print(f'{args.model}: torch {torch.__version__}, {platform.processor() or platform.machine()}, '
-          f'{os.cpu_count()} CPUs; median of {args.runs} after {args.warmup} warm-up; each '
-          f'variant in a fresh process. On a shared machine compare ratios within one run.')
+          f'{os.cpu_count()} CPUs; median of {args.runs} rounds after {args.warmup} warm-up. '
+          f'On a shared machine compare ratios within one run.')
     out = {}
     for device in devices:
         try:

@@ -5,19 +5,19 @@ The *conv floor* is the time of the model's convolutions alone: every conv call 
 channels-last tensors of the same shapes. ``model time / conv floor`` says how much of the time
 is overhead around the arithmetic that cannot be avoided.
 
-Each measurement runs in a fresh process (``multiprocessing`` spawn): peak memory is then the
-process's own high-water mark, not memory a previous variant left in the allocator, and one
-variant's warm caches do not help the next.
+Peak memory is measured for each variant in a fresh process (``multiprocessing`` spawn), on
+its first call: the process's own high-water mark, not memory an earlier variant left in the
+allocator. Times are measured for all variants together in another fresh process, in rounds
+(one call of each variant per round), so that load from other users of a shared machine hits
+every variant alike; the ratios between them are what to compare.
 """
 from __future__ import annotations
 
 import copy
 import multiprocessing as mp
-import os
 import queue as queue_module
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
@@ -40,12 +40,14 @@ TRAINING_VARIANTS = {
             'attention, patch embed once',
     'fast_checkpoint': 'enable_fast_training(checkpoint=True): the above + per-block '
                        'recomputation (saves memory, costs time)',
+    'fast_compiled': 'enable_fast_training(compile_lif=True): torch.compile LIF kernels '
+                     '(compiled in the warm-up)',
 }
 
 
 @dataclass(frozen=True)
 class Job:
-    """One measurement, run in its own process."""
+    """One thing to measure: a model variant's inference or training step, or a conv floor."""
     task: str            # 'inference', 'training' or 'floor_inference' / 'floor_training'
     model: str
     variant: str
@@ -71,7 +73,7 @@ def _proc_status(key: str) -> int | None:
     return None
 
 
-def _reset_peak(device: torch.device) -> int:
+def reset_peak(device: torch.device) -> int:
     """Start a new high-water mark; returns the baseline in bytes."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -86,7 +88,7 @@ def _reset_peak(device: torch.device) -> int:
     return rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _peak(device: torch.device) -> int:
+def read_peak(device: torch.device) -> int:
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device)
     hwm = _proc_status('VmHWM')
@@ -115,8 +117,9 @@ def build_variant(job: Job) -> nn.Module:
             raise ValueError(f'unknown inference variant {job.variant!r}')
     else:
         model.train()
-        if job.variant in ('fast', 'fast_checkpoint'):
-            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint')
+        if job.variant in ('fast', 'fast_checkpoint', 'fast_compiled'):
+            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint',
+                                 compile_lif=job.variant == 'fast_compiled')
         elif job.variant != 'plain':
             raise ValueError(f'unknown training variant {job.variant!r}')
     return model
@@ -179,35 +182,15 @@ def _conv_floor_once(ops, backward: bool) -> None:
             y.backward(torch.ones_like(y))
 
 
-# ---- timing ---------------------------------------------------------------------------------
+# ---- one measurable call per job ------------------------------------------------------------
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, runs: int, warmup: int) -> tuple[list[float], int]:
-    """Run times of ``fn`` after ``warmup`` calls, and the peak memory of its first call.
-
-    The peak is taken on the first call: later calls reuse memory the allocator kept, which a
-    process high-water mark cannot see.
-    """
-    base = _reset_peak(device)
-    times = []
-    for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        if i == 0:
-            peak = max(0, _peak(device) - base)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times, peak
-
-
-def run_job(job: Job) -> dict:
-    """Measure one job in this process: ``{'times': [...], 'median_s', 'peak_bytes'}``."""
-    if job.threads:
-        torch.set_num_threads(job.threads)
+def prepare(job: Job):
+    """Build what ``job`` measures; returns a zero-argument callable doing one unit of work
+    (an inference, a training step, or one pass over the model's convs) and extra info."""
     device = torch.device(job.device)
     gen = torch.Generator().manual_seed(job.seed)
     if job.task in ('inference', 'floor_inference'):
@@ -217,50 +200,85 @@ def run_job(job: Job) -> dict:
     x = torch.rand(shape, generator=gen).to(device)
     if job.task.startswith('floor'):
         from models import build_model
-        calls = record_conv_calls(build_model(job.model), shape, job.task == 'floor_training')
-        ops = _conv_operands(calls, device, job.task == 'floor_training')
         backward = job.task == 'floor_training'
-        with torch.set_grad_enabled(backward):
-            times, peak = _timed(lambda: _conv_floor_once(ops, backward), device, job.runs,
-                                 job.warmup)
-        extra = {'conv_calls': len(calls)}
-    elif job.task == 'inference':
-        model = build_variant(job).to(device)
-        with torch.no_grad():
-            times, peak = _timed(lambda: model(x), device, job.runs, job.warmup)
-        extra = {}
-    elif job.task == 'training':
-        model = build_variant(job).to(device)
-        target = torch.rand(shape, generator=gen).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        calls = record_conv_calls(build_model(job.model), shape, backward)
+        ops = _conv_operands(calls, device, backward)
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            F.l1_loss(model(x), target).backward()
-            opt.step()
-        times, peak = _timed(step, device, job.runs, job.warmup)
-        extra = {}
-    else:
+        def floor():
+            with torch.set_grad_enabled(backward):
+                _conv_floor_once(ops, backward)
+        return floor, {'conv_calls': len(calls)}
+    model = build_variant(job).to(device)
+    if job.task == 'inference':
+        def infer():
+            with torch.no_grad():
+                model(x)
+        return infer, {}
+    if job.task != 'training':
         raise ValueError(f'unknown task {job.task!r}')
-    return {'times': times, 'median_s': statistics.median(times), 'peak_bytes': peak,
-            'threads': torch.get_num_threads(), **extra}
+    target = torch.rand(shape, generator=gen).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.l1_loss(model(x), target).backward()
+        opt.step()
+    return step, {}
 
 
-def _child(job: Job, queue) -> None:
+def _set_threads(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def peak_memory(job: Job) -> dict:
+    """Peak memory of the first call of ``job`` (run it in a fresh process: a process
+    high-water mark cannot see memory the allocator kept from earlier calls)."""
+    _set_threads(job.threads)
+    fn, extra = prepare(job)
+    device = torch.device(job.device)
+    base = reset_peak(device)
+    fn()
+    _sync(device)
+    return {'peak_bytes': max(0, read_peak(device) - base), **extra}
+
+
+def interleaved_times(jobs: list[Job]) -> list[dict]:
+    """Run times of every job, measured in rounds (one call of each job per round) so that a
+    change of load on a shared machine hits all of them alike. Median over rounds."""
+    _set_threads(jobs[0].threads)
+    device = torch.device(jobs[0].device)
+    fns = []
+    for job in jobs:
+        fn, extra = prepare(job)
+        for _ in range(job.warmup):
+            fn()
+        fns.append((fn, extra))
+    times = [[] for _ in jobs]
+    for _ in range(max(job.runs for job in jobs)):
+        for (fn, _), bucket in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            bucket.append(time.perf_counter() - t0)
+    return [{'times': t, 'median_s': statistics.median(t), 'threads': torch.get_num_threads(),
+             **extra} for t, (_, extra) in zip(times, fns)]
+
+
+# ---- fresh processes -------------------------------------------------------------------------
+def _child(func, args, queue) -> None:
     try:
-        queue.put(('ok', run_job(job)))
+        queue.put(('ok', func(*args)))
     except Exception as err:                       # reported by the parent, one line
         queue.put(('error', f'{type(err).__name__}: {err}'))
 
 
-def run_isolated(job: Job) -> dict:
-    """:func:`run_job` in a fresh spawned process (clean peak memory, no shared warm state)."""
+def run_isolated(func, *args, what: str = 'measurement'):
+    """``func(*args)`` in a fresh spawned process (clean peak memory, no shared warm state)."""
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    proc = ctx.Process(target=_child, args=(job, queue))
+    proc = ctx.Process(target=_child, args=(func, args, queue))
     proc.start()
     while True:
         try:
@@ -268,9 +286,9 @@ def run_isolated(job: Job) -> dict:
             break
         except queue_module.Empty:
             if not proc.is_alive():
-                raise RuntimeError(f'{job.task} {job.variant}: the measuring process died '
-                                   f'(exit code {proc.exitcode}; out of memory?)') from None
+                raise RuntimeError(f'{what}: the measuring process died (exit code '
+                                   f'{proc.exitcode}; out of memory?)') from None
     proc.join()
     if status != 'ok':
-        raise RuntimeError(f'{job.task} {job.variant}: {result}')
+        raise RuntimeError(f'{what}: {result}')
     return result

@@ -33,7 +33,7 @@ PJ_PER_MJ = 1e9
 
 def is_spiking_neuron(module: nn.Module) -> bool:
     """spikingjelly neurons, and this package's own neurons (which declare ``levels``)."""
-    from spikingjelly.activation_based import neuron
+    from spikingjelly.activation_based import neuron   # after models.spiking quiets its import
     return isinstance(module, neuron.BaseNode) or (
         isinstance(getattr(module, 'levels', None), int) and not list(module.children()))
 
