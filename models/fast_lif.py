@@ -8,14 +8,10 @@ hard reset to 0, ``H[t] = V[t-1]/2 + X[t]``, ``S[t] = H[t] >= v_th``, ``V[t] = H
 are the same bit for bit. Tensors are time-flattened ``[T*B, ...]`` in any memory format.
 
 Only this neuron (tau 2, hard reset 0, no input decay, sigmoid surrogate) is fused; callers check
-:func:`is_fusable` first. For inference there is also a ``torch.compile``d kernel (one pass over
-the tensor instead of three per step, also for training); it costs a compilation on first use
-(~10 s on a CPU) and needs a C++ compiler, so it is opt-in; without one it falls back to the
-eager kernel with a warning.
+:func:`is_fusable` first. (A ``torch.compile``d one-pass kernel was tried: on this project's CPU
+it was no faster once the ops are in place, and it costs a compilation, so it is not here.)
 """
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn as nn
@@ -34,80 +30,16 @@ def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unflatten(0, (T, x.shape[0] // T))
 
 
-# ---- the same kernels without in-place ops, for torch.compile ------------------------------
-# Only exact products (by 0.5, by 0/1 spikes), so a fused multiply-add rounds as the eager
-# kernels do and the spikes stay bit-identical. Each writes into tensors the caller allocated,
-# so the layout (channels-last) is the caller's.
-
-def _charge_pure(x: torch.Tensor, T: int, v_th: float) -> tuple[list, list]:
-    xs = _steps(x, T)
-    h, hs, ss = xs[0], [], []
-    for t in range(T):
-        if t:
-            h = xs[t] + 0.5 * (h - h * s)
-        s = (h >= v_th).to(x.dtype)
-        hs.append(h)
-        ss.append(s)
-    return ss, hs
-
-
-def _spikes_into(x, out, T: int, v_th: float) -> None:
-    out.copy_(torch.stack(_charge_pure(x, T, v_th)[0]).flatten(0, 1))
-
-
-def _charge_into(x, spikes, h_all, T: int, v_th: float) -> None:
-    ss, hs = _charge_pure(x, T, v_th)
-    spikes.copy_(torch.stack(ss).flatten(0, 1))
-    h_all.copy_(torch.stack(hs).flatten(0, 1))
-
-
-def _backward_into(h_all, grad_spikes, grad_x, T: int, v_th: float, alpha: float) -> None:
-    hs, gs = _steps(h_all, T), _steps(grad_spikes, T)
-    out, carry = [None] * T, None
-    for t in range(T - 1, -1, -1):
-        sig = torch.sigmoid((hs[t] - v_th) * alpha)
-        sg = alpha * sig * (1.0 - sig)
-        gh = gs[t] * sg
-        if carry is not None:
-            gh = gh + carry * ((hs[t] < v_th).to(sg.dtype) - hs[t] * sg)
-        out[t] = gh
-        carry = gh * 0.5
-    grad_x.copy_(torch.stack(out).flatten(0, 1))
-
-
-_COMPILED: dict = {}
-
-
-def _run_compiled(kernel, *args) -> bool:
-    """Run ``torch.compile(kernel)(*args)``; False (after one warning) if compiling fails, so
-    the caller falls back to its eager kernel."""
-    fn = _COMPILED.get(kernel)
-    if fn is None:
-        fn = _COMPILED[kernel] = torch.compile(kernel, dynamic=True)
-    if fn is False:
-        return False
-    try:
-        fn(*args)
-        return True
-    except Exception as err:  # no C++ compiler, unsupported platform, ...
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        warnings.warn(f'torch.compile of the LIF failed, using the eager kernel: {first}')
-        _COMPILED[kernel] = False
-        return False
-
-
 @torch.no_grad()
-def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = None,
-               compiled: bool = False) -> torch.Tensor:
+def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """Spikes of ``x [T*B, ...]`` from rest (no autograd). ``out`` may be a strided view
     (e.g. a channel slice of a dense block's spike buffer) and is returned.
 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
-    slower than arithmetic on a CPU). ``compiled`` uses the ``torch.compile``d kernel.
+    slower than arithmetic on a CPU).
     """
     out = torch.empty_like(x) if out is None else out
-    if compiled and _run_compiled(_spikes_into, x, out, T, v_th):
-        return out
     xs, os = _steps(x, T), _steps(out, T)
     h = xs[0]                                              # H[0] = X[0] (V starts at 0)
     for t in range(T):
@@ -121,13 +53,10 @@ def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = 
     return out
 
 
-def _charge(x: torch.Tensor, T: int, v_th: float, compiled: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _charge(x: torch.Tensor, T: int, v_th: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes and every step's charged potential H (what the backward pass needs)."""
     h_all = torch.empty_like(x)
     spikes = torch.empty_like(h_all)
-    if compiled and _run_compiled(_charge_into, x, spikes, h_all, T, v_th):
-        return spikes, h_all
     xs, hs, ss = _steps(x, T), _steps(h_all, T), _steps(spikes, T)
     v = None
     for t in range(T):
@@ -145,10 +74,10 @@ class _LIFFunction(torch.autograd.Function):
     """LIF with spikingjelly's sigmoid surrogate; saves only H (one tensor like the input)."""
 
     @staticmethod
-    def forward(ctx, x, T, v_th, alpha, compiled):
-        spikes, h_all = _charge(x, T, v_th, compiled)
+    def forward(ctx, x, T, v_th, alpha):
+        spikes, h_all = _charge(x, T, v_th)
         ctx.save_for_backward(h_all)
-        ctx.T, ctx.v_th, ctx.alpha, ctx.compiled = T, v_th, alpha, compiled
+        ctx.T, ctx.v_th, ctx.alpha = T, v_th, alpha
         return spikes
 
     @staticmethod
@@ -156,9 +85,6 @@ class _LIFFunction(torch.autograd.Function):
         h_all, = ctx.saved_tensors
         T, v_th, alpha = ctx.T, ctx.v_th, ctx.alpha
         grad_x = torch.empty_like(h_all)
-        if ctx.compiled and _run_compiled(_backward_into, h_all, grad_spikes, grad_x, T, v_th,
-                                          alpha):
-            return grad_x, None, None, None, None
         hs, gs, gx = _steps(h_all, T), _steps(grad_spikes, T), _steps(grad_x, T)
         carry = None                                       # dL/dV[t] from step t+1
         reset_grad = torch.empty_like(hs[0])
@@ -173,10 +99,9 @@ class _LIFFunction(torch.autograd.Function):
                 gh.addcmul_(carry, reset_grad)
             if t:
                 carry = torch.mul(gh, 0.5, out=carry)     # dH[t]/dV[t-1] = 1 - 1/tau
-        return grad_x, None, None, None, None
+        return grad_x, None, None, None
 
 
-def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float,
-                        compiled: bool = False) -> torch.Tensor:
+def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float) -> torch.Tensor:
     """Differentiable fused LIF (surrogate gradients as spikingjelly's, within rounding)."""
-    return _LIFFunction.apply(x, T, v_th, alpha, compiled)
+    return _LIFFunction.apply(x, T, v_th, alpha)
