@@ -21,8 +21,6 @@ The fast path removes that overhead:
 * ``checkpoint`` (training only, off by default: it saves memory, not time): each block keeps
   only its input and is recomputed during the backward pass; BatchNorm running statistics are
   updated once, in the first pass.
-* ``compile_lif`` (off by default): the LIF (and its backward) as ``torch.compile``d kernels.
-  Same spikes; worth its ~10-30 s compilation for long runs.
 
 Paths that change rounding flip the few spikes whose potential sits within ~1e-6 of the
 threshold; ``tests/test_fast_paths.py`` checks them on a trained model (spike agreement and
@@ -51,7 +49,6 @@ class FastOptions:
     fast_attention: bool = True
     patch_embed_once: bool = True
     checkpoint: bool = False
-    compile_lif: bool = False
 
 
 # Model class name -> module names of the shared three-level U-Net wiring.
@@ -106,8 +103,8 @@ def fold_batchnorm(model: nn.Module) -> int:
 def optimize_for_inference(model: nn.Module, fold_bn: bool = True, **options) -> nn.Module:
     """A fast inference copy of ``model`` (eval mode; the original is untouched).
 
-    ``options`` are :class:`FastOptions` fields (on by default except ``checkpoint`` and
-    ``compile_lif``).
+    ``options`` are :class:`FastOptions` fields (all on by default; ``checkpoint`` is for
+    training).
     The copy has the same call signature; with ``fold_bn`` its BatchNorms are gone, so it is
     for inference only (its state dict no longer matches the model's).
     """
@@ -217,10 +214,9 @@ class _Runner:
         if not self.opts.fused_lif:
             spikes = self.layout(neuron(self.steps(x)).flatten(0, 1))
         elif self.grad and x.requires_grad:
-            spikes = lif_spikes_autograd(x, self.T, self.v_th, self.alpha,
-                                         self.opts.compile_lif)
+            spikes = lif_spikes_autograd(x, self.T, self.v_th, self.alpha)
         else:
-            spikes = lif_spikes(x, self.T, self.v_th, out, self.opts.compile_lif)
+            spikes = lif_spikes(x, self.T, self.v_th, out)
         if out is not None and spikes is not out:
             spikes = out.copy_(spikes)
         if log:

@@ -64,5 +64,3 @@ def test_cli_prints_floor_ratio_speedup_and_memory():
 def test_cli_rejects_bad_options():
     code, _, err = run('--model', 'vlif-net-tiny')
     assert code == 2 and err.count('\n') == 1 and 'no fast path' in err
-    code, _, err = run('--inference', 'warp')
-    assert code == 2 and 'unknown variant' in err

@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='auto: the CPU, and CUDA too when present')
     p.add_argument('--inference', nargs='*', default=list(INFERENCE_VARIANTS),
                    help=f'inference variants ({", ".join(INFERENCE_VARIANTS)}); none to skip')
-    p.add_argument('--training', nargs='*', default=['plain', 'fast', 'fast_checkpoint'],
+    p.add_argument('--training', nargs='*', default=list(TRAINING_VARIANTS),
                    help=f'training variants ({", ".join(TRAINING_VARIANTS)}); none to skip')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     return p.parse_args(argv)

@@ -32,7 +32,6 @@ INFERENCE_VARIANTS = {
                    'folding: the golden-exact fast path)',
     'fast': 'optimize_for_inference defaults: fused LIF, channels-last, fast attention, '
             'BN folded, patch embed once',
-    'fast_compiled': 'fast + compile_lif=True (torch.compile kernel, compiled in the warm-up)',
 }
 TRAINING_VARIANTS = {
     'plain': 'reference eager path',
@@ -40,8 +39,6 @@ TRAINING_VARIANTS = {
             'attention, patch embed once',
     'fast_checkpoint': 'enable_fast_training(checkpoint=True): the above + per-block '
                        'recomputation (saves memory, costs time)',
-    'fast_compiled': 'enable_fast_training(compile_lif=True): torch.compile LIF kernels '
-                     '(compiled in the warm-up)',
 }
 
 
@@ -111,15 +108,12 @@ def build_variant(job: Job) -> nn.Module:
                                            fast_attention=False)
         elif job.variant == 'fast':
             model = optimize_for_inference(model)
-        elif job.variant == 'fast_compiled':
-            model = optimize_for_inference(model, compile_lif=True)
         elif job.variant != 'plain':
             raise ValueError(f'unknown inference variant {job.variant!r}')
     else:
         model.train()
-        if job.variant in ('fast', 'fast_checkpoint', 'fast_compiled'):
-            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint',
-                                 compile_lif=job.variant == 'fast_compiled')
+        if job.variant in ('fast', 'fast_checkpoint'):
+            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint')
         elif job.variant != 'plain':
             raise ValueError(f'unknown training variant {job.variant!r}')
     return model
