@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='override a model constructor option, e.g. T=2 or en_num_blocks=[1,1,1,1] '
              '(repeatable)')
     add('--train_dir', help='training folder holding input/ and target/')
+    add('--clean_dir', help='folder of clean photos: every training sample is a new crop with '
+        'synthetic rain drawn over it (mixable with --train_dir)')
+    add('--rain', default=d.rain, help="--clean_dir rain: 'random' (every parameter drawn per "
+        "sample), 'light', 'heavy', or several separated by commas (one drawn per sample)")
+    add('--clean_fraction', type=float, default=d.clean_fraction,
+        help='--clean_dir: share of samples left without rain (teaches the model to leave '
+             'clean images alone)')
+    add('--samples_per_photo', type=int, default=d.samples_per_photo,
+        help='--clean_dir: samples drawn from each photo per epoch')
     add('--val_dir', help='validation folder holding input/ and target/ (whole images)')
     add('--dataset', help='benchmark preset (Rain200L, Rain200H, Rain1200, ...): uses '
         'DATA_ROOT/NAME/train and DATA_ROOT/NAME/test unless --train_dir/--val_dir are given')
@@ -95,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     add('--device', default=d.device, choices=['auto', 'cpu', 'cuda'],
         help='auto: CUDA when available, else CPU')
     add('--workers', type=int, default=d.workers, help='DataLoader worker processes')
+    add('--fast', action=argparse.BooleanOptionalAction, default=d.fast,
+        help='fast training path (fused LIF, channels-last) where the model has one; '
+             '--no-fast: the plain reference forward')
     add('--tensorboard', action=argparse.BooleanOptionalAction, default=d.tensorboard,
         help='log loss, lr, PSNR/SSIM, images and firing rates to <run folder>/tensorboard')
     return p

@@ -251,3 +251,64 @@ def test_resolve_split_dir(tmp_path):
         resolve_split_dir('Rain999', tmp_path, 'train')
     with pytest.raises(DatasetError, match='unknown split'):
         resolve_split_dir('Rain200H', tmp_path, 'val')
+
+
+# --- pairs made from clean photos --------------------------------------------------------------
+from utils.datasets import CleanPhotoRainDataset, MixedTrainingSet  # noqa: E402
+
+
+def _photos(tmp_path, n=3):
+    from PIL import Image
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (90 + 10 * i, 120, 3), dtype=np.uint8)).save(
+            folder / f'p{i}.png')
+    return folder
+
+
+def test_clean_photo_pairs_are_a_function_of_seed_epoch_index(tmp_path):
+    ds = CleanPhotoRainDataset(_photos(tmp_path), patch_size=32, rain='random,light,heavy',
+                               seed=5, samples_per_photo=4, clean_fraction=0.2)
+    assert len(ds) == 12
+    ds.set_epoch(2)
+    first = [ds[i] for i in range(len(ds))]
+    again = CleanPhotoRainDataset(ds.folder, 32, 'random,light,heavy', seed=5,
+                                  samples_per_photo=4, clean_fraction=0.2)
+    again.set_epoch(2)
+    for i, (a, b) in enumerate(first):
+        c, d = again[i]
+        assert a.shape == (3, 32, 32) and torch.equal(a, c) and torch.equal(b, d)
+    again.set_epoch(3)
+    assert not torch.equal(again[0][1], first[0][1])
+    kinds = {ds.make_pair(i, e)[2] for i in range(12) for e in range(6)}
+    assert kinds == {'none', 'random', 'light', 'heavy'}
+    rainy, clean, kind = next(ds.make_pair(i, 0) for i in range(12) if ds.make_pair(i, 0)[2] == 'none')
+    assert np.array_equal(rainy, clean)
+
+
+def test_clean_photo_pairs_same_with_workers(tmp_path):
+    ds = CleanPhotoRainDataset(_photos(tmp_path), patch_size=24, seed=1, samples_per_photo=2)
+    ds.set_epoch(1)
+    plain = [torch.cat(b) for b in torch.utils.data.DataLoader(ds, batch_size=2)]
+    workers = [torch.cat(b) for b in torch.utils.data.DataLoader(ds, batch_size=2,
+                                                                  num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(plain, workers))
+
+
+def test_clean_photo_bad_settings(tmp_path):
+    folder = _photos(tmp_path, 1)
+    with pytest.raises(DatasetError, match='rain kind drizzle unknown'):
+        CleanPhotoRainDataset(folder, rain='random,drizzle')
+    with pytest.raises(DatasetError, match='clean photo folder not found'):
+        CleanPhotoRainDataset(tmp_path / 'nope')
+    with pytest.raises(DatasetError, match='clean_fraction'):
+        CleanPhotoRainDataset(folder, clean_fraction=1.0)
+
+
+def test_mixed_training_set_reaches_every_part(tmp_path):
+    photos = CleanPhotoRainDataset(_photos(tmp_path), patch_size=16, samples_per_photo=1)
+    mixed = MixedTrainingSet([photos, photos])
+    mixed.set_epoch(7)
+    assert photos.epoch == 7 and len(mixed) == 6

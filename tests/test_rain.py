@@ -88,3 +88,50 @@ def test_bad_arguments():
         blend_rain(img / 255.0, np.zeros(img.shape[:2]), blend='multiply')
     with pytest.raises(ValueError, match='HxWx3 uint8'):
         add_rain(img.astype(np.float32))
+
+
+# --- randomized rain ----------------------------------------------------------------------------
+from utils.rain import (RANDOM_BLENDS, RANDOM_RAIN, add_random_rain, make_rainy,  # noqa: E402
+                        sample_rain_params)
+
+
+def test_random_rain_same_seed_same_rain():
+    img = _scene(48, 56)
+    for seed in (0, 1, [4, 5, 6]):
+        a = add_random_rain(img, seed)
+        assert np.array_equal(a, add_random_rain(img, seed))
+    assert not np.array_equal(add_random_rain(img, 0), add_random_rain(img, 1))
+    assert np.array_equal(make_rainy(img, 'random', 3), add_random_rain(img, 3))
+    assert np.array_equal(make_rainy(img, 'heavy', 3), add_rain(img, 'heavy', 3))
+
+
+def test_random_rain_covers_its_documented_ranges():
+    r = RANDOM_RAIN
+    draws = [sample_rain_params(np.random.default_rng(s), (100, 100)) for s in range(400)]
+    counts = [len(p.layers) for p in draws]
+    assert set(counts) == set(range(r.layers[0], r.layers[1] + 1))
+    assert {p.blend for p in draws} == set(RANDOM_BLENDS)
+    near = [p.layers[0] for p in draws]           # (density, length, width, angle, opacity)
+    for k, (lo, hi) in [(1, r.length), (2, r.width), (3, r.angle), (4, r.opacity)]:
+        vals = np.array([layer[k] for layer in near])
+        if k == 3:                                # the near layer's angle includes its jitter
+            lo, hi = lo - r.angle_jitter[1], hi + r.angle_jitter[1]
+        assert vals.min() >= lo - 1e-9 and vals.max() <= hi + 1e-9
+        span = hi - lo
+        assert vals.max() - vals.min() > 0.8 * span, (k, vals.min(), vals.max())
+    # Density spans drizzle to downpour (log-uniform, the first layer carries density/sqrt(n)).
+    dens = np.array([p.layers[0][0] * len(p.layers) ** 0.5 for p in draws])
+    assert dens.min() < 2 * r.density[0] and dens.max() > r.density[1] / 2
+    assert any(p.drops > 0 for p in draws) and any(p.drops == 0 for p in draws)
+    assert max(p.haze for p in draws) > 0.5 * r.haze[1]
+    assert max(p.motion_blur for p in draws) > 0.8 * r.motion_blur[1]
+    # Far layers are shorter, thinner and fainter than near ones.
+    deep = [p for p in draws if len(p.layers) >= 3]
+    assert all(p.layers[-1][1] <= p.layers[0][1] and p.layers[-1][4] < p.layers[0][4]
+               for p in deep)
+
+
+def test_random_rain_changes_the_image_by_varying_amounts():
+    img = _scene(64, 64)
+    diffs = [np.abs(add_random_rain(img, s).astype(int) - img).mean() for s in range(30)]
+    assert min(diffs) < 3 < 15 < max(diffs)        # drizzle ... downpour

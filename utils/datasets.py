@@ -285,3 +285,114 @@ def resolve_split_dir(dataset: str, data_root: str | os.PathLike, split: str) ->
             f'{preset.original_convention} --src DOWNLOADED_FOLDER --name {preset.name} '
             f'--split {split} --out {root}')
     return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# Pairs made on the fly from clean photos
+# ----------------------------------------------------------------------------------------------
+class CleanPhotoRainDataset(Dataset):
+    """Training pairs drawn from a folder of clean photos: ``(rainy, clean)`` ``[3, p, p]``.
+
+    Sample ``index`` of an epoch is photo ``index % n``: a random crop at a random scale (a
+    ``p/scale`` square shrunk to ``p``, so one large photo gives patches at several zooms), one
+    of the 8 flips/rotations, then rain of a kind drawn from ``rain`` (``random`` and/or the
+    presets) -- or, with probability ``clean_fraction``, no rain at all, which teaches the model
+    to leave a clean image alone. Everything is a pure function of ``(seed, epoch, index)``, so
+    resumed runs and any number of workers see the same samples. Photos are decoded once per
+    process and kept in memory.
+    """
+
+    def __init__(self, folder: str | os.PathLike, patch_size: int = 64,
+                 rain: str | tuple[str, ...] = 'random', augment: bool = True, seed: int = 0,
+                 scales: tuple[float, ...] = (1.0, 0.5, 0.25), clean_fraction: float = 0.1,
+                 samples_per_photo: int = 32):
+        from utils.image_io import list_images
+        from utils.rain import RAIN_KINDS
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DatasetError(f'{self.folder}: clean photo folder not found')
+        kinds = tuple(k.strip() for k in rain.split(',')) if isinstance(rain, str) else \
+            tuple(rain)
+        bad = [k for k in kinds if k not in RAIN_KINDS]
+        if not kinds or bad:
+            what = ', '.join(bad) if bad else repr(rain)
+            raise DatasetError(f'rain kind {what} unknown; use one or more of '
+                               f'{", ".join(RAIN_KINDS)} separated by commas')
+        if int(patch_size) < 1:
+            raise DatasetError(f'patch_size must be a positive integer, got {patch_size}')
+        if not 0.0 <= clean_fraction < 1.0:
+            raise DatasetError(f'clean_fraction must be in [0, 1), got {clean_fraction}')
+        if samples_per_photo < 1 or not scales or min(scales) <= 0 or max(scales) > 1:
+            raise DatasetError('samples_per_photo must be >= 1 and scales in (0, 1]')
+        self.photos = [p for p in list_images(self.folder)]
+        if not self.photos:
+            raise DatasetError(f'{self.folder}: folder has no images')
+        self.patch_size, self.rain, self.augment = int(patch_size), kinds, bool(augment)
+        self.seed, self.scales = int(seed), tuple(float(s) for s in scales)
+        self.clean_fraction, self.samples_per_photo = float(clean_fraction), int(samples_per_photo)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._cache: dict[int, np.ndarray] = {}
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return len(self.photos) * self.samples_per_photo
+
+    def __getstate__(self):        # DataLoader workers start with an empty cache
+        state = self.__dict__.copy()
+        state['_cache'] = {}
+        return state
+
+    def photo(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            try:
+                self._cache[i] = read_image_rgb(self.photos[i])
+            except ImageReadError as err:
+                raise DatasetError(str(err)) from None
+        return self._cache[i]
+
+    def make_pair(self, index: int, epoch: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, str]:
+        """``(rainy, clean, kind)`` uint8 patches of sample ``index`` (kind ``'none'``: no rain)."""
+        from PIL import Image
+
+        from utils.rain import make_rainy
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        img = self.photo(index % len(self.photos))
+        p = self.patch_size
+        img = pad_to_min_size(img, p)
+        h, w = img.shape[:2]
+        side = min(int(round(p / self.scales[int(rng.integers(len(self.scales)))])), h, w)
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = img[top:top + side, left:left + side]
+        if side != p:
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(
+                (p, p), Image.BICUBIC, reducing_gap=None))
+        if self.augment:
+            crop = np.rot90(crop, int(rng.integers(0, 4)))
+            if rng.integers(0, 2):
+                crop = crop[:, ::-1]
+        clean = np.array(crop)          # a copy: never a view of the cached photo
+        if rng.random() < self.clean_fraction:
+            return clean, clean, 'none'
+        kind = self.rain[int(rng.integers(len(self.rain)))]
+        rain_seed = [self.seed, epoch, int(index), int(rng.integers(2 ** 31))]
+        return make_rainy(clean, kind, rain_seed), clean, kind
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rainy, clean, _ = self.make_pair(index)
+        return _to_tensor(rainy), _to_tensor(clean)
+
+
+class MixedTrainingSet(torch.utils.data.ConcatDataset):
+    """Several training sets (paired folders, clean photos) as one; ``set_epoch`` reaches all."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            d.set_epoch(epoch)

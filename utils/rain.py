@@ -5,6 +5,11 @@ direction by a line kernel (the camera's exposure of a falling drop); several la
 angles and lengths give depth. The layer is blended over the clean image by `screen` (never
 brighter than white, like light added by a bright drop) or `additive`. Everything is drawn from
 one seeded generator, so the same seed gives bit-identical output.
+
+Two ways to draw rain: the fixed ``light``/``heavy`` presets (Rain200L/H-like, for demo data),
+and :func:`add_random_rain`, which draws every parameter per sample from the documented ranges of
+:class:`RandomRainRanges` (drizzle to downpour, 1-4 depth layers, motion blur, haze, lens drops,
+three blend modes) so that a model trained on it meets rain it has not seen.
 """
 from __future__ import annotations
 
@@ -117,6 +122,13 @@ def blend_rain(clean: np.ndarray, streaks: np.ndarray, blend: str = 'screen',
     return np.clip(clean + s, 0.0, 1.0)
 
 
+def _check_image(img) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'expected an HxWx3 uint8 image, got {img.dtype} {img.shape}')
+    return img
+
+
 def add_rain(img: np.ndarray, style: str | RainStyle = 'light', seed: int | Sequence[int] = 0,
              blend: str | None = None) -> np.ndarray:
     """Rainy version of an ``HxWx3`` uint8 image (uint8); same inputs -> identical output.
@@ -126,10 +138,156 @@ def add_rain(img: np.ndarray, style: str | RainStyle = 'light', seed: int | Sequ
     style = get_style(style)
     if blend is not None:
         style = replace(style, blend=blend)
-    img = np.asarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f'expected an HxWx3 uint8 image, got {img.dtype} {img.shape}')
+    img = _check_image(img)
     rng = np.random.default_rng(seed)
     streaks = render_streaks(img.shape[:2], style, rng)
     rainy = blend_rain(img.astype(np.float32) / 255.0, streaks, style.blend, style.haze)
     return np.clip(np.round(rainy * 255.0), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Randomized rain: every parameter drawn per sample, for training that transfers to other rain
+# ----------------------------------------------------------------------------------------------
+RANDOM_BLENDS = ('screen', 'additive', 'alpha')
+
+
+@dataclass(frozen=True)
+class RandomRainRanges:
+    """The ranges :func:`sample_rain_params` draws from (all uniform unless noted).
+
+    Sizes are in pixels of the image the rain is drawn on. Layer ``i`` of ``n`` sits at depth
+    ``d = i/(n-1)`` (0 nearest); far layers get shorter, thinner, fainter and denser streaks,
+    scaled by ``1 - depth_shrink * d`` (``1 + d`` for density).
+    """
+    density: tuple[float, float] = (0.0003, 0.012)  # seeds/pixel/layer, log-uniform: drizzle..downpour
+    layers: tuple[int, int] = (1, 4)                  # streak layers, inclusive
+    length: tuple[float, float] = (6.0, 70.0)         # nearest layer's streak length
+    width: tuple[float, float] = (0.3, 1.8)           # nearest layer's Gaussian sigma across
+    angle: tuple[float, float] = (-40.0, 40.0)        # image-wide direction, degrees from vertical
+    angle_jitter: tuple[float, float] = (0.0, 10.0)   # max per-layer deviation from it
+    motion_blur: tuple[float, float] = (0.0, 1.5)     # extra isotropic blur sigma of the rain
+    opacity: tuple[float, float] = (0.25, 1.0)        # peak strength of the nearest streaks
+    brightness: tuple[float, float] = (0.65, 1.0)     # grey level of the rain (alpha blend)
+    depth_shrink: float = 0.6                         # how much the farthest layer shrinks
+    haze: tuple[float, float] = (0.0, 0.3)            # veil strength; scaled by density
+    haze_light: tuple[float, float] = (0.6, 1.0)      # grey level of the veiling light
+    drops_probability: float = 0.25                   # chance of lens drops/splashes
+    drops: tuple[int, int] = (1, 12)                  # drops per 100x100 pixels, inclusive
+    drop_radius: tuple[float, float] = (1.5, 8.0)
+    blend_weights: tuple[float, float, float] = (0.45, 0.25, 0.30)   # screen, additive, alpha
+
+
+RANDOM_RAIN = RandomRainRanges()
+
+
+@dataclass(frozen=True)
+class RainParams:
+    """One drawn rain sample: what :func:`render_random_rain` draws."""
+    layers: tuple[tuple[float, float, float, float, float], ...]  # (density, length, width, angle, opacity)
+    motion_blur: float
+    brightness: float
+    haze: float
+    haze_light: float
+    drops: int
+    drop_radius: tuple[float, float]
+    blend: str
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def sample_rain_params(rng: np.random.Generator, shape: tuple[int, int],
+                       ranges: RandomRainRanges = RANDOM_RAIN) -> RainParams:
+    """Draw every parameter of one rain sample from ``ranges``."""
+    r = ranges
+    n = int(rng.integers(r.layers[0], r.layers[1] + 1))
+    density = _log_uniform(rng, *r.density)
+    # 0 for drizzle, 1 for the densest rain: heavier rain is longer, more opaque and hazier.
+    heaviness = math.log(density / r.density[0]) / math.log(r.density[1] / r.density[0])
+    length = rng.uniform(*r.length)
+    width = rng.uniform(*r.width)
+    angle = rng.uniform(*r.angle)
+    jitter = rng.uniform(*r.angle_jitter)
+    opacity = rng.uniform(*r.opacity)
+    layers = []
+    for i in range(n):
+        d = i / (n - 1) if n > 1 else 0.0
+        shrink = 1.0 - r.depth_shrink * d
+        layers.append((density * (1.0 + d) / n ** 0.5, max(2.0, length * shrink),
+                       max(0.2, width * shrink), angle + rng.uniform(-jitter, jitter),
+                       opacity * (1.0 - 0.5 * r.depth_shrink * d)))
+    haze = rng.uniform(*r.haze) * heaviness
+    has_drops = rng.random() < r.drops_probability
+    area = shape[0] * shape[1] / 1e4
+    drops = int(round(rng.integers(r.drops[0], r.drops[1] + 1) * area)) if has_drops else 0
+    w = np.asarray(r.blend_weights, np.float64)
+    blend = RANDOM_BLENDS[int(rng.choice(len(RANDOM_BLENDS), p=w / w.sum()))]
+    return RainParams(tuple(layers), float(rng.uniform(*r.motion_blur)),
+                      float(rng.uniform(*r.brightness)), float(haze),
+                      float(rng.uniform(*r.haze_light)), drops, r.drop_radius, blend)
+
+
+def _drop_layer(img: np.ndarray, rng: np.random.Generator, count: int,
+                radius: tuple[float, float]) -> np.ndarray:
+    """Drops on the lens: soft discs showing a blurred, brighter view of the scene behind."""
+    h, w = img.shape[:2]
+    blurred = gaussian_filter(img, sigma=(3.0, 3.0, 0.0))
+    out = img.copy()
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(count):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        rad = rng.uniform(*radius)
+        dist = np.hypot(yy - cy, (xx - cx) * rng.uniform(0.7, 1.0))
+        alpha = np.clip((rad - dist) / max(1.0, 0.3 * rad), 0.0, 1.0)[..., None]
+        lit = np.clip(blurred + rng.uniform(0.03, 0.15), 0.0, 1.0)
+        out = out * (1.0 - alpha * 0.9) + lit * alpha * 0.9
+    return out
+
+
+def render_random_rain(clean: np.ndarray, params: RainParams,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Rain drawn by ``params`` over ``HxWx3`` float [0, 1]; returns float [0, 1]."""
+    shape = clean.shape[:2]
+    streaks = np.zeros(shape, np.float32)
+    for density, length, width, angle, opacity in params.layers:
+        layer = streak_layer(shape, rng, density, length, angle, width, (0.5 * opacity, opacity))
+        streaks = 1.0 - (1.0 - streaks) * (1.0 - layer)
+    if params.motion_blur > 0.05:
+        streaks = gaussian_filter(streaks, params.motion_blur)
+        streaks = streaks / max(float(streaks.max()), 1e-6) * min(1.0, float(streaks.max()) * 1.5)
+    s = streaks[..., None]
+    if params.blend == 'screen':
+        rainy = 1.0 - (1.0 - clean) * (1.0 - s * params.brightness)
+    elif params.blend == 'additive':
+        rainy = clean + s * params.brightness
+    else:
+        rainy = clean * (1.0 - s) + params.brightness * s
+    if params.haze > 0:
+        rainy = rainy * (1.0 - params.haze) + params.haze * params.haze_light
+    if params.drops:
+        rainy = _drop_layer(np.clip(rainy, 0.0, 1.0), rng, params.drops, params.drop_radius)
+    return np.clip(rainy, 0.0, 1.0)
+
+
+def add_random_rain(img: np.ndarray, seed: int | Sequence[int] = 0,
+                    ranges: RandomRainRanges = RANDOM_RAIN) -> np.ndarray:
+    """Rainy version of an ``HxWx3`` uint8 image with every rain parameter drawn from ``ranges``.
+
+    Same image and seed -> identical output.
+    """
+    img = _check_image(img)
+    rng = np.random.default_rng(seed)
+    params = sample_rain_params(rng, img.shape[:2], ranges)
+    rainy = render_random_rain(img.astype(np.float32) / 255.0, params, rng)
+    return np.clip(np.round(rainy * 255.0), 0, 255).astype(np.uint8)
+
+
+RAIN_KINDS = ('random', *RAIN_PRESETS)
+
+
+def make_rainy(img: np.ndarray, kind: str, seed: int | Sequence[int] = 0) -> np.ndarray:
+    """Rain of one kind: ``'random'`` or a preset name (``'light'``, ``'heavy'``)."""
+    if kind == 'random':
+        return add_random_rain(img, seed)
+    return add_rain(img, kind, seed)

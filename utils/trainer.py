@@ -28,7 +28,9 @@ from tqdm import tqdm
 from models import build_model, model_config
 from utils import checkpoint as ckpt
 from utils import distributed as dist_utils
-from utils.datasets import PairedImageDataset, PairedPatchDataset, resolve_split_dir
+from models.acceleration import enable_fast_training, supports_fast_path
+from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
+                            PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
 from utils.image_io import tensor_to_uint8
 from utils.inference import restore
@@ -52,6 +54,10 @@ class TrainConfig:
     model: str = 'spikerain-s'
     model_opt: dict = field(default_factory=dict)
     train_dir: str | None = None
+    clean_dir: str | None = None
+    rain: str = 'random'
+    clean_fraction: float = 0.1
+    samples_per_photo: int = 32
     val_dir: str | None = None
     dataset: str | None = None
     data_root: str = 'data'
@@ -79,6 +85,7 @@ class TrainConfig:
     device: str = 'auto'
     workers: int = min(4, os.cpu_count() or 1)
     tensorboard: bool = True
+    fast: bool = True
 
     def validate(self) -> None:
         """Reject impossible values with one message naming the option."""
@@ -98,6 +105,12 @@ class TrainConfig:
         need(self.val_tile is None or self.val_tile >= 8, 'val_tile', '>= 8 pixels')
         need(self.stop_after is None or self.stop_after >= 1, 'stop_after', '>= 1')
         need(self.workers >= 0, 'workers', '>= 0')
+        need(0 <= self.clean_fraction < 1, 'clean_fraction', 'in [0, 1)')
+        need(self.samples_per_photo >= 1, 'samples_per_photo', '>= 1')
+        from utils.rain import RAIN_KINDS
+        kinds = [k.strip() for k in str(self.rain).split(',')]
+        need(all(k in RAIN_KINDS for k in kinds), 'rain',
+             f'one or more of {", ".join(RAIN_KINDS)} separated by commas')
         for name in ('warmup', 'val_every', 'save_every'):
             try:
                 period_to_iters(getattr(self, name), 1, f'--{name}')
@@ -107,9 +120,9 @@ class TrainConfig:
             build_loss(self.loss)
         except LossSpecError as err:
             raise ConfigError(f'--loss: {err}') from None
-        if self.train_dir is None and self.dataset is None:
-            raise ConfigError('give --train_dir (a folder with input/ and target/) or '
-                              '--dataset NAME with --data_root')
+        if self.train_dir is None and self.dataset is None and self.clean_dir is None:
+            raise ConfigError('give --train_dir (a folder with input/ and target/), '
+                              '--clean_dir (a folder of clean photos) or --dataset NAME')
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -117,7 +130,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     if cfg.dataset:
         tag = cfg.dataset
     else:
-        train = Path(cfg.train_dir).resolve()
+        train = Path(cfg.train_dir or cfg.clean_dir).resolve()
         tag = train.parent.name if train.name.lower() in ('train', 'training') else train.name
     return Path('experiments') / f'{cfg.model}_{tag}'
 
@@ -165,8 +178,9 @@ class Trainer:
         self.info = info or dist_utils.DistInfo(device=dist_utils.resolve_device(cfg.device))
         self.device = self.info.device
         self._log = log or tqdm.write
-        self.train_dir = Path(cfg.train_dir) if cfg.train_dir else resolve_split_dir(
-            cfg.dataset, cfg.data_root, 'train')
+        self.train_dir = Path(cfg.train_dir) if cfg.train_dir else (
+            resolve_split_dir(cfg.dataset, cfg.data_root, 'train') if cfg.dataset else None)
+        self.clean_dir = Path(cfg.clean_dir) if cfg.clean_dir else None
         val = cfg.val_dir or (resolve_split_dir(cfg.dataset, cfg.data_root, 'test')
                               if cfg.dataset else None)
         self.val_dir = Path(val) if val else None
@@ -178,7 +192,7 @@ class Trainer:
             self.log('note: --amp needs a CUDA device; training in float32')
 
         seed_everything(cfg.seed)
-        self.train_set = PairedPatchDataset(self.train_dir, cfg.patch_size, cfg.augment, cfg.seed)
+        self.train_set = self._training_set()
         self.val_set = PairedImageDataset(self.val_dir) if self.val_dir else None
         self.sampler = dist_utils.EpochSampler(len(self.train_set), self.info, cfg.seed)
         self.batches_per_epoch = math.ceil(self.sampler.epoch_length / cfg.batch_size)
@@ -201,6 +215,11 @@ class Trainer:
                 raise
             raise ConfigError(f'--model_opt {cfg.model_opt}: {cfg.model} cannot be built with '
                               f'these options ({type(err).__name__}: {err})') from None
+        self.fast = cfg.fast and supports_fast_path(model)
+        if self.fast:
+            enable_fast_training(model)
+        elif cfg.fast:
+            self.log(f'note: {cfg.model} has no fast training path yet; using the plain one')
         self.model = dist_utils.wrap_model(model, self.info)
         self.criterion = build_loss(cfg.loss)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -213,6 +232,24 @@ class Trainer:
         self.resumed_from = self._resume()
         self.tb = None
         self.loader: DataLoader | None = None
+
+    def _training_set(self):
+        """Paired patches (--train_dir/--dataset), pairs made from clean photos (--clean_dir),
+        or both mixed in one epoch."""
+        cfg, sets = self.cfg, []
+        if self.train_dir is not None:
+            sets.append(PairedPatchDataset(self.train_dir, cfg.patch_size, cfg.augment, cfg.seed))
+        if self.clean_dir is not None:
+            sets.append(CleanPhotoRainDataset(
+                self.clean_dir, cfg.patch_size, cfg.rain, cfg.augment, cfg.seed,
+                clean_fraction=cfg.clean_fraction, samples_per_photo=cfg.samples_per_photo))
+        return sets[0] if len(sets) == 1 else MixedTrainingSet(sets)
+
+    def data_text(self) -> str:
+        parts = [str(self.train_dir)] if self.train_dir is not None else []
+        if self.clean_dir is not None:
+            parts.append(f'{self.clean_dir} (clean photos, rain {self.cfg.rain})')
+        return ' + '.join(parts)
 
     # -- small helpers --------------------------------------------------------------------
     @property
@@ -232,7 +269,8 @@ class Trainer:
     def settings(self) -> dict:
         """The run's options with folders resolved: config.yaml, usable as ``--config``."""
         data = asdict(self.cfg)
-        data.update(train_dir=str(self.train_dir), val_dir=str(self.val_dir) if self.val_dir
+        data.update(train_dir=str(self.train_dir) if self.train_dir else None,
+                    clean_dir=str(self.clean_dir) if self.clean_dir else None, val_dir=str(self.val_dir) if self.val_dir
                     else None, model_save_dir=str(self.run_dir), stop_after=None)
         return data
 
@@ -274,7 +312,7 @@ class Trainer:
         self.progress = dict(state['progress'])
         self.best = dict(state['best'])
         self.saved_iteration = self.progress['iteration']
-        changed = [k for k in ('train_dir', 'val_dir', 'loss', 'grad_clip', 'patch_size',
+        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'clean_fraction', 'val_dir', 'loss', 'grad_clip', 'patch_size',
                                'augment', 'weight_decay') if saved.get(k) != self.record()[k]]
         if changed:
             self.log('note: resuming with changed settings: ' + ', '.join(
@@ -418,7 +456,8 @@ class Trainer:
         epochs = math.ceil(self.total_iters / self.steps_per_epoch)
         where = f'resumed from {self.resumed_from} at iteration {start_it}' if \
             self.resumed_from else 'new run'
-        self.log(f'{cfg.model} on {self.train_dir} ({len(self.train_set)} pairs, '
+        fast = 'fast path' if self.fast else 'plain path'
+        self.log(f'{cfg.model} ({fast}) on {self.data_text()} ({len(self.train_set)} samples, '
                  f'{self.info.world_size} process(es) on {self.device}): {self.total_iters} '
                  f'iterations = {epochs} epochs of {self.steps_per_epoch}; {where}; '
                  f'run folder {self.run_dir}')
