@@ -1,7 +1,7 @@
 # Entry points. Every target sets up .venv/ itself (idempotent, fast when already done).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-data test clean-demo
+.PHONY: setup demo demo-data photos test clean-demo
 
 setup:
 	@bash tools/setup.sh
@@ -11,6 +11,9 @@ demo: setup
 
 demo-data: setup
 	@$(PY) tools/make_demo_data.py
+
+photos: setup
+	@bash tools/get_photos.sh
 
 test: setup
 	@$(PY) -m pytest -q tests
