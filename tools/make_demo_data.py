@@ -24,7 +24,7 @@ from utils.cli import print_error, run_main  # noqa: E402
 from utils.dataset_prepare import OutputWriter, check_not_overlapping  # noqa: E402
 from utils.datasets import DatasetError  # noqa: E402
 from utils.image_io import ImageReadError, list_images, read_image_rgb  # noqa: E402
-from utils.rain import RAIN_PRESETS, add_rain  # noqa: E402
+from utils.rain import RAIN_KINDS, make_rainy  # noqa: E402
 
 # Bundled colour photos; the two motorcycle views show one scene, so they share a split.
 DEMO_TRAIN = ('astronaut', 'chelsea', 'motorcycle_left', 'motorcycle_right', 'hubble_deep_field')
@@ -70,7 +70,7 @@ def make_split(photos: list[tuple[str, np.ndarray]], out: Path, samples: int,
         photo_id = zlib.crc32(name.encode())
         for k in range(samples):
             style = styles[k % len(styles)]
-            rainy = add_rain(clean, style, seed=[seed, photo_id, k])
+            rainy = make_rainy(clean, style, seed=[seed, photo_id, k])
             stem = f'{name}_{k:02d}_{style}'
             writer.png(rainy, out / 'input' / f'{stem}.png')
             writer.png(clean, out / 'target' / f'{stem}.png')
@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--test_samples', type=int, default=2,
                         help='rainy versions per test photo (default: 2)')
     parser.add_argument('--styles', default='light,heavy',
-                        help=f'comma-separated rain styles, cycled over samples '
-                             f'(from: {", ".join(RAIN_PRESETS)}; default: light,heavy)')
+                        help=f'comma-separated rain styles, cycled over samples (from: '
+                             f'{", ".join(RAIN_KINDS)}; random draws every rain parameter per '
+                             f'sample; default: light,heavy)')
     parser.add_argument('--size', type=int, default=256,
                         help='longest side of the written images in pixels (default: 256)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
@@ -126,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> list[str]:
     styles = [s.strip() for s in args.styles.split(',') if s.strip()]
-    bad = [s for s in styles if s not in RAIN_PRESETS]
+    bad = [s for s in styles if s not in RAIN_KINDS]
     if not styles or bad:
         raise DatasetError(f'--styles: unknown style(s) {bad or args.styles!r}; '
-                           f'use {", ".join(RAIN_PRESETS)}')
+                           f'use {", ".join(RAIN_KINDS)}')
     for opt in ('train_samples', 'test_samples', 'size'):
         if getattr(args, opt) < 1:
             raise DatasetError(f'--{opt}: must be at least 1, got {getattr(args, opt)}')
