@@ -225,7 +225,7 @@ class PairedImageDataset(Dataset):
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetPreset:
-    """What is known of a benchmark (../shared/specs/protocol.md); counts are as commonly cited."""
+    """What is known of a benchmark (docs/protocol.md); counts are as commonly cited."""
     name: str
     train_pairs: int | None      # None: no training split
     test_pairs: int | None       # None: varies between copies

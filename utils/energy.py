@@ -1,6 +1,6 @@
 """Parameters, MACs, firing rates, synaptic operations and energy, as SNN papers count them.
 
-Convention (``../shared/specs/protocol.md``): MACs are counted densely by
+Convention (``docs/protocol.md``): MACs are counted densely by
 ``torch.utils.flop_counter`` (MACs = FLOPs / 2, all T steps). A layer whose input is the output
 of a spiking neuron does accumulates only where a spike arrived, so it costs
 ``E_AC × SOPs`` with ``SOPs = input firing rate × MACs``; every other layer (the image conv,
