@@ -1,4 +1,8 @@
 """Shared test fixtures. Tests run on the CPU with 2 threads, in float32."""
+import functools
+import io
+import json
+import lzma
 import os
 import sys
 from pathlib import Path
@@ -10,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SHARED = Path(os.environ.get('SPIKEDERAIN_SHARED', ROOT.parent / 'shared'))
-REFERENCE = SHARED / 'reference'
+# Golden tensors of the official implementations (tests/fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parent / 'fixtures'
 
 # One thread: the suite's cost is many small ops, and subprocess tests (torchrun, CLIs) run
 # beside this process; several multi-threaded torch processes on 2 cores slow each other down
@@ -20,16 +24,34 @@ torch.set_num_threads(1)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 
-@pytest.fixture(scope='session')
-def reference_dir() -> Path:
-    """../shared/reference; a missing folder fails the test (it must not be skipped)."""
-    if not REFERENCE.is_dir():
-        pytest.fail(f'golden reference folder not found: {REFERENCE}')
-    return REFERENCE
+def _fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():              # a missing golden file fails the test: never skip
+        pytest.fail(f'golden fixture not found: {path}')
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _fixture_bytes(name: str) -> bytes:
+    return lzma.decompress(_fixture_path(name).read_bytes())
 
 
 def load_reference(name: str) -> dict:
-    path = REFERENCE / f'{name}.pt'
-    if not path.is_file():
-        pytest.fail(f'golden reference file not found: {path}')
-    return torch.load(path, map_location='cpu', weights_only=True)
+    """tests/fixtures/NAME.pt.xz as a dict of fresh tensors.
+
+    The surrogate gradients are stored as int16 with a per-tensor scale; they come back as float32
+    under ``grads_train`` (within absmax/65534 of the official float32 values).
+    """
+    ref = torch.load(io.BytesIO(_fixture_bytes(f'{name}.pt.xz')), map_location='cpu',
+                     weights_only=True)
+    if 'grads_train_int16' in ref:
+        scales = ref.pop('grads_train_scale')
+        ref['grads_train'] = {k: q.float() * scales[k]
+                              for k, q in ref.pop('grads_train_int16').items()}
+    return ref
+
+
+def official_stats() -> dict:
+    """Parameter and FLOP counts of the official full-size configs, by model
+    (``spikerain_s``, ``spikerain_m``, ``spikerain_l``, ``esdnet``)."""
+    return json.loads(_fixture_path('model_stats.json').read_text())['models']

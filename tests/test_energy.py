@@ -1,12 +1,10 @@
 """utils/energy.py: MACs as the official stats count them, firing rates, SOPs and energy."""
-import json
-
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import REFERENCE
+from conftest import official_stats
 from models import build_model
 from models.acceleration import record_spikes
 from models.spiking import conv2d, make_lif, repeat_time, reset_spiking_state
@@ -14,17 +12,10 @@ from utils.energy import (E_AC_PJ, E_MAC_PJ, count_macs, count_parameters, energ
                           measure_firing_rates, synthetic_rainy_images)
 
 
-def _official_stats() -> dict:
-    path = REFERENCE / 'model_stats.json'
-    if not path.is_file():
-        pytest.fail(f'reference file not found: {path}')
-    return json.loads(path.read_text())['models']
-
-
 @pytest.mark.parametrize('name,key', [('spikerain-s', 'spikerain_s'), ('spikerain-m', 'spikerain_m'),
                                       ('spikerain-l', 'spikerain_l'), ('esdnet', 'esdnet')])
 def test_params_and_macs_equal_official_stats(name, key):
-    want = _official_stats()[key]
+    want = official_stats()[key]
     model = build_model(name)
     assert count_parameters(model) == want['params']
     macs, _ = count_macs(model, (256, 256))

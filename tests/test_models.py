@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import official_stats
 from models import WeightsError, available_models, build_model, load_weights
 from models.base import pad_to_multiple
 
@@ -19,9 +20,8 @@ def test_registry_lists_official_names():
         assert name in available_models()
 
 
-def test_official_parameter_counts(reference_dir):
-    import json
-    stats = json.loads((reference_dir / 'model_stats.json').read_text())['models']
+def test_official_parameter_counts():
+    stats = official_stats()
     for ref_name, name in [('spikerain_s', 'spikerain-s'), ('spikerain_m', 'spikerain-m'),
                            ('spikerain_l', 'spikerain-l'), ('esdnet', 'esdnet')]:
         n = sum(p.numel() for p in build_model(name).parameters())

@@ -1,25 +1,19 @@
 """VLIF-Net (models/vlifnet.py): equal to the official code, official keys, sizes, flags."""
 import pytest
 import torch
-from torch.torch_version import TorchVersion
 
-from conftest import REFERENCE
+from conftest import load_reference
 from models import (WeightsError, build_from_checkpoint, build_model, load_weights,
                     save_weights)
 from models.vlifnet import SDEM, SMU, VLIFNet
 
-OFFICIAL_PARAMS = 14_023_911        # VLIFNet(dim=48, en [4,4,8,8], de [2,2,2,2]), reference README
-TINY_PARAMS = 412_159               # the golden tiny config, reference README
+OFFICIAL_PARAMS = 14_023_911        # official VLIFNet(dim=48, ...), tests/fixtures/README.md
+TINY_PARAMS = 412_159               # the golden tiny config, tests/fixtures/README.md
 
 
 @pytest.fixture(scope='module')
 def golden():
-    path = REFERENCE / 'vlifnet_tiny.pt'
-    if not path.is_file():
-        pytest.fail(f'golden reference file not found: {path}')
-    # The file records torch's version as a TorchVersion (a str subclass); allow just that.
-    with torch.serialization.safe_globals([TorchVersion]):
-        return torch.load(path, map_location='cpu', weights_only=True)
+    return load_reference('vlifnet_tiny')
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])
