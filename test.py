@@ -52,11 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(default: %(default)s)')
     p.add_argument('--overwrite', action='store_true',
                    help='redo outputs that already exist (default: skip them)')
-    p.add_argument('--fast', action='store_true',
-                   help='use the fast inference path (models.acceleration.optimize_for_inference: '
-                        'fused LIF, channels-last, BN folding; SpikeRain/ESDNet only). About 10x '
-                        'faster on a CPU; it changes rounding, so a few spikes may differ from the '
-                        'reference path (checked: >= 99.9%% spike agreement, PSNR within 0.05 dB)')
+    p.add_argument('--exact', action='store_true',
+                   help='run the plain reference forward (bit-identical to the official code) '
+                        'instead of the default fast inference path (fused LIF, channels-last, '
+                        'BN folding: several times faster on a CPU; it changes rounding, so a few '
+                        'spikes may differ: checked >= 99.9%% spike agreement, PSNR within '
+                        '0.05 dB). Models without a fast path always run the plain forward')
+    p.add_argument('--fast', action='store_true', help=argparse.SUPPRESS)   # the default now
     p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
     return p.parse_args(argv)
 
@@ -120,10 +122,11 @@ def main(argv=None) -> int:
         if target is not None and not target.exists():
             raise ValueError(f'--target_path {target}: no such file or folder')
         model = load_model(args, device)
-        if args.fast:
-            if not supports_fast_path(model):
-                raise ValueError(f'--fast: no fast path for {model.model_name} yet')
-            model = optimize_for_inference(model)
+        path = 'exact path'
+        if not args.exact and supports_fast_path(model):
+            model, path = optimize_for_inference(model), 'fast path'
+        elif not args.exact:
+            path = 'plain path (this model has no fast path yet)'
         save = Path(args.save_path) if args.save_path else (
             Path('results') / model.model_name / data_name(Path(args.data_path)))
         check_save_path(save, input_dir, target)
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
-    print(f'{model.model_name} on {device}, {tiling}: {len(inputs)} images from {input_dir} '
+    print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from {input_dir} '
           f'-> {save}')
     try:
         summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,
