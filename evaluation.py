@@ -14,7 +14,9 @@ from utils.cli import run_main
 from utils.image_io import ImageReadError
 from utils.inference import resolve_device
 from utils.metrics import (LPIPSMetric, LPIPSUnavailable, PairingError, evaluate_pairs,
-                           format_table, pair_by_stem, write_csv_report, write_json_report)
+                           format_table, pair_by_stem, psnr_text, write_csv_report,
+                           write_json_report)
+from utils.paths import check_writes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,13 +49,16 @@ def main(argv=None) -> int:
     except PairingError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    scored = {path.resolve() for pair in pairs for path in pair}
-    for opt in ('json', 'csv'):
-        report = getattr(args, opt)
-        if report and Path(report).resolve() in scored:
-            print(f'error: --{opt} {report}: is one of the images being scored; refusing to '
-                  f'overwrite it', file=sys.stderr)
-            return 2
+    try:
+        resolve_device(args.device)
+        check_writes([], [('--restored folder', args.restored),
+                          ('--target_path', args.target_path),
+                          *(('image being scored', p) for pair in pairs for p in pair)],
+                     files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')
+                            if getattr(args, opt)])
+    except ValueError as err:
+        print(f'evaluation.py: error: {err}', file=sys.stderr)
+        return 2
     lpips, lpips_error = None, None
     if args.lpips:
         try:
@@ -71,7 +76,7 @@ def main(argv=None) -> int:
     channel = 'Y' if args.test_y else 'RGB'
     extra = f', LPIPS {means["lpips"]:.4f}' if 'lpips' in means else ''
     print(f'{means["images"]} images ({channel}, crop_border {args.crop_border}): '
-          f'PSNR {means["psnr"]:.4f} dB, SSIM {means["ssim"]:.4f}{extra}')
+          f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}{extra}')
     settings = dict(restored=args.restored, target=args.target_path, test_y=args.test_y,
                     crop_border=args.crop_border, lpips=lpips is not None)
     if args.json:

@@ -15,10 +15,14 @@ import torch
 
 from models import WeightsError, available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
-from utils.cli import run_main
-from utils.inference import check_tiling, find_inputs, resolve_device, restore_files
-from utils.image_io import ImageReadError, remove_interrupted_writes
-from utils.metrics import PairingError, evaluate_pairs, pair_with_targets, target_folder
+from utils.cli import describe, exit_code, interruption, run_main
+from utils.inference import (OutputWriteError, check_output_manifest, check_tiling, file_sha256,
+                             find_inputs, output_path, resolve_device, restore_files,
+                             write_manifest)
+from utils.image_io import ImageReadError, check_writable, remove_interrupted_writes
+from utils.metrics import (PairingError, evaluate_pairs, pair_with_targets, psnr_text,
+                           target_folder)
+from utils.paths import check_writes, split_folders
 
 # Folder names that say nothing about the data set; the default save path skips them.
 _GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}
@@ -85,13 +89,34 @@ def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modul
     return model.to(device).eval()
 
 
-def check_save_path(save: Path, input_dir: Path, target: Path | None) -> None:
-    if save.resolve() == input_dir.resolve():
-        raise ValueError(f'--save_path {save}: is the input folder; refusing to write there')
-    if target is not None and target.is_dir() and save.resolve() == target.resolve():
-        raise ValueError(f'--save_path {save}: is the target folder; refusing to write there')
+def check_save_path(save: Path, inputs: list[Path], input_dir: Path, target: Path | None,
+                    weights: str | None) -> None:
+    """Nothing test.py writes may be something it reads: inputs, targets (folder or file),
+    the benchmark split's ``input/`` and ``target/`` (with or without ``--target_path``)."""
     if save.exists() and not save.is_dir():
         raise ValueError(f'--save_path {save}: exists and is not a folder')
+    reads = [('input folder', input_dir)]
+    reads += [(f'benchmark {f.name} folder', f) for f in split_folders(input_dir)]
+    if target is not None:
+        reads.append(('--target_path', target))
+        reads += [(f'benchmark {f.name} folder', f)
+                  for f in split_folders(target if target.is_dir() else target.parent)]
+    if weights:
+        reads.append(('--weights', weights))
+    reads += [('input image', p) for p in inputs if p.parent != input_dir]
+    check_writes([('--save_path', save)], reads,
+                 files=[('output', output_path(save, p)) for p in inputs])
+
+
+def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str) -> dict:
+    """What decides the outputs' pixels, recorded in the output folder's manifest."""
+    import json
+    recipe = dict(model=model.model_name, model_config=dict(getattr(model, 'config', {})),
+                  weights=str(args.weights) if args.weights else None,
+                  weights_sha256=file_sha256(args.weights) if args.weights
+                  else 'random weights, seed 0',
+                  path=path, tile=args.tile, tile_overlap=args.tile_overlap if args.tile else None)
+    return json.loads(json.dumps(recipe, default=str))     # as it reads back from the file
 
 
 def evaluate(summary, target_path: str) -> int:
@@ -106,7 +131,7 @@ def evaluate(summary, target_path: str) -> int:
         print(f'error: evaluation: {err}', file=sys.stderr)
         return 1
     print(f'evaluated {means["images"]} images against {target_path} (Y channel, no crop): '
-          f'PSNR {means["psnr"]:.4f} dB, SSIM {means["ssim"]:.4f}')
+          f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}')
     return 0
 
 
@@ -124,16 +149,22 @@ def main(argv=None) -> int:
         model = load_model(args, device)
         path = 'exact path'
         if not args.exact and supports_fast_path(model):
-            model, path = optimize_for_inference(model), 'fast path'
+            path = 'fast path'
         elif not args.exact:
             path = 'plain path (this model has no fast path yet)'
         save = Path(args.save_path) if args.save_path else (
             Path('results') / model.model_name / data_name(Path(args.data_path)))
-        check_save_path(save, input_dir, target)
+        check_save_path(save, inputs, input_dir, target, args.weights)
+        recipe = recipe_of(args, model, path.split(' (')[0])
         save.mkdir(parents=True, exist_ok=True)
+        check_writable(save)                        # a full or read-only disk: before any work
+        check_output_manifest(save, recipe, inputs, args.overwrite)
         remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
+        write_manifest(save, recipe, overwriting=args.overwrite)
+        if path == 'fast path':
+            model = optimize_for_inference(model)
     except (ValueError, WeightsError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        print(f'test.py: error: {describe(err)}', file=sys.stderr)
         return 2
     tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
     print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from {input_dir} '
@@ -141,10 +172,15 @@ def main(argv=None) -> int:
     try:
         summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,
                                 args.batch_size, args.overwrite, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print('interrupted: outputs written so far are complete; re-run to finish the rest',
-              file=sys.stderr)
-        return 130
+    except OutputWriteError as err:
+        print(f'test.py: error: {describe(err)}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        print(f'test.py: {interruption(stop)}: outputs written so far are complete; re-run to '
+              f'finish the rest', file=sys.stderr)
+        return exit_code(stop)
+    if args.overwrite:
+        write_manifest(save, recipe)                # every output is now this recipe's
     print(f'restored {len(summary.restored)} images in {summary.seconds:.1f} s '
           f'({summary.images_per_second:.3g} images/s); skipped {len(summary.skipped)} existing'
           f'{" (use --overwrite to redo them)" if summary.skipped else ""}; '

@@ -16,7 +16,7 @@ import yaml
 from models import WeightsError, available_models
 from utils import distributed as dist_utils
 from utils.checkpoint import CheckpointError
-from utils.cli import run_main
+from utils.cli import close_progress_bars, describe, exit_code, interruption, run_main
 from utils.datasets import DatasetError
 from utils.image_io import ImageReadError
 from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
@@ -190,23 +190,36 @@ def one_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done (or --stop_after reached), 1 error (one line on stderr), 2 bad option,
+    130 interrupted by Ctrl-C / SIGINT, 143 terminated by SIGTERM; after 130 or 143 the run
+    folder's model_last.pth is the last complete checkpoint and the same command continues."""
     rank = os.environ.get('RANK')
     prefix = f'train.py: error (rank {rank})' if dist_utils.launched_by_torchrun() else \
         'train.py: error'
+    trainer = None
     try:
         cfg = parse_config(argv)
         info = dist_utils.setup(cfg.device)
         try:
-            Trainer(cfg, info).fit()
+            trainer = Trainer(cfg, info)
+            trainer.fit()
         finally:
             dist_utils.cleanup()
     except ERRORS as err:
-        print(f'{prefix}: {one_line(err)}', file=sys.stderr)
+        print(f'{prefix}: {describe(err) if isinstance(err, OSError) else one_line(err)}',
+              file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print('train.py: interrupted; the same command continues from the last saved '
-              'iteration', file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        close_progress_bars()
+        if trainer is not None and trainer.saved_iteration is not None:
+            kept = (f'{trainer.last_path} (iteration {trainer.saved_iteration}) is the last '
+                    f'complete checkpoint; the same command continues from it')
+        elif trainer is not None:
+            kept = 'no checkpoint had been saved yet; the same command starts over'
+        else:
+            kept = 'nothing was written'
+        print(f'train.py: {interruption(stop)}; {kept}', file=sys.stderr)
+        return exit_code(stop)
     return 0
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 from .spiking import reset_spiking_state
 from .weights import (WeightsError, describe_state_dict, extract_state_dict, load_weights,
                       read_checkpoint, save_weights)
+from .weights import check_config_fits
 
 MODEL_REGISTRY: dict[str, tuple[str, str, dict]] = {
     'spikerain-s': ('spikerain', 'SpikeRain',
@@ -89,6 +90,9 @@ def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Modul
         raise WeightsError(f'{label}: checkpoint was saved from model {saved_name!r}, '
                            f'but {name!r} was requested')
     cfg = {**(saved_cfg or {}), **overrides} if saved_name is not None else overrides
+    if saved_cfg:                    # a stored config must fit the stored tensors (issue 15)
+        check_config_fits(build_model, name or saved_name, cfg, obj, label,
+                          defaults=model_config(name or saved_name))
     model = build_model(name or saved_name, **cfg)
     load_weights(model, obj if isinstance(obj, dict) else src, source=label)
     return model

@@ -6,6 +6,7 @@ missing, unexpected and mis-shaped keys and says what the checkpoint looks like,
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -85,6 +86,22 @@ def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> str:
             f'first tensor {first[0]} {list(first[1].shape)}')
 
 
+def check_finite(tensors: Mapping[str, Any], source: str, what: str = 'tensor') -> None:
+    """:class:`WeightsError` naming the first floating tensor with NaN or infinite values.
+
+    Weights are checked when loaded, when saved and (in training) after each validation:
+    non-finite weights restore every image to black or noise, and a checkpoint holding them
+    is not a "last good" one.
+    """
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise WeightsError(f'{source}: {what} {key} has {bad:,} non-finite (NaN/inf) '
+                                   f'value(s) of {value.numel():,} (weights of a diverged run?)')
+
+
 def _fmt(keys, limit=6) -> str:
     keys = list(keys)
     return ', '.join(keys[:limit]) + (f', ... ({len(keys)} in all)' if len(keys) > limit else '')
@@ -104,6 +121,7 @@ def load_weights(model: nn.Module, src: Any, strict: bool = True,
         source = os.fspath(src) if isinstance(src, (str, os.PathLike)) else 'state dict'
     obj = read_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
     sd = extract_state_dict(obj, source)
+    check_finite(sd, source)
     convert = getattr(model, 'convert_official_state_dict', None)
     if callable(convert):
         sd = convert(sd)
@@ -136,22 +154,32 @@ CHECKPOINT_FORMAT = 'spikederain-weights-v1'
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash at any moment leaves either the old file or the new one, never a partial file.
+    A crash at any moment leaves either the old file or the new one, never a partial file. The
+    object is serialised in memory first, so a failed write (no space left, read-only, a
+    file-size limit) is an ``OSError`` naming ``path`` -- torch.save writing to a full disk
+    reports only "unexpected pos" -- and says the previous file is intact.
     """
     path = os.fspath(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                               dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
+                                   dir=folder)
         with os.fdopen(fd, 'wb') as fh:
-            torch.save(obj, fh)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:
+            kept = ' (the previous file is intact)' if os.path.exists(path) else ''
+            raise OSError(err.errno, f'{err.strerror or os.strerror(err.errno)}; not saved{kept}',
+                          path) from None
         raise
 
 
@@ -162,6 +190,8 @@ def weights_checkpoint(model: nn.Module, half: bool = False, **extra) -> dict:
     """
     sd = OrderedDict((k, v.detach().cpu().half() if half and v.is_floating_point() else
                       v.detach().cpu()) for k, v in model.state_dict().items())
+    name = getattr(model, 'model_name', type(model).__name__)
+    check_finite(sd, f'refusing to save {name}')     # fp16 overflow shows up here too
     return {'format': CHECKPOINT_FORMAT, 'model_name': getattr(model, 'model_name', None),
             'model_config': dict(getattr(model, 'config', {})), 'state_dict': sd, **extra}
 
@@ -169,3 +199,39 @@ def weights_checkpoint(model: nn.Module, half: bool = False, **extra) -> dict:
 def save_weights(model: nn.Module, path: str | os.PathLike, half: bool = False, **extra) -> None:
     """Write :func:`weights_checkpoint` atomically."""
     save_atomic(weights_checkpoint(model, half=half, **extra), path)
+
+
+def check_config_fits(build: Any, name: str, config: Mapping[str, Any], obj: Any,
+                      source: str, defaults: Mapping[str, Any] | None = None) -> None:
+    """Before building ``name(**config)`` for a checkpoint, check its tensors' shapes fit it.
+
+    A small file whose stored config asks for an enormous model would otherwise allocate
+    gigabytes before the strict load fails. The model is built on the ``meta`` device (no
+    memory), and the shapes are compared; a config equal to the registry defaults (``defaults``)
+    skips the check (the default model's size is known and the strict load checks it).
+    """
+    if defaults is not None and dict(config) == dict(defaults):
+        return
+    sd = extract_state_dict(obj, source)
+    try:
+        with torch.device('meta'):
+            meta = build(name, **config)
+    except Exception as err:                       # noqa: BLE001 - a config the model rejects
+        raise WeightsError(f'{source}: the stored model_config cannot build {name!r} '
+                           f'({type(err).__name__}: {str(err)[:200]})') from None
+    convert = getattr(meta, 'convert_official_state_dict', None)
+    if callable(convert):
+        sd = convert(sd)
+    own = meta.state_dict()
+    misshaped = [f'{k} {list(sd[k].shape)} vs config {list(own[k].shape)}'
+                 for k in own if k in sd and sd[k].shape != own[k].shape]
+    missing = [k for k in own if k not in sd]
+    if misshaped or missing:
+        need = sum(v.numel() for v in own.values())
+        have = sum(v.numel() for v in sd.values())
+        parts = [f'{len(misshaped)} mis-shaped: {_fmt(misshaped, 3)}'] if misshaped else []
+        if missing:
+            parts.append(f'missing {len(missing)} keys: {_fmt(missing, 3)}')
+        raise WeightsError(f'{source}: the stored model_config does not match its tensors (it '
+                           f'asks for {need:,} values, the file holds {have:,}; '
+                           f'{"; ".join(parts)}); the checkpoint is inconsistent')

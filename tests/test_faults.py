@@ -30,6 +30,7 @@ from PIL import Image
 import test_robustness as tr
 from models import build_model, save_weights
 from utils.checkpoint import load_training_state
+from utils.inference import MANIFEST_NAME
 from utils.trainer import TrainConfig, Trainer
 
 ITERS = 18
@@ -137,7 +138,7 @@ def kill_testing(data: str, work: str, seed: int) -> dict:
     return dict(ref=ref, killed_code=os.waitstatus_to_exitcode(status), done=done,
                 missing=missing, rerun=rerun,
                 after={p.name: p.stat().st_mtime_ns for p in out.glob('*.png')},
-                temps_after=sorted(p.name for p in out.glob('.*')))
+                temps_after=sorted(p.name for p in out.glob('.*') if p.name != MANIFEST_NAME))
 
 
 def run_all(spec_file: str, result_file: str) -> None:

@@ -17,7 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.image_io import (ImageReadError, list_images, read_image_rgb,  # noqa: E402
                             write_png_atomic)
+from utils.cli import run_main  # noqa: E402
 from utils.metrics import calculate_psnr  # noqa: E402
+from utils.paths import check_writes  # noqa: E402
 
 GAP = 4            # pixels between panels and rows
 CAPTION = 20       # caption strip height above each panel
@@ -135,10 +137,12 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 1
     out = Path(args.out)
-    inputs = {Path(d).resolve() for d in [args.rainy, args.target, *args.restored]}
-    if out.resolve().parent in inputs:
-        print(f'error: --out {out}: is inside an input folder; refusing to write there',
-              file=sys.stderr)
+    try:
+        check_writes([], [('--rainy folder', args.rainy), ('--target folder', args.target),
+                          *(('--restored folder', d) for d in args.restored)],
+                     files=[('--out', out)])
+    except ValueError as err:
+        print(f'compare_grid.py: error: {err}', file=sys.stderr)
         return 2
     write_png_atomic(out, compose(rows))
     print('\n'.join(lines))
@@ -147,4 +151,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'compare_grid.py')

@@ -12,6 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import WeightsError, build_from_checkpoint, save_weights  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+from utils.paths import check_writes  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -24,8 +26,10 @@ def main(argv=None) -> int:
     p.add_argument('--half', action='store_true', help='store floating tensors as fp16')
     p.add_argument('--note', default='', help='free text stored in the file (e.g. the recipe)')
     args = p.parse_args(argv)
-    if Path(args.out).resolve() == Path(args.checkpoint).resolve():
-        print(f'error: --out {args.out} would overwrite the input checkpoint', file=sys.stderr)
+    try:
+        check_writes([], [('--checkpoint', args.checkpoint)], files=[('--out', args.out)])
+    except ValueError as err:
+        print(f'export_weights.py: error: {err}', file=sys.stderr)
         return 2
     try:
         model = build_from_checkpoint(args.checkpoint, args.model)
@@ -40,4 +44,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'export_weights.py')

@@ -5,9 +5,16 @@ optimizer, LR scheduler and AMP scaler states, the position in the data (epoch, 
 epoch, optimizer step), every random generator's state, the best validation score and the run's
 settings. It is written atomically, so a run killed at any moment leaves the previous complete
 file. ``model_best.pth`` holds weights only (see ``models.save_weights``).
+
+One run per run folder: :class:`RunLock` takes an exclusive ``fcntl.flock`` on
+``<run folder>/.train.lock`` for the whole run (the kernel drops it when the process ends, even
+on SIGKILL), so a second train.py on the same folder refuses with one line naming the holder's
+PID instead of resuming the first run's checkpoint and deleting its save in progress.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import random
 from pathlib import Path
@@ -18,15 +25,79 @@ import torch
 import torch.nn as nn
 
 from models import WeightsError, load_weights, save_weights
-from models.weights import read_checkpoint, save_atomic, weights_checkpoint
+from models.weights import check_finite, read_checkpoint, save_atomic, weights_checkpoint
 
 LAST_NAME = 'model_last.pth'
 BEST_NAME = 'model_best.pth'
+LOCK_NAME = '.train.lock'
 TRAIN_STATE_FORMAT = 'spikederain-train-v1'
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot resume this run (not a training state, another model, ...)."""
+
+
+class RunFolderBusy(CheckpointError):
+    """Another process holds the run folder's lock."""
+
+
+class RunLock:
+    """Exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release`.
+
+    The lock file stays (removing it would let a third process lock a new file while the
+    second still holds the old one); it holds the PID of the last holder, for the message.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> 'RunLock':
+        if self.fd is not None:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
+            finally:
+                os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OSError(err.errno, err.strerror, str(self.path)) from None
+            raise RunFolderBusy(f'{self.run_dir}: in use by another training run (PID {holder}, '
+                                f'lock {self.path}); wait for it to end, or choose another '
+                                f'--model_save_dir') from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        except OSError:
+            pass                         # a full disk: the lock holds, only the PID is unknown
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> 'RunLock':
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def capture_rng_state() -> dict:
@@ -81,6 +152,12 @@ def load_training_state(path: str | os.PathLike) -> dict:
         raise CheckpointError(f'{path}: not a training state (no optimizer/scheduler/progress); '
                               f'--resume needs a {LAST_NAME} written by train.py; to start from '
                               f'these weights, train a new run instead')
+    try:
+        check_finite(state.get('state_dict') or {}, str(path))
+        for index, entry in (state.get('optimizer') or {}).get('state', {}).items():
+            check_finite(entry, str(path), what=f'optimizer state of parameter {index},')
+    except WeightsError as err:
+        raise CheckpointError(f'{err}; resume from an earlier copy or start a new run') from None
     return state
 
 

@@ -6,10 +6,19 @@ errors it expects itself; :func:`run_main` is the safety net around ``main()`` f
 kinds of error that still escape (a bad file found late, an unwritable path, Ctrl-C). Anything
 else is a bug and keeps its traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an
 expected error too.
+
+Signals: :func:`run_main` makes SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (``kill``, what
+schedulers such as Slurm send before killing a job) end a script the same clean way: one line
+on stderr, files written so far complete (train.py: ``model_last.pth`` is the last complete
+checkpoint), exit code 130 for SIGINT and 143 for SIGTERM (128 + the signal number, what a shell
+reports for a job killed by it). A job started in the background by a script (``train.py &``)
+inherits an *ignored* SIGINT from the shell, and Python then never raises KeyboardInterrupt:
+``kill -INT`` did nothing. The scripts restore the handler, so ``kill -INT PID`` always works.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable, NoReturn
 
@@ -21,6 +30,37 @@ from utils.checkpoint import CheckpointError
 # ImageReadError, DatasetError, PairingError and the trainer's ConfigError are ValueErrors.
 EXPECTED_ERRORS = (ValueError, OSError, WeightsError, CheckpointError)
 INTERRUPTED = 130          # what shells report for a job stopped by Ctrl-C (128 + SIGINT)
+TERMINATED = 143           # ... and for one stopped by SIGTERM (128 + 15)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds exactly like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGINT -> KeyboardInterrupt (even if inherited as ignored), SIGTERM -> :class:`Terminated`.
+
+    Only in the main thread of the main process; safe to call more than once.
+    """
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:          # not the main thread
+        pass
+
+
+def exit_code(stop: BaseException) -> int:
+    """130 for Ctrl-C / SIGINT, 143 for SIGTERM."""
+    return TERMINATED if isinstance(stop, Terminated) else INTERRUPTED
+
+
+def interruption(stop: BaseException) -> str:
+    """``terminated (SIGTERM)`` or ``interrupted``, for the one line a script ends with."""
+    return 'terminated (SIGTERM)' if isinstance(stop, Terminated) else 'interrupted'
 
 
 def close_progress_bars() -> None:
@@ -46,14 +86,16 @@ def print_error(message: str, prog: str | None = None) -> None:
 
 
 def run_main(main: Callable[[], int | None], prog: str) -> NoReturn:
-    """Exit with ``main()``'s code; an expected error or Ctrl-C that escapes it becomes one line."""
+    """Exit with ``main()``'s code; an expected error, Ctrl-C or SIGTERM that escapes it becomes
+    one line."""
+    install_signal_handlers()
     try:
         code = main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         close_progress_bars()
-        print(f'{prog}: interrupted; files written so far are complete', file=sys.stderr,
-              flush=True)
-        code = INTERRUPTED
+        print(f'{prog}: {interruption(stop)}; files written so far are complete',
+              file=sys.stderr, flush=True)
+        code = exit_code(stop)
     except EXPECTED_ERRORS as err:
         if os.environ.get('SPIKEDERAIN_DEBUG'):
             raise

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from utils.datasets import DatasetError, natural_key
 from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_rgb
+from utils.image_io import image_size as read_image_size
 
 # convention -> (rainy-image pattern, clean-image pattern), matched against the path of a file
 # relative to the source folder, without its extension. `{id}` names the pair; `**/` is any
@@ -109,12 +110,11 @@ def match_pairs(src: str | os.PathLike, input_pattern: str,
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels."""
+    """``(width, height)`` from the file header (EXIF rotation applied), without decoding."""
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f'{path}: cannot read image ({err})') from None
+        return read_image_size(path)
+    except ImageReadError as err:
+        raise DatasetError(str(err)) from None
 
 
 def split_side_by_side(path: Path, rainy_side: str = 'left') -> tuple[np.ndarray, np.ndarray]:

@@ -3,24 +3,55 @@
 Every script reads images through :func:`read_image_rgb` so that grayscale, RGBA, palette and
 16-bit files are converted the same way everywhere, and writes through :func:`write_png_atomic`
 so an interrupted run never leaves a half-written file behind.
+
+Images are read as people see them:
+
+* **EXIF orientation is applied** (``PIL.ImageOps.exif_transpose``): a phone JPEG stored
+  sideways with the tag "rotate 90" is restored and scored upright, as every viewer and
+  OpenCV's ``cv2.imread`` show it. Outputs are written upright, without the tag.
+* **Multi-frame files** (animated GIF/PNG/WebP, multi-page TIFF) are refused with one line: which
+  frame is "the image" is a guess.
+* **Decompression bombs** -- files declaring more than :func:`max_image_pixels` pixels (default
+  178,956,970, Pillow's own hard limit, about 13,400 x 13,400) -- are refused as bad files from
+  their header, before any pixel is decoded; a folder's other images are still processed. Set
+  ``SPIKEDERAIN_MAX_PIXELS=N`` to change the limit (``0``: no limit).
+
+Writes refuse an image with NaN or infinite values (:func:`tensor_to_uint8`) rather than turning
+it into a black or noisy PNG, and a write that fails (no space left, read-only folder, file-size
+limit) raises an ``OSError`` that names the file.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Our own limit replaces Pillow's (checked on the header's size in read_image_rgb, which names the
+# file and says how to raise it): Pillow's would stop a whole run with a traceback.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 178_956_970        # 2 x Pillow's default MAX_IMAGE_PIXELS
+MAX_PIXELS_ENV = 'SPIKEDERAIN_MAX_PIXELS'
+# Write errors that will fail for every later file too: a command stops at the first one.
+OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                                 errno.EACCES, errno.EPERM})
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 class ImageReadError(ValueError):
     """An image file that is missing, empty, corrupt or not an image; the message names it."""
+
+
+class NonFiniteImageError(ValueError):
+    """An image tensor with NaN or infinite values, which is never written."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -51,25 +82,83 @@ def _to_rgb_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def max_image_pixels() -> int:
+    """The largest image (width x height) the reader accepts; 0 means no limit.
+
+    ``SPIKEDERAIN_MAX_PIXELS`` overrides :data:`DEFAULT_MAX_PIXELS`.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f'{MAX_PIXELS_ENV}={text!r}: expected a number of pixels '
+                         f'(0: no limit)') from None
+    if value < 0:
+        raise ValueError(f'{MAX_PIXELS_ENV}={text!r}: must be >= 0 (0: no limit)')
+    return value
+
+
+def _check_frames_and_size(path: Path, im: Image.Image, limit: int) -> None:
+    frames = getattr(im, 'n_frames', 1) or 1
+    if frames > 1:
+        raise ImageReadError(f'{path}: has {frames} frames (animated or multi-page file); '
+                             f'save the frame you mean as a single image')
+    w, h = im.size
+    if limit and w * h > limit:
+        raise ImageReadError(f'{path}: declares {w}x{h} = {w * h:,} pixels, over the limit of '
+                             f'{limit:,} (a decompression bomb?); if the image is real, raise '
+                             f'the limit with {MAX_PIXELS_ENV}=N')
+
+
 def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an ``HxWx3`` uint8 RGB array; :class:`ImageReadError` if it can't."""
+    """Read an image file as an ``HxWx3`` uint8 RGB array; :class:`ImageReadError` if it can't.
+
+    EXIF orientation is applied; multi-frame files and images over :func:`max_image_pixels`
+    are refused (see the module docstring).
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f'{path}: file not found')
     if path.stat().st_size == 0:
         raise ImageReadError(f'{path}: empty file (0 bytes)')
+    limit = max_image_pixels()
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened, warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            _check_frames_and_size(path, opened, limit)
+            opened.load()
+            im = ImageOps.exif_transpose(opened)
             if im.mode == 'P' or im.mode == 'PA' or im.mode == 'CMYK' or im.mode == 'YCbCr':
                 im = im.convert('RGB')
             mode = im.mode
             arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError, MemoryError) as err:
         raise ImageReadError(f'{path}: cannot decode image ({err})') from None
     if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f'{path}: unsupported image layout {arr.shape}')
     return _to_rgb_uint8(arr, mode)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` as :func:`read_image_rgb` will return it (EXIF rotation applied),
+    from the header only; the same :class:`ImageReadError` for bad, multi-frame or huge files."""
+    path = Path(path)
+    limit = max_image_pixels()
+    try:
+        with Image.open(path) as im:
+            _check_frames_and_size(path, im, limit)
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageReadError(f'{path}: cannot read image ({err})') from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -78,11 +167,21 @@ def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
-    """1x3xHxW (or 3xHxW) float in [0, 1] -> HxWx3 uint8, clamped and rounded."""
+    """1x3xHxW (or 3xHxW) float in [0, 1] -> HxWx3 uint8, clamped and rounded.
+
+    A tensor with NaN or infinite values is a :class:`NonFiniteImageError`: clamping would turn
+    it into a plausible-looking black or noisy picture.
+    """
     if t.dim() == 4:
         if t.shape[0] != 1:
             raise ValueError(f'expected one image, got a batch of {t.shape[0]}')
         t = t[0]
+    if t.is_floating_point():
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise NonFiniteImageError(f'image has {bad:,} non-finite (NaN/inf) values of '
+                                      f'{t.numel():,}; not written (non-finite weights or an '
+                                      f'overflow in the model)')
     arr = t.detach().float().clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0)
     return arr.cpu().numpy()
 
@@ -93,22 +192,50 @@ def read_image_tensor(path: str | os.PathLike) -> torch.Tensor:
 
 
 def write_png_atomic(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Write an HxWx3 uint8 array as PNG via a temp file + rename (never half-written)."""
+    """Write an HxWx3 uint8 array as PNG via a temp file + rename (never half-written).
+
+    A failed write (no space, read-only, file-size limit) is an ``OSError`` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix='.png.tmp', dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix='.png.tmp', dir=path.parent)
         with os.fdopen(fd, 'wb') as fh:
             Image.fromarray(np.asarray(img, dtype=np.uint8)).save(fh, format='PNG')
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())   # mkstemp makes 0600; outputs are shared
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) \
+                from None
         raise
     return path
+
+
+def is_out_of_space(err: BaseException) -> bool:
+    """A write error that every later write will hit too (full disk, read-only, no access)."""
+    return isinstance(err, OSError) and err.errno in OUT_OF_SPACE_ERRNOS
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create and delete a small file in ``folder``; an ``OSError`` naming it if that fails."""
+    folder = Path(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.write-check.', suffix='.tmp', dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(folder)) from None
+    try:
+        os.write(fd, b'x')
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(folder)) from None
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
 
 
 # write_png_atomic's temp names: '.' + stem + '.' + mkstemp's 8 random characters + '.png.tmp'.

@@ -22,21 +22,37 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from .image_io import (ImageReadError, is_image_file, list_images, read_image_rgb,
-                       tensor_to_uint8, uint8_to_tensor, write_png_atomic)
+from .image_io import (ImageReadError, NonFiniteImageError, is_image_file, is_out_of_space,
+                       list_images, read_image_rgb, tensor_to_uint8, uint8_to_tensor,
+                       write_png_atomic)
+
+# Untiled images larger than this get a one-time note suggesting --tile.
+LARGE_IMAGE_PIXELS = 4096 * 4096
 
 
 def resolve_device(name: str = 'auto') -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without it is an error."""
+    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without it is an error.
+
+    Only ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` (an existing GPU) are accepted: other torch
+    device types (``mps``, ``meta``, ``xla``, ...) would fail later with a traceback.
+    """
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f'--device {name}: CUDA is not available on this machine '
-                         f'(use cpu or auto)')
     try:
-        return torch.device(name)
-    except RuntimeError:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
         raise ValueError(f'--device {name}: not a device name (use auto, cpu or cuda)') from None
+    if device.type not in ('cpu', 'cuda'):
+        raise ValueError(f'--device {name}: unsupported device type {device.type!r} '
+                         f'(use auto, cpu, cuda or cuda:N)')
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'--device {name}: CUDA is not available on this machine '
+                             f'(use cpu or auto)')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f'--device {name}: no such GPU (this machine has '
+                             f'{torch.cuda.device_count()})')
+    return device
 
 
 def check_tiling(tile: int | None, tile_overlap: int) -> None:
@@ -171,6 +187,17 @@ def output_is_complete(path: Path) -> bool:
         return False
 
 
+class OutputWriteError(OSError):
+    """An output that cannot be written for a reason every later one shares (disk full, ...)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA or CPU allocation failure (torch reports the CPU one as a RuntimeError)."""
+    text = str(err)
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or \
+        'out of memory' in text or "can't allocate memory" in text
+
+
 @dataclass
 class RestoreSummary:
     """What :func:`restore_files` did: written, skipped (already there) and failed files."""
@@ -214,9 +241,9 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
         try:
             out = restore(model, batch, tile=tile, tile_overlap=tile_overlap,
                           batch_size=batch_size, progress=progress)
-        except RuntimeError as err:
-            oom = isinstance(err, torch.OutOfMemoryError) or 'out of memory' in str(err)
-            why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size' if oom else
+        except (RuntimeError, MemoryError) as err:
+            why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size'
+                   if is_out_of_memory(err) else
                    f'restoring failed: {str(err).strip().splitlines()[0][:200]}')
             for src, _ in pending:
                 summary.failed.append((src, why))
@@ -225,12 +252,24 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
             for k, (src, _) in enumerate(pending):
                 dst = output_path(save_dir, src)
                 try:
-                    summary.restored.append(write_png_atomic(dst, tensor_to_uint8(out[k:k + 1])))
+                    img = tensor_to_uint8(out[k:k + 1])
+                except NonFiniteImageError as err:
+                    summary.failed.append((src, str(err)))
+                    report(f'error: {src}: {err}')
+                    continue
+                try:
+                    summary.restored.append(write_png_atomic(dst, img))
                 except OSError as err:
+                    if is_out_of_space(err):     # every later write fails too: stop here
+                        left = len(inputs) - len(summary.restored) - len(summary.skipped) - \
+                            len(summary.failed)
+                        raise OutputWriteError(err.errno, f'{err.strerror} (stopped: {left} '
+                                               f'image(s) not restored)', str(dst)) from None
                     summary.failed.append((src, f'cannot write {dst}: {err}'))
                     report(f'error: {src}: cannot write {dst}: {err}')
         pending.clear()
 
+    noted_large = False
     bar = tqdm(inputs, desc='restoring', unit='img', disable=not progress)
     for src in bar:
         dst = output_path(save_dir, src)
@@ -243,6 +282,10 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
             summary.failed.append((src, str(err)))
             report(f'error: {err}')
             continue
+        if tile is None and not noted_large and arr.shape[0] * arr.shape[1] > LARGE_IMAGE_PIXELS:
+            noted_large = True
+            report(f'note: {src} is {arr.shape[1]}x{arr.shape[0]}: restoring it whole needs a lot '
+                   f'of memory; if it runs out, use --tile 512')
         if pending and (len(pending) == per_forward or arr.shape != pending[0][1].shape):
             flush()
         pending.append((src, arr))
@@ -251,3 +294,99 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
     bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+# --- Which weights made a folder's outputs --------------------------------------------------
+
+MANIFEST_NAME = '.spikederain-outputs.json'
+# Recipe entries that decide the pixels: outputs made with other values are other outputs.
+RECIPE_KEYS = ('weights_sha256', 'model', 'model_config', 'path', 'tile', 'tile_overlap')
+
+
+class OutputsMismatchError(ValueError):
+    """An output folder holding images made by other weights or settings than this run's."""
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for block in iter(lambda: fh.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe_recipe(recipe: dict) -> str:
+    sha = recipe.get('weights_sha256') or '?'
+    tile = f'tile {recipe.get("tile")}/{recipe.get("tile_overlap")}' if recipe.get('tile') \
+        else 'whole images'
+    return (f'{recipe.get("model")} from {recipe.get("weights")} (sha256 {sha[:12]}), '
+            f'{recipe.get("path")}, {tile}')
+
+
+def read_manifest(save_dir: str | Path) -> dict | None:
+    """The folder's manifest, ``None`` if it has none; an unreadable one is ``{}``."""
+    import json
+    path = Path(save_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_output_manifest(save_dir: str | Path, recipe: dict, inputs: list[Path],
+                          overwrite: bool) -> None:
+    """Refuse to skip (and re-score) outputs another model or setting made.
+
+    A folder records the recipe of its outputs in ``MANIFEST_NAME`` (weights' SHA-256, model,
+    path, tiling). Without ``overwrite``, a folder whose existing outputs for these inputs were
+    made by another recipe -- or by an unknown one: no manifest, or an ``--overwrite`` run that
+    was interrupted -- is an :class:`OutputsMismatchError`; with it, they are all redone.
+    """
+    save_dir = Path(save_dir)
+    if overwrite:
+        return
+    existing = [output_path(save_dir, p) for p in inputs if output_path(save_dir, p).exists()]
+    if not existing:
+        return
+    old = read_manifest(save_dir)
+    hint = 'use --overwrite to redo them with these weights, or another --save_path'
+    if old is None or not old.get('recipe'):
+        raise OutputsMismatchError(
+            f'--save_path {save_dir}: holds {len(existing)} output(s) for these inputs '
+            f'({existing[0].name}, ...) with no record of the weights that made them; {hint}')
+    if old.get('overwriting'):
+        raise OutputsMismatchError(
+            f'--save_path {save_dir}: an --overwrite run into this folder was interrupted, so its '
+            f'outputs may come from two models; re-run with --overwrite')
+    mine = {k: recipe.get(k) for k in RECIPE_KEYS}
+    theirs = {k: old['recipe'].get(k) for k in RECIPE_KEYS}
+    if mine != theirs:
+        diff = ', '.join(k for k in RECIPE_KEYS if mine[k] != theirs[k])
+        raise OutputsMismatchError(
+            f'--save_path {save_dir}: holds outputs of {_describe_recipe(old["recipe"])}; this '
+            f'run is {_describe_recipe(recipe)} (differs in {diff}); {hint}')
+
+
+def write_manifest(save_dir: str | Path, recipe: dict, overwriting: bool = False) -> None:
+    """Record the recipe of the folder's outputs (atomically)."""
+    import json
+    import os
+    import tempfile
+    save_dir = Path(save_dir)
+    doc = {'recipe': recipe, 'overwriting': bool(overwriting)}
+    fd, tmp = tempfile.mkstemp(prefix=f'{MANIFEST_NAME}.', suffix='.tmp', dir=save_dir)
+    try:
+        with os.fdopen(fd, 'w') as fh:
+            json.dump(doc, fh, indent=2, sort_keys=True)
+            fh.write('\n')
+        os.replace(tmp, save_dir / MANIFEST_NAME)
+    except BaseException as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(save_dir / MANIFEST_NAME)) from None
+        raise

@@ -216,11 +216,35 @@ def evaluate_pair(restored: Path, target: Path, test_y: bool = True, crop_border
 
 
 def mean_metrics(rows: list[dict]) -> dict:
-    """Means over images of every metric in the rows (``inf`` if any PSNR is ``inf``)."""
+    """Means over images of every metric in the rows (``inf`` if any PSNR is ``inf``).
+
+    Images identical to their targets (PSNR ``inf``) are counted in ``identical`` (with their
+    names in ``identical_names``), and ``psnr_finite`` is the mean over the others, so a report
+    can say so instead of printing a bare ``inf`` (see :func:`psnr_text`).
+    """
     keys = [k for k in ('psnr', 'ssim', 'lpips') if rows and k in rows[0]]
     means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     means['images'] = len(rows)
+    if 'psnr' in means:
+        same = [r for r in rows if r['psnr'] == math.inf]
+        if same:
+            finite = [r['psnr'] for r in rows if r['psnr'] != math.inf]
+            means['identical'] = len(same)
+            means['identical_names'] = [r.get('name', '?') for r in same]
+            means['psnr_finite'] = float(np.mean(finite)) if finite else math.nan
     return means
+
+
+def psnr_text(means: dict) -> str:
+    """``PSNR 31.2345 dB``, or for images identical to their targets what that ``inf`` means."""
+    if not means.get('identical'):
+        return f'PSNR {means["psnr"]:.4f} dB'
+    n, total = means['identical'], means['images']
+    names = ', '.join(means.get('identical_names', [])[:3]) + \
+        (', ...' if n > 3 else '')
+    rest = (f'; mean over the other {total - n}: {means["psnr_finite"]:.4f} dB'
+            if total > n else '')
+    return f'PSNR inf ({n} of {total} images identical to their targets: {names}{rest})'
 
 
 def evaluate_pairs(pairs: list[tuple[Path, Path]], test_y: bool = True, crop_border: int = 0,

@@ -15,7 +15,7 @@ import random
 import resource
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +32,9 @@ from models.acceleration import enable_fast_training, supports_fast_path
 from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
                             PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
-from utils.image_io import tensor_to_uint8
+from models.weights import WeightsError, check_finite
+from utils.image_io import NonFiniteImageError, tensor_to_uint8
+from utils.paths import check_writes, split_folders
 from utils.inference import restore
 from utils.losses import LossSpecError, build_loss
 from utils.metrics import calculate_psnr, calculate_ssim
@@ -92,6 +94,13 @@ class TrainConfig:
         def need(cond, name, what):
             if not cond:
                 raise ConfigError(f'--{name} must be {what}, got {getattr(self, name)!r}')
+        for f in fields(self):              # nan/inf pass every comparison-free check below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f'--{f.name} must be a finite number, got {value!r}')
+        for key, value in (self.model_opt or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f'--model_opt {key}={value!r}: must be a finite number')
         need(self.batch_size >= 1, 'batch_size', '>= 1')
         need(self.patch_size >= 8, 'patch_size', '>= 8 pixels')
         need(self.lr > 0 and math.isfinite(self.lr), 'lr', '> 0')
@@ -185,6 +194,8 @@ class Trainer:
                               if cfg.dataset else None)
         self.val_dir = Path(val) if val else None
         self.run_dir = Path(cfg.model_save_dir) if cfg.model_save_dir else default_run_dir(cfg)
+        self._check_run_dir()
+        self.lock = ckpt.RunLock(self.run_dir)
         self.last_path = self.run_dir / ckpt.LAST_NAME
         self.best_path = self.run_dir / ckpt.BEST_NAME
         self.amp = cfg.amp and self.device.type == 'cuda'
@@ -229,9 +240,36 @@ class Trainer:
         self.progress = dict(epoch=0, epoch_batch=0, iteration=0)
         self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)      # -inf: none yet
         self.saved_iteration: int | None = None
-        self.resumed_from = self._resume()
+        self._lock_run_dir()          # before reading or cleaning anything in the run folder
+        try:
+            self.resumed_from = self._resume()
+        except BaseException:
+            self.lock.release()
+            raise
         self.tb = None
         self.loader: DataLoader | None = None
+
+    def _check_run_dir(self) -> None:
+        """The run folder may not be, or lie inside, a folder the run reads."""
+        reads = []
+        for option, folder in (('--train_dir', self.train_dir), ('--clean_dir', self.clean_dir),
+                               ('--val_dir', self.val_dir)):
+            if folder is not None:
+                reads.append((option, folder))
+                reads += [(f'{option} {f.name}/ folder', f) for f in split_folders(folder)]
+        try:
+            check_writes([('--model_save_dir', self.run_dir)], reads)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def _lock_run_dir(self) -> None:
+        """One run per folder: the main process holds the folder's lock until fit() ends."""
+        if self.info.is_main:
+            try:
+                self.lock.acquire()
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, err.filename or str(self.run_dir)) \
+                    from None
 
     def _training_set(self):
         """Paired patches (--train_dir/--dataset), pairs made from clean photos (--clean_dir),
@@ -320,12 +358,26 @@ class Trainer:
         return path
 
     # -- checkpoints ------------------------------------------------------------------------
+    def _check_weights(self, when: str) -> None:
+        """Stop (keeping the last good checkpoint) if any weight or buffer is NaN/inf."""
+        try:
+            check_finite(self.net.state_dict(), self.cfg.model)
+        except WeightsError as err:
+            self._stop_non_finite(f'weights {when} ({str(err).split(": ", 1)[-1]})')
+
     def save_last(self) -> None:
+        self._check_weights('before saving')   # never let "last good" point to NaN weights
         if self.info.is_main:
-            ckpt.save_training_state(self.last_path, model=self.net, optimizer=self.optimizer,
-                                     scheduler=self.scheduler, scaler=self.scaler,
-                                     progress=self.progress, best=self.best,
-                                     config=self.record())
+            try:
+                ckpt.save_training_state(self.last_path, model=self.net,
+                                         optimizer=self.optimizer, scheduler=self.scheduler,
+                                         scaler=self.scaler, progress=self.progress,
+                                         best=self.best, config=self.record())
+            except OSError as err:
+                kept = (f'{self.last_path} (iteration {self.saved_iteration}) is intact'
+                        if self.saved_iteration is not None else 'no checkpoint had been saved')
+                raise TrainingError(f'{err.filename or self.last_path}: cannot save the '
+                                    f'checkpoint: {err.strerror}; {kept}') from None
         self.saved_iteration = self.progress['iteration']
 
     # -- one optimizer step -----------------------------------------------------------------
@@ -391,7 +443,10 @@ class Trainer:
         for i in bar:
             inp, tgt, stem = self.val_set[i]
             out = restore(net, inp[None].to(self.device), tile=self.cfg.val_tile)
-            pred_u8, tgt_u8 = tensor_to_uint8(out), tensor_to_uint8(tgt)
+            try:
+                pred_u8, tgt_u8 = tensor_to_uint8(out), tensor_to_uint8(tgt)
+            except NonFiniteImageError as err:
+                self._stop_non_finite(f'validation output on {stem} ({err})')
             try:
                 psnr, ssim = calculate_psnr(pred_u8, tgt_u8), calculate_ssim(pred_u8, tgt_u8)
             except ValueError as err:
@@ -404,6 +459,7 @@ class Trainer:
                 self.tb.add_image(f'val/{stem} (input | restored | target)', strip, it)
                 shown += 1
         net.train()
+        self._check_weights('after validation')
         total = dist_utils.all_reduce_sum(sums, self.device)
         result = dict(psnr=total[0] / total[2], ssim=total[1] / total[2])
         self._scalar('val/psnr', result['psnr'], it)
@@ -442,6 +498,13 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until ``total_iters`` (or ``stop_after`` more steps); returns a summary."""
+        self._lock_run_dir()                  # fit() again after an earlier fit() released it
+        try:
+            return self._fit()
+        finally:
+            self.lock.release()
+
+    def _fit(self) -> dict:
         cfg, prog = self.cfg, self.progress
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
