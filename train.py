@@ -3,6 +3,9 @@
 Settings come from the defaults (the official SpikeRain recipe, plus flips/rotations), then
 ``--config FILE.yaml``, then the command line. Launch with ``torchrun --nproc_per_node=N train.py ...`` for several
 GPUs (or CPU processes). Re-running the same command continues an interrupted run.
+One run per run folder (a second one is refused, naming the first's PID). Exit codes: 0 done,
+1 error (one line), 2 bad option, 130 Ctrl-C/SIGINT, 143 SIGTERM (both keep the last complete
+model_last.pth; the same command continues from it).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ same weights as one that never stopped (bit for bit on the CPU).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -175,6 +176,14 @@ def _write_yaml_atomic(path: Path, data: dict) -> None:
 # LR schedule and data position only make sense for them); others (workers, val_every, ...) may
 # change.
 _FIXED_KEYS = ('lr', 'min_lr', 'seed', 'batch_size', 'accum_steps')
+
+
+def _close_in_worker(fd: int | None, worker_id: int) -> None:
+    """A forked DataLoader worker drops its copy of the run folder's lock, so the lock ends with
+    the main process even if a worker outlives it by a few seconds."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class Trainer:
@@ -487,7 +496,8 @@ class Trainer:
                 self.train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
                 num_workers=self.cfg.workers, pin_memory=self.device.type == 'cuda',
                 drop_last=False, persistent_workers=self.cfg.workers > 0,
-                generator=torch.Generator().manual_seed(self.cfg.seed))
+                generator=torch.Generator().manual_seed(self.cfg.seed),
+                worker_init_fn=functools.partial(_close_in_worker, self.lock.fd))
         return self.loader
 
     def _open_tensorboard(self) -> None:
