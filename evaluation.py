@@ -51,8 +51,7 @@ def main(argv=None) -> int:
         return 2
     try:
         resolve_device(args.device)
-        check_writes([], [('--restored folder', args.restored),
-                          ('--target_path', args.target_path),
+        check_writes([], [('--target_path', args.target_path),
                           *(('image being scored', p) for pair in pairs for p in pair)],
                      files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')
                             if getattr(args, opt)])

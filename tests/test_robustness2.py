@@ -69,7 +69,7 @@ BAD = [
                    '{D}/bombsplit/target'), 'a.png: declares 100000x100000'),
     ('check-bomb', ('dataset_load.py', 'check', '{D}/bombsplit'), 'a.png: declares'),
     ('train-multi-frame', (*TRAIN, '--iters', '1', '--train_dir', '{D}/gifsplit'),
-     'a.gif: has 2 frames'),
+     'a.tif: has 2 frames'),
     # (5) resources
     ('test-config-asks-for-huge-model', (*TEST[:-1], '{D}/huge_config.pth', '--data_path',
                                          '{D}/good'), 'model_config does not match'),
@@ -101,7 +101,8 @@ def _bomb(path: Path, size=100_000) -> None:
                      + chunk(b'IDAT', raw) + chunk(b'IEND', b''))
 
 
-def _gif2(path: Path) -> None:
+def _two_frames(path: Path) -> None:
+    """An animated PNG (.png) or a two-page TIFF (.tif): two frames of 24x20."""
     frames = [Image.fromarray(np.full((20, 24, 3), v, np.uint8)) for v in (0, 255)]
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:])
@@ -114,12 +115,12 @@ def make_inputs(d: Path) -> None:
     _png(d / 'loose' / 'in' / 'a.png', seed=5)
     _png(d / 'loose' / 'gt' / 'a.png', seed=6)
     _png(d / 'odd' / 'a_ok.png', seed=7)
-    _gif2(d / 'odd' / 'b_frames.gif')
+    _two_frames(d / 'odd' / 'b_frames.png')
     _bomb(d / 'odd' / 'c_bomb.png')
     _png(d / 'odd' / 'd_ok.png', seed=8)
     _bomb(d / 'bombsplit' / 'input' / 'a.png')
     _png(d / 'bombsplit' / 'target' / 'a.png', seed=9)
-    _gif2(d / 'gifsplit' / 'input' / 'a.gif')
+    _two_frames(d / 'gifsplit' / 'input' / 'a.tif')
     _png(d / 'gifsplit' / 'target' / 'a.png', seed=10)
     for i in range(12):
         _png(d / 'many' / f'img{i:02d}.png', 24, 24, seed=20 + i)
@@ -346,7 +347,7 @@ def test_resume_from_nan_checkpoint_is_refused(ran):
 def test_multi_frame_and_bomb_are_bad_files_and_the_rest_is_restored(ran):
     res = ran['res']['test-multi-frame-and-bomb']
     assert res['code'] == 1
-    assert 'b_frames.gif: has 2 frames' in res['stderr']
+    assert 'b_frames.png: has 2 frames' in res['stderr']
     assert 'c_bomb.png: declares 100000x100000' in res['stderr']
     assert 'restored 2 images' in res['stdout']
     out = ran['work'] / 'out' / 'test-multi-frame-and-bomb'
@@ -476,3 +477,30 @@ def test_huge_image_suggests_tile(tmp_path, monkeypatch):
                   report=lines.append)
     assert any('--tile' in ln for ln in lines)
     assert inf.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+
+
+def test_weights_gone_nan_are_never_saved_as_the_last_good_checkpoint(tmp_path):
+    from utils.trainer import TrainConfig, Trainer, TrainingError
+    for sub in ('input', 'target'):
+        for i in range(2):
+            _png(tmp_path / 'data' / sub / f'{i}.png', seed=i + 10 * (sub == 'input'))
+    cfg = TrainConfig(model='spikerain-tiny', train_dir=str(tmp_path / 'data'), iters=4,
+                      patch_size=16, batch_size=2, workers=0, tensorboard=False, warmup='0',
+                      save_every='1', val_every='0', model_save_dir=str(tmp_path / 'run'))
+    trainer = Trainer(cfg, log=lambda line: None)
+    step, calls = trainer._optimizer_step, []
+
+    def step_then_poison():                 # what an inf weight decay does to AdamW
+        step()
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                next(trainer.net.parameters()).fill_(float('nan'))
+    trainer._optimizer_step = step_then_poison
+    with pytest.raises(TrainingError, match=r'non-finite weights before saving .*'
+                                            r'\(iteration 1\) is intact'):
+        trainer.fit()
+    state = load_training_state(tmp_path / 'run' / 'model_last.pth')
+    assert state['progress']['iteration'] == 1
+    # The lock was released with the failed run: the folder is usable again at once.
+    Trainer(cfg, log=lambda line: None).lock.release()
