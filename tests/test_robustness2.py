@@ -240,10 +240,10 @@ def serve(spec_file: str, result_file: str) -> None:
     res['sigterm-training'] = dict(_collect(pid, log, timeout=60), started=started)
     state = load_training_state(run_dir / 'model_last.pth')
     res['sigterm-training']['iteration'] = state['progress']['iteration']
-    res['sigterm-training']['lock_file'] = (run_dir / LOCK_NAME).read_text().strip()
+    res['sigterm-training']['lock_left'] = (run_dir / LOCK_NAME).exists()
     # A process that is not train.py at all but holds the lock (this helper) is named too.
     import fcntl
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
@@ -387,6 +387,7 @@ def test_sigterm_ends_training_like_ctrl_c(ran):
     line = tr.last_line(res['stderr'])
     assert line.startswith('train.py: terminated (SIGTERM); ') and 'last complete' in line
     assert f'(iteration {res["iteration"]})' in line and res['iteration'] >= 1
+    assert not res['lock_left']                         # a clean end removes the lock file
 
 
 def test_sigint_stops_a_job_started_with_sigint_ignored(ran):

@@ -13,6 +13,7 @@ PID instead of resuming the first run's checkpoint and deleting its save in prog
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -44,14 +45,17 @@ class RunFolderBusy(CheckpointError):
 class RunLock:
     """Exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release`.
 
-    The lock file stays (removing it would let a third process lock a new file while the
-    second still holds the old one); it holds the PID of the last holder, for the message.
+    The lock file holds the holder's PID (for the message) and is removed on release, so a
+    run that ends, or fails before it starts, leaves nothing behind (a folder it had to create
+    is removed again if still empty). Removal is safe: after locking, the holder checks that
+    the path still names the file it locked, and retries otherwise.
     """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.fd: int | None = None
+        self._created_dir = False
 
     @property
     def held(self) -> bool:
@@ -60,20 +64,30 @@ class RunLock:
     def acquire(self) -> 'RunLock':
         if self.fd is not None:
             return self
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        if not self.run_dir.is_dir():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._created_dir = True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
-            finally:
-                os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OSError(err.errno, err.strerror, str(self.path)) from None
-            raise RunFolderBusy(f'{self.run_dir}: in use by another training run (PID {holder}, '
-                                f'lock {self.path}); wait for it to end, or choose another '
-                                f'--model_save_dir') from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
+                finally:
+                    os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OSError(err.errno, err.strerror, str(self.path)) from None
+                raise RunFolderBusy(f'{self.run_dir}: in use by another training run (PID '
+                                    f'{holder}, lock {self.path}); wait for it to end, or '
+                                    f'choose another --model_save_dir') from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)                 # its holder removed it as we locked it: try again
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
@@ -86,9 +100,15 @@ class RunLock:
         if self.fd is not None:
             fd, self.fd = self.fd, None
             try:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)      # while still locked: see the class docstring
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
+            if self._created_dir:
+                self._created_dir = False
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()      # only if the failed run left it empty
 
     def __enter__(self) -> 'RunLock':
         return self.acquire()
