@@ -3,6 +3,7 @@
 The registry is a plain mapping from a name to (module, class, default kwargs); modules are
 imported only when a model is built. Overrides use the official constructors' keyword names,
 e.g. ``build_model('spikerain-s', dim=16, en_num_blocks=[1,1,1,1], T=4)``.
+``build_model(name, neuron='relu')`` builds the model's ANN twin (see :func:`model_config`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import inspect
 
 import torch.nn as nn
 
-from .spiking import reset_spiking_state
+from .spiking import replace_spiking_neurons, reset_spiking_state
 from .weights import (WeightsError, describe_state_dict, extract_state_dict, load_weights,
                       read_checkpoint, save_weights)
 from .weights import check_config_fits
@@ -48,26 +49,63 @@ def available_models() -> list[str]:
     return sorted(MODEL_REGISTRY)
 
 
+# What replaces the spiking neurons: 'lif' keeps the model's own spiking units (LIF, and
+# VLIF-Net's NI-LIF/VLIF), 'relu' builds the ANN twin.
+NEURONS = ('lif', 'relu')
+
+
+def _model_class(name: str) -> type:
+    module_name, class_name, _ = MODEL_REGISTRY[name]
+    return getattr(importlib.import_module(f'.{module_name}', __name__), class_name)
+
+
 def model_config(name: str, **overrides) -> dict:
-    """The constructor kwargs a registered name builds with (defaults + overrides)."""
+    """The constructor kwargs a registered name builds with (defaults + overrides).
+
+    ``neuron='relu'`` asks for the ANN twin: recorded as ``neuron: relu`` (so checkpoints
+    rebuild the twin), with ``T = 1`` where the time axis only repeats the image (SpikeRain)
+    unless ``T`` is given. ESDNet and VLIF-Net keep their T: their attention has a learned MLP
+    over the T steps, so the steps differ even without spikes. ``neuron='lif'`` (the default)
+    adds nothing, so spiking configs and checkpoints stay as they were.
+    """
     if name not in MODEL_REGISTRY:
         raise ValueError(f'unknown model {name!r}; available: {", ".join(available_models())}')
-    return {**MODEL_REGISTRY[name][2], **overrides}
+    cfg = {**MODEL_REGISTRY[name][2], **overrides}
+    neuron = cfg.pop('neuron', 'lif')
+    if neuron not in NEURONS:
+        raise ValueError(f'{name}: neuron {neuron!r} unknown; choose one of {", ".join(NEURONS)}')
+    if neuron == 'relu':
+        cfg['neuron'] = 'relu'
+        if 'T' not in overrides and getattr(_model_class(name), 'ann_single_step', False):
+            cfg['T'] = 1
+    return cfg
 
 
 def build_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model; ``overrides`` replace the default constructor kwargs."""
+    """Build a registered model; ``overrides`` replace the default constructor kwargs.
+
+    ``neuron='relu'`` builds the ANN twin: the same modules and parameter names with every
+    spiking neuron replaced by a ReLU (see :func:`model_config` for T).
+    """
     cfg = model_config(name, **overrides)
-    module_name, class_name, _ = MODEL_REGISTRY[name]
-    cls = getattr(importlib.import_module(f'.{module_name}', __name__), class_name)
+    cls = _model_class(name)
+    kwargs = {k: v for k, v in cfg.items() if k != 'neuron'}
     accepted = set(inspect.signature(cls.__init__).parameters) - {'self'}
-    unknown = sorted(set(cfg) - accepted)
+    unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ValueError(f'{name}: unknown option(s) {unknown}; accepted: {sorted(accepted)}')
-    model = cls(**cfg)
+        raise ValueError(f'{name}: unknown option(s) {unknown}; accepted: '
+                         f'{sorted(accepted | {"neuron"})}')
+    model = cls(**kwargs)
+    if cfg.get('neuron') == 'relu':
+        replace_spiking_neurons(model)
     model.model_name = name
     model.config = cfg
     return model
+
+
+def is_ann_twin(model: nn.Module) -> bool:
+    """True for a model built with ``neuron='relu'``."""
+    return getattr(model, 'config', {}).get('neuron') == 'relu'
 
 
 def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Module:
@@ -99,4 +137,4 @@ def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Modul
 
 
 __all__ = ['build_from_checkpoint', 'save_weights', 'MODEL_REGISTRY', 'available_models', 'build_model', 'load_weights', 'model_config',
-           'reset_spiking_state', 'WeightsError']
+           'reset_spiking_state', 'WeightsError', 'NEURONS', 'is_ann_twin']

@@ -61,7 +61,9 @@ _UNET_NAMES = {
 
 
 def supports_fast_path(model: nn.Module) -> bool:
-    return type(model).__name__ in _UNET_NAMES and hasattr(model, 'forward_padded')
+    """SpikeRain and ESDNet with their LIF neurons (an ANN twin has none to fuse)."""
+    return (type(model).__name__ in _UNET_NAMES and hasattr(model, 'forward_padded')
+            and any(type(m).__name__ == 'LIFNode' for m in model.modules()))
 
 
 def _check_supported(model: nn.Module) -> None:

@@ -32,6 +32,9 @@ class SpikingRestorer(nn.Module):
     # Set by models.acceleration: a callable (model, padded image) -> output used instead of
     # forward_padded. None means the plain reference forward.
     fast_path = None
+    # True where the T steps only repeat the image, so an ANN twin (ReLU instead of spikes)
+    # computes T equal copies and is built with T = 1 (see models.build_model, neuron='relu').
+    ann_single_step: bool = False
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() != 4 or img.shape[1] != self.in_channels:

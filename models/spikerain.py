@@ -100,6 +100,10 @@ class SpikeRain(SpikingRestorer):
     first three are used (there are three levels), and the decoder reads them in reverse.
     """
 
+    # Nothing mixes the time steps before the temporal fusion (MDSA's gates are global or per
+    # step), so without spiking state the T steps are identical: the ANN twin uses T = 1.
+    ann_single_step = True
+
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 32,
                  en_num_blocks: Sequence[int] = (2, 2, 4, 4),
                  de_num_blocks: Sequence[int] = (1, 1, 1, 1), bias: bool = False, T: int = 4):

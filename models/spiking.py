@@ -257,3 +257,27 @@ def make_neuron(kind: str = 'lif', channels: int | None = None, **options) -> nn
             raise ValueError("neuron 'vlif' needs the number of channels")
         return VLIFNeuron(channels, **options)
     raise ValueError(f'unknown neuron {kind!r}; choose one of {NEURON_KINDS}')
+
+
+# --- ANN twins: the same network with every spiking neuron replaced by a ReLU ------------------
+
+def is_spiking_neuron(module: nn.Module) -> bool:
+    """spikingjelly neurons, and this package's own neurons (which declare ``levels``)."""
+    return isinstance(module, neuron.BaseNode) or (
+        isinstance(getattr(module, 'levels', None), int) and not list(module.children()))
+
+
+def replace_spiking_neurons(model: nn.Module, make=nn.ReLU) -> int:
+    """Swap every spiking neuron of ``model`` for ``make()`` in place; returns how many.
+
+    Neurons hold no parameters, so the swapped model keeps every parameter name (and the
+    official checkpoints' layout). A composite unit such as VLIF keeps its non-neuron parts
+    (the patch-to-time reorganisation and the 1x1 ``channel_adjust``): only the NI-LIF inside
+    it becomes a ReLU, which is what "the same architecture without spikes" means.
+    """
+    swaps = [(parent, child_name)
+             for parent in model.modules()
+             for child_name, child in parent.named_children() if is_spiking_neuron(child)]
+    for parent, child_name in swaps:
+        setattr(parent, child_name, make())
+    return len(swaps)

@@ -1,8 +1,11 @@
 """Parameters, MACs, SOPs and energy of the derainers: the papers' efficiency table in one command.
 
 MACs are counted at 1x3xSIZExSIZE with torch.utils.flop_counter; firing rates are measured on
-the images of --images with the weights of --weights; energy = 4.6 pJ x MACs of layers fed by
-real values + 0.9 pJ x SOPs of layers fed by spikes (see utils/energy.py). Example:
+the images of --images with the weights of --weights; energy is priced by --energy_model
+(utils/energy.py ENERGY_CONVENTIONS): ``horowitz`` = 4.6 pJ x MACs of layers fed by real values
++ 0.9 pJ x SOPs of layers fed by spikes at 256x256; ``papers`` = the SNN deraining papers'
+12.5 pJ per real-input MAC + 77 fJ per SOP + 3.7 pJ per emitted spike at 128x128.
+``--neuron relu`` scores the ANN twins (every spiking neuron a ReLU), ``both`` both. Example:
 ``python tools/complexity.py --model spikerain-s --weights w.pth --images data/demo/test/input``
 """
 from __future__ import annotations
@@ -12,15 +15,18 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import WeightsError, available_models, build_from_checkpoint, build_model  # noqa: E402
+from models import (WeightsError, available_models, build_from_checkpoint,  # noqa: E402
+                    build_model, is_ann_twin)
 from utils.cli import describe, print_error, run_main  # noqa: E402
-from utils.energy import EnergyReport, energy_report, synthetic_rainy_images  # noqa: E402
+from utils.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,  # noqa: E402
+                          synthetic_rainy_images)
 from utils.image_io import ImageReadError, list_images, read_image_tensor  # noqa: E402
 
 
@@ -39,7 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--synthetic', type=int, default=2,
                    help='number of synthetic images when --images is not given')
     p.add_argument('--synthetic_size', type=int, default=64, help='side of the synthetic images')
-    p.add_argument('--size', type=int, default=256, help='input side for counting MACs')
+    p.add_argument('--energy_model', choices=sorted(ENERGY_CONVENTIONS), default='horowitz',
+                   help='energy convention: horowitz (4.6 pJ/MAC, 0.9 pJ/SOP, 256x256) or papers '
+                        '(12.5 pJ/MAC, 77 fJ/SOP, 3.7 pJ/spike, 128x128); see utils/energy.py')
+    p.add_argument('--size', type=int, default=None,
+                   help="input side for counting MACs (default: the convention's, 256 or 128)")
+    p.add_argument('--neuron', choices=('lif', 'relu', 'both'), default='lif',
+                   help='lif: the spiking models; relu: their ANN twins (every spiking neuron a '
+                        'ReLU); both: each model and its twin. With --weights the checkpoint '
+                        'says which it is')
     p.add_argument('--per_layer', action='store_true', help='also print every layer')
     p.add_argument('--json', default=None, help='write the full report to this JSON file')
     p.add_argument('--plot', default=None, help='plot per-layer firing rates to this PNG file')
@@ -55,8 +69,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
                          f'{", ".join(available_models())} or all')
     if args.weights is not None and len(names) != 1:
         raise ValueError('--weights needs a single --model (not all)')
+    if args.size is None:
+        args.size = ENERGY_CONVENTIONS[args.energy_model].size
     if args.size < 8:
         raise ValueError(f'--size {args.size}: must be at least 8')
+    if args.weights is not None and args.neuron != 'lif':
+        raise ValueError(f'--neuron {args.neuron}: not with --weights (the checkpoint says '
+                         f'whether it is a spiking model or an ANN twin)')
     if args.max_images < 0 or args.synthetic < 1 or args.synthetic_size < 8:
         raise ValueError('--max_images must be >= 0, --synthetic >= 1, --synthetic_size >= 8')
     if args.threads < 0:
@@ -85,18 +104,33 @@ def load_images(args: argparse.Namespace) -> tuple[list[torch.Tensor], str]:
     return [read_image_tensor(f) for f in files], f'{len(files)} images from {folder}'
 
 
-def build(name: str, weights: str | None) -> torch.nn.Module:
-    model = build_model(name) if weights is None else build_from_checkpoint(weights, name)
-    return model.eval()
+def build(name: str, weights: str | None, neuron: str = 'lif') -> torch.nn.Module:
+    if weights is not None:
+        return build_from_checkpoint(weights, name).eval()
+    torch.manual_seed(0)             # random weights, but the same ones on every run
+    return build_model(name, neuron=neuron).eval()
+
+
+def model_label(name: str, model: torch.nn.Module) -> str:
+    """The row name: the registry name, with ``/relu`` for an ANN twin."""
+    return f'{name}/relu' if is_ann_twin(model) else name
+
+
+def convention_lines(name: str) -> list[str]:
+    """What the energy column means: the convention's formula and its source."""
+    conv = ENERGY_CONVENTIONS[name]
+    return [f'energy convention {conv.name!r}: {conv.formula()}', f'  source: {conv.source}']
 
 
 def summary_table(reports: dict[str, EnergyReport]) -> str:
-    head = (f'{"model":<16}{"params":>12}{"GMACs":>10}{"real GMACs":>12}{"GSOPs":>10}'
-            f'{"energy mJ":>11}{"firing rate":>13}')
+    width = max([16] + [len(n) + 2 for n in reports])
+    head = (f'{"model":<{width}}{"params":>12}{"GMACs":>10}{"real GMACs":>12}{"GSOPs":>10}'
+            f'{"Mspikes":>10}{"energy mJ":>11}{"firing rate":>13}')
     rows = [head, '-' * len(head)]
     for name, r in reports.items():
-        rows.append(f'{name:<16}{r.params:>12,}{r.macs / 1e9:>10.2f}{r.real_macs / 1e9:>12.2f}'
-                    f'{r.sops / 1e9:>10.2f}{r.energy_mj:>11.3f}{r.mean_firing_rate:>13.3f}')
+        rows.append(f'{name:<{width}}{r.params:>12,}{r.macs / 1e9:>10.2f}'
+                    f'{r.real_macs / 1e9:>12.2f}{r.sops / 1e9:>10.2f}{r.spikes / 1e6:>10.2f}'
+                    f'{r.energy_mj:>11.3f}{r.mean_firing_rate:>13.3f}')
     return '\n'.join(rows)
 
 
@@ -107,6 +141,9 @@ def layer_table(name: str, r: EnergyReport) -> str:
         rate = f'{lay.input_rate:.3f}' if lay.input_rate is not None else '-'
         rows.append(f'{lay.name[-44:]:<44}{lay.input:>6}{lay.macs / 1e6:>10.2f}{rate:>7}'
                     f'{lay.sops / 1e6:>10.2f}{lay.energy_pj / 1e6:>11.2f}')
+    if r.spike_energy_pj:
+        rows.append(f'{f"emitted spikes: {r.spikes / 1e6:.2f} M":<44}{"":>6}{"":>10}{"":>7}'
+                    f'{"":>10}{r.spike_energy_pj / 1e6:>11.2f}')
     rows.append(f'{"total":<44}{"":>6}{r.macs / 1e6:>10.2f}{"":>7}{r.sops / 1e6:>10.2f}'
                 f'{r.energy_mj * 1e3:>11.2f}')
     return '\n'.join(rows)
@@ -165,24 +202,29 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         images, source = load_images(args)
+        neurons = ['lif', 'relu'] if args.neuron == 'both' else [args.neuron]
+        jobs = [(name, neuron) for name in names for neuron in neurons]
         reports = {}
-        for name in tqdm(names, desc='models', disable=len(names) == 1):
-            model = build(name, args.weights)
-            reports[name] = energy_report(model, tqdm(images, desc=name, leave=False),
-                                          (args.size, args.size))
+        for name, neuron in tqdm(jobs, desc='models', disable=len(jobs) == 1):
+            model = build(name, args.weights, neuron)
+            label = model_label(name, model)
+            reports[label] = energy_report(model, tqdm(images, desc=label, leave=False),
+                                           (args.size, args.size), args.energy_model)
     except (ValueError, ImageReadError, WeightsError) as err:
         print_error(describe(err), 'complexity.py')
         return 2 if str(err).startswith('--') else 1
     weights = f'weights {args.weights}' if args.weights else \
         'RANDOM weights (no --weights given): energy and rates mean nothing for the papers'
     print(f'MACs at 1x3x{args.size}x{args.size}; firing rates from {source}; {weights}')
-    print('energy = 4.6 pJ x MACs of real-input layers + 0.9 pJ x SOPs of spike-input layers')
+    print('\n'.join(convention_lines(args.energy_model)))
     print(summary_table(reports))
     if args.per_layer:
         for name, r in reports.items():
             print('\n' + layer_table(name, r))
     if args.json:
         write_json(args.json, {'size': args.size, 'images': source, 'weights': args.weights,
+                               'energy_model': args.energy_model,
+                               'energy_convention': asdict(ENERGY_CONVENTIONS[args.energy_model]),
                                'models': {n: r.to_dict() for n, r in reports.items()}})
         print(f'wrote {args.json}')
     if args.plot:

@@ -14,6 +14,11 @@ spike of value k/levels.
 
 MACs are counted on the meta device (no arithmetic, so the papers' 256×256 size is instant);
 firing rates come from real forward passes on real images.
+
+What a MAC, a synaptic operation (SOP) and an emitted spike cost is a named
+:class:`EnergyConvention` (``ENERGY_CONVENTIONS``): ``horowitz`` (the 45 nm figures above, no
+spike term, 256×256) and ``papers`` (the SNN deraining papers' 12.5 pJ / 77 fJ / 3.7 pJ per
+spike at 128×128). Counts are the same under both; only the prices and the profile size change.
 """
 from __future__ import annotations
 
@@ -26,16 +31,60 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from models.spiking import is_spiking_neuron  # noqa: F401  (one definition, shared)
+
 E_MAC_PJ = 4.6      # 32-bit float multiply-accumulate at 45 nm (Horowitz, ISSCC 2014)
 E_AC_PJ = 0.9       # 32-bit float accumulate
 PJ_PER_MJ = 1e9
 
 
-def is_spiking_neuron(module: nn.Module) -> bool:
-    """spikingjelly neurons, and this package's own neurons (which declare ``levels``)."""
-    from spikingjelly.activation_based import neuron   # after models.spiking quiets its import
-    return isinstance(module, neuron.BaseNode) or (
-        isinstance(getattr(module, 'levels', None), int) and not list(module.children()))
+@dataclass(frozen=True)
+class EnergyConvention:
+    """The prices of one forward pass, and the input side the counts are quoted at.
+
+    energy = ``e_mac_pj`` x MACs of real-input layers + ``e_sop_pj`` x SOPs of spike-input
+    layers + ``e_spike_pj`` x spikes emitted by the neurons. Papers differ in these numbers, so
+    a figure means nothing without its convention: reports carry it, and tables print it.
+    """
+    name: str
+    e_mac_pj: float
+    e_sop_pj: float
+    e_spike_pj: float
+    size: int
+    source: str
+
+    def formula(self) -> str:
+        terms = [f'{self.e_mac_pj:g} pJ x MACs of real-input layers',
+                 f'{self.e_sop_pj:g} pJ x SOPs of spike-input layers']
+        if self.e_spike_pj:
+            terms.append(f'{self.e_spike_pj:g} pJ x emitted spikes')
+        return 'energy = ' + ' + '.join(terms)
+
+
+HOROWITZ = EnergyConvention(
+    'horowitz', E_MAC_PJ, E_AC_PJ, 0.0, 256,
+    'Horowitz, "Computing\'s energy problem", ISSCC 2014: 45 nm, 32-bit float MAC 4.6 pJ, '
+    'add 0.9 pJ; the figures most SNN papers use; no charge per spike; profiled at 256x256')
+PAPERS = EnergyConvention(
+    'papers', 12.5, 0.077, 3.7, 128,
+    'the SNN deraining papers: VLIF-Net (Chen et al., AAAI 2026) experimental setup as quoted '
+    'by the official SpikeRain complexity script (tanvirnwu/SpikeRain_WACV_2025, '
+    'model_complexity.py, "conv_only" mode), which cites Hu, Tang & Pan 2021 and Song et al. '
+    '2024 (ESDNet): 45 nm, 12.5 pJ per MAC of real-valued inputs, 77 fJ per SOP, 3.7 pJ per '
+    'emitted spike ("Sign" operation), conv/linear layers only, MACs = FLOPs/2, one forward '
+    'at 128x128. Second-hand: the papers\' own tables were not available to us')
+ENERGY_CONVENTIONS: dict[str, EnergyConvention] = {c.name: c for c in (HOROWITZ, PAPERS)}
+
+
+def get_convention(convention: str | EnergyConvention) -> EnergyConvention:
+    """A convention by name (or as given); ValueError naming the known ones."""
+    if isinstance(convention, EnergyConvention):
+        return convention
+    try:
+        return ENERGY_CONVENTIONS[convention]
+    except KeyError:
+        raise ValueError(f'unknown energy convention {convention!r}; choose one of '
+                         f'{", ".join(ENERGY_CONVENTIONS)}') from None
 
 
 def spike_levels(module: nn.Module) -> int:
@@ -83,15 +132,36 @@ def count_macs(model: nn.Module, size: tuple[int, int] = (256, 256), batch: int 
     conv/linear module is reported under ``'<module> (own ops)'`` so the layers always sum to
     the total.
     """
+    macs, spike_fed, _ = _meta_counts(model, size, batch)
+    return macs, spike_fed
+
+
+def count_neuron_outputs(model: nn.Module, size: tuple[int, int] = (256, 256), batch: int = 1
+                         ) -> dict[str, int]:
+    """Output elements of every spiking neuron (all T steps) for one ``[batch,3,H,W]`` input.
+
+    Firing rate x these = spikes emitted at ``size``, the count the papers charge per spike.
+    """
+    return _meta_counts(model, size, batch)[2]
+
+
+def _meta_counts(model: nn.Module, size: tuple[int, int], batch: int
+                 ) -> tuple[dict[str, int], dict[str, bool], dict[str, int]]:
     meta = copy.deepcopy(model).to('meta').eval()
     tracker = _SpikeTracker(meta)
     spike_fed: dict[str, bool] = {}
+    units: dict[str, int] = {}
     layers = _layer_modules(meta)
 
     def on_layer(mod, inp, n):
         spike_fed.setdefault(n, tracker.levels_of(inp[0]) is not None)
+
+    def on_neuron(mod, inp, out, n):
+        units[n] = units.get(n, 0) + out.numel()
     handles = [m.register_forward_pre_hook(lambda mod, inp, n=n: on_layer(mod, inp, n))
                for n, m in layers.items()]
+    handles += [m.register_forward_hook(lambda mod, inp, out, n=n: on_neuron(mod, inp, out, n))
+                for m, n in tracker.neurons.items()]
     counter = FlopCounterMode(display=False)
     x = torch.empty(batch, getattr(model, 'in_channels', 3), *size, device='meta')
     try:
@@ -114,7 +184,7 @@ def count_macs(model: nn.Module, size: tuple[int, int] = (256, 256), batch: int 
                 break
     macs = {(n if n in layers else f'{n or root} (own ops)'): f // 2
             for n, f in own.items() if f > 0}
-    return macs, {n: spike_fed.get(n, False) for n in macs}
+    return macs, {n: spike_fed.get(n, False) for n in macs}, units
 
 
 @dataclass
@@ -185,6 +255,8 @@ class EnergyReport:
     layers: list[LayerEnergy]
     neuron_rates: dict[str, float]
     mean_firing_rate: float  # neuron-weighted (all spikes / all neuron outputs)
+    spikes: float = 0.0      # events emitted by all neurons in one forward at ``size``
+    convention: EnergyConvention = HOROWITZ
 
     @property
     def macs(self) -> int:
@@ -199,32 +271,44 @@ class EnergyReport:
         return sum(layer.sops for layer in self.layers)
 
     @property
+    def spike_energy_pj(self) -> float:
+        return self.convention.e_spike_pj * self.spikes
+
+    @property
     def energy_mj(self) -> float:
-        return sum(layer.energy_pj for layer in self.layers) / PJ_PER_MJ
+        return (sum(layer.energy_pj for layer in self.layers) + self.spike_energy_pj) / PJ_PER_MJ
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(macs=self.macs, gmacs=self.macs / 1e9, real_macs=self.real_macs,
-                 sops=self.sops, energy_mj=self.energy_mj)
+                 sops=self.sops, spike_energy_pj=self.spike_energy_pj, energy_mj=self.energy_mj)
         return d
 
 
-def layer_energy(name: str, macs: int, spike_fed: bool, rate: float) -> LayerEnergy:
-    """One layer's cost: E_AC × rate × MACs if fed by spikes, else E_MAC × MACs."""
+def layer_energy(name: str, macs: int, spike_fed: bool, rate: float,
+                 convention: EnergyConvention = HOROWITZ) -> LayerEnergy:
+    """One layer's cost: E_SOP × rate × MACs if fed by spikes, else E_MAC × MACs."""
     if spike_fed:
         sops = rate * macs
-        return LayerEnergy(name, 'spike', macs, rate, sops, E_AC_PJ * sops)
-    return LayerEnergy(name, 'real', macs, None, 0.0, E_MAC_PJ * macs)
+        return LayerEnergy(name, 'spike', macs, rate, sops, convention.e_sop_pj * sops)
+    return LayerEnergy(name, 'real', macs, None, 0.0, convention.e_mac_pj * macs)
 
 
 def energy_report(model: nn.Module, images: Iterable[torch.Tensor],
-                  size: tuple[int, int] = (256, 256)) -> EnergyReport:
-    """MACs at ``size`` (batch 1), firing rates measured on ``images``, energy per layer."""
-    macs, spike_fed = count_macs(model, size)
+                  size: tuple[int, int] | None = None,
+                  convention: str | EnergyConvention = HOROWITZ) -> EnergyReport:
+    """MACs at ``size`` (batch 1; default: the convention's size), firing rates measured on
+    ``images``, energy per layer plus the spike term, priced by ``convention``."""
+    convention = get_convention(convention)
+    size = tuple(size) if size is not None else (convention.size, convention.size)
+    macs, spike_fed, units = _meta_counts(model, size, 1)
     neurons, inputs = measure_firing_rates(model, images)
-    layers = [layer_energy(n, m, spike_fed[n], inputs.rate(n)) for n, m in macs.items()]
-    return EnergyReport(count_parameters(model), tuple(size), layers,
-                        {n: neurons.rate(n) for n in neurons.units}, neurons.pooled())
+    layers = [layer_energy(n, m, spike_fed[n], inputs.rate(n), convention)
+              for n, m in macs.items()]
+    spikes = sum(neurons.rate(n) * u for n, u in units.items())
+    return EnergyReport(count_parameters(model), size, layers,
+                        {n: neurons.rate(n) for n in neurons.units}, neurons.pooled(),
+                        spikes, convention)
 
 
 def synthetic_rainy_pairs(n: int = 2, size: int = 64, seed: int = 0

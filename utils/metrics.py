@@ -289,6 +289,9 @@ def _write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+write_text_atomic = _write_text_atomic     # public name for other reports (tools/paper_table.py)
+
+
 def write_json_report(path: str | os.PathLike, rows: list[dict], means: dict,
                       settings: dict) -> None:
     """``{'settings', 'means', 'images': rows}`` as JSON, written atomically."""

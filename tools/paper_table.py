@@ -1,0 +1,398 @@
+"""The results table in one command: every benchmark under a data root, for one or more weights.
+
+``python tools/paper_table.py --data_root data --weights runs/a/model_best.pth --weights esdnet.pth
+--model auto --model esdnet --energy_model papers``
+
+Benchmarks are the folders under ``--data_root`` holding ``test/input`` (or ``input``); the
+papers' names come first in the papers' order (Rain200L, Rain200H, Rain1200, Rain12, RW_Rain),
+others follow. Each weights file restores each benchmark into
+``--save_root/<model>-<weights hash>/<benchmark>/``; outputs already there are reused, so an
+interrupted run resumes (the hash makes retrained weights start afresh). Benchmarks with a
+``target`` folder are scored by the published protocol with the functions evaluation.py uses;
+the others (RW_Rain has no ground truth) are restored and listed, not scored. Params, GMACs
+and energy come from utils/energy.py under ``--energy_model``. The table is printed (Markdown by
+default) and written as ``paper_table.{md,csv,tex,json}`` in ``--save_root``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import (WeightsError, available_models, build_from_checkpoint,  # noqa: E402
+                    is_ann_twin)
+from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
+from utils.cli import describe, print_error, run_main  # noqa: E402
+from utils.datasets import DATASET_PRESETS  # noqa: E402
+from utils.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
+from utils.image_io import list_images, read_image_tensor, remove_interrupted_writes  # noqa: E402
+from utils.inference import (check_tiling, find_inputs, output_path, resolve_device,  # noqa: E402
+                             restore_files)
+from utils.metrics import (evaluate_pair, mean_metrics, pair_with_targets,  # noqa: E402
+                           write_text_atomic)
+
+TABLE_NAME = 'paper_table'
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--data_root', required=True,
+                   help='folder holding the benchmarks (NAME/test/input, NAME/test/target)')
+    p.add_argument('--weights', action='extend', nargs='+', required=True,
+                   help='checkpoint(s), ours or official (repeatable)')
+    p.add_argument('--model', action='extend', nargs='+', default=None,
+                   help='model name for the weights: once for all, or once per --weights; '
+                        '"auto" for our checkpoints (they record it); official ones need it '
+                        f'({", ".join(available_models())})')
+    p.add_argument('--datasets', nargs='+', default=None,
+                   help='only these benchmarks (names as found under --data_root)')
+    p.add_argument('--save_root', default='results/paper_table',
+                   help='restored images and the table files go here')
+    p.add_argument('--energy_model', choices=sorted(ENERGY_CONVENTIONS), default='papers',
+                   help='energy convention (utils/energy.py)')
+    p.add_argument('--size', type=int, default=None,
+                   help="input side for MACs/energy (default: the convention's, 128 or 256)")
+    p.add_argument('--rate_images', type=int, default=4,
+                   help='firing rates are measured on this many inputs of the first benchmark')
+    p.add_argument('--format', choices=('md', 'csv', 'latex', 'all'), default='md',
+                   help='what to print (all three are always written to --save_root)')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda')
+    p.add_argument('--tile', type=int, default=None, help='restore in tiles of this size')
+    p.add_argument('--tile_overlap', type=int, default=32, help='overlap between tiles')
+    p.add_argument('--batch_size', type=int, default=1, help='images or tiles per forward')
+    p.add_argument('--fast', action='store_true',
+                   help='fast inference path where the model has one (see test.py --fast)')
+    p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
+    return p.parse_args(argv)
+
+
+# --- What to run ------------------------------------------------------------------------------
+
+@dataclass
+class Benchmark:
+    name: str
+    inputs: list[Path]
+    input_dir: Path
+    target: Path | None          # None: no ground truth, restored but not scored
+
+
+def _split_of(folder: Path) -> Path | None:
+    """The folder holding ``input/`` for a benchmark folder (its ``test/``, or itself)."""
+    for split in (folder / 'test', folder):
+        if (split / 'input').is_dir():
+            return split
+    return None
+
+
+def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Benchmark]:
+    """Benchmarks under ``root`` (or ``root`` itself if it is one), the papers' ones first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f'--data_root {root}: folder not found')
+    folders = [root] if _split_of(root) else [d for d in root.iterdir() if d.is_dir()
+                                              and _split_of(d)]
+    order = {name.lower(): i for i, name in enumerate(DATASET_PRESETS)}
+    folders.sort(key=lambda d: (order.get(d.name.lower(), len(order)), d.name.lower()))
+    if only is not None:
+        wanted = {n.lower() for n in only}
+        missing = [n for n in only if n.lower() not in {d.name.lower() for d in folders}]
+        if missing:
+            raise ValueError(f'--datasets: {", ".join(missing)} not found under {root} '
+                             f'(found: {", ".join(d.name for d in folders) or "none"})')
+        folders = [d for d in folders if d.name.lower() in wanted]
+    out = []
+    for folder in folders:
+        split = _split_of(folder)
+        inputs, input_dir = find_inputs(split)
+        target = split / 'target'
+        has_target = target.is_dir() and bool(list_images(target))
+        out.append(Benchmark(folder.name, inputs, input_dir, target if has_target else None))
+    if not out:
+        raise ValueError(f'--data_root {root}: no benchmark found (expected NAME/test/input)')
+    return out
+
+
+def file_hash(path: Path) -> str:
+    """First 8 hex digits of the file's SHA-256: a new checkpoint gets new output folders."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for block in iter(lambda: fh.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()[:8]
+
+
+def model_names(args: argparse.Namespace) -> list[str | None]:
+    names = args.model or ['auto']
+    if len(names) not in (1, len(args.weights)):
+        raise ValueError(f'--model: give one name for all weights or one per --weights '
+                         f'({len(args.weights)}), got {len(names)}')
+    names = names * len(args.weights) if len(names) == 1 else names
+    for n in names:
+        if n != 'auto' and n not in available_models():
+            raise ValueError(f'--model {n}: unknown; choose auto or one of '
+                             f'{", ".join(available_models())}')
+    return [None if n == 'auto' else n for n in names]
+
+
+# --- Per weights: complexity, then every benchmark ----------------------------------------
+
+@dataclass
+class Result:
+    benchmark: str
+    images: int
+    restored: int
+    reused: int
+    failed: int
+    save_dir: str
+    psnr: float | None = None
+    ssim: float | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.psnr is not None
+
+
+@dataclass
+class Entry:
+    label: str
+    weights: str
+    model_name: str
+    save_dir: Path
+    complexity: dict = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+
+def complexity(model, bench: Benchmark, args, cache: Path) -> dict:
+    """Params, GMACs, energy under the chosen convention (cached beside the outputs)."""
+    conv = ENERGY_CONVENTIONS[args.energy_model]
+    size = args.size or conv.size
+    files = bench.inputs[:max(args.rate_images, 1)]
+    key = dict(energy_model=conv.name, size=size, rate_images=[str(f) for f in files])
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get('key') == key:
+            return saved['value']
+    report = energy_report(model, [read_image_tensor(f) for f in files], (size, size), conv)
+    value = dict(params=report.params, gmacs=report.macs / 1e9, energy_mj=report.energy_mj,
+                 sops_g=report.sops / 1e9, spikes_m=report.spikes / 1e6,
+                 firing_rate=report.mean_firing_rate, size=size,
+                 rates_from=f'{len(files)} images of {bench.name}')
+    write_text_atomic(cache, json.dumps(dict(key=key, value=value), indent=1) + '\n')
+    return value
+
+
+def run_benchmark(model, bench: Benchmark, save: Path, args, bar: tqdm) -> Result:
+    """Restore (reusing complete outputs) and score one benchmark; the bar counts images."""
+    save.mkdir(parents=True, exist_ok=True)
+    remove_interrupted_writes(save, (p.stem for p in bench.inputs))
+    restored, reused, failed = 0, 0, []
+    step = args.batch_size if args.tile is None else 1
+    for i in range(0, len(bench.inputs), step):
+        chunk = bench.inputs[i:i + step]
+        summary = restore_files(model, chunk, save, args.tile, args.tile_overlap,
+                                args.batch_size, progress=False, report=bar.write)
+        restored += len(summary.restored)
+        reused += len(summary.skipped)
+        failed += [p for p, _ in summary.failed]
+        bar.update(len(chunk))
+    result = Result(bench.name, len(bench.inputs), restored, reused, len(failed), str(save))
+    if bench.target is not None:
+        outputs = [output_path(save, p) for p in bench.inputs if p not in failed]
+        rows = []
+        for out, tgt in pair_with_targets(outputs, bench.target):
+            rows.append(evaluate_pair(out, tgt))
+            bar.update(1)
+        bar.update(len(failed))
+        if rows:
+            means = mean_metrics(rows)
+            result.psnr, result.ssim = means['psnr'], means['ssim']
+    return result
+
+
+def summary_line(entry: Entry, r: Result) -> str:
+    done = (f'{r.images} images ({r.restored} restored, {r.reused} reused'
+            f'{f", {r.failed} FAILED" if r.failed else ""}) in {r.save_dir}')
+    score = (f'PSNR {r.psnr:.4f} dB, SSIM {r.ssim:.4f}' if r.scored else
+             'no ground truth: restored, not scored')
+    return f'{r.benchmark} | {entry.label}: {score}; {done}'
+
+
+# --- Tables ------------------------------------------------------------------------------------
+
+def _scored_names(entries: list[Entry]) -> list[str]:
+    names = []
+    for e in entries:
+        names += [r.benchmark for r in e.results if r.scored and r.benchmark not in names]
+    return names
+
+
+def _cell(e: Entry, name: str) -> tuple[str, str]:
+    r = next((r for r in e.results if r.benchmark == name), None)
+    if r is None or not r.scored:
+        return '-', '-'
+    mark = '*' if r.failed else ''
+    return f'{r.psnr:.2f}{mark}', f'{r.ssim:.4f}{mark}'
+
+
+def notes(entries: list[Entry], args) -> list[str]:
+    conv = ENERGY_CONVENTIONS[args.energy_model]
+    size = args.size or conv.size
+    lines = [f'PSNR (dB) / SSIM on Y (MATLAB rgb2ycbcr, rounded), no crop: the published '
+             f'protocol (utils/metrics.py). GMACs and energy for one {size}x{size} forward; '
+             f'{conv.formula()} (convention {conv.name!r}, utils/energy.py; its source is in '
+             f'{TABLE_NAME}.json).']
+    unscored = {}
+    for e in entries:
+        for r in e.results:
+            if not r.scored:
+                unscored.setdefault(r.benchmark, r.images)
+            if r.failed:
+                lines.append(f'* {e.label} on {r.benchmark}: {r.failed} of {r.images} images '
+                             f'failed to restore; the mean is over the others.')
+    for name, n in unscored.items():
+        lines.append(f'{name}: {n} images restored, not scored (no ground truth).')
+    return lines
+
+
+def _head(e: Entry) -> list[str]:
+    c = e.complexity
+    return [e.label, f'{c["params"] / 1e6:.3f}', f'{c["gmacs"]:.2f}', f'{c["energy_mj"]:.3f}']
+
+
+def markdown_table(entries: list[Entry], args) -> str:
+    names = _scored_names(entries)
+    head = ['Model', 'Params (M)', 'GMACs', 'Energy (mJ)'] + [f'{n} PSNR/SSIM' for n in names]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for e in entries:
+        cells = ['/'.join(_cell(e, n)) for n in names]
+        lines.append('| ' + ' | '.join(_head(e) + cells) + ' |')
+    return '\n'.join(lines + [''] + notes(entries, args))
+
+
+def _tex(text: str) -> str:
+    return text.replace('\\', '\\textbackslash{}').replace('_', '\\_').replace('%', '\\%') \
+        .replace('&', '\\&').replace('#', '\\#')
+
+
+def latex_table(entries: list[Entry], args) -> str:
+    """A booktabs tabular: PSNR and SSIM columns under each benchmark."""
+    names = _scored_names(entries)
+    cols = 'lrrr' + 'cc' * len(names)
+    top = ['Model', 'Params (M)', 'GMACs', 'Energy (mJ)'] + \
+        [f'\\multicolumn{{2}}{{c}}{{{_tex(n)}}}' for n in names]
+    sub = [''] * 4 + ['PSNR', 'SSIM'] * len(names)
+    lines = ['% ' + line for line in notes(entries, args)]
+    lines += [f'\\begin{{tabular}}{{{cols}}}', '\\toprule', ' & '.join(top) + ' \\\\',
+              ' & '.join(sub) + ' \\\\', '\\midrule']
+    for e in entries:
+        cells = [x for n in names for x in _cell(e, n)]
+        lines.append(' & '.join(map(_tex, _head(e) + cells)) + ' \\\\')
+    lines += ['\\bottomrule', '\\end{tabular}']
+    return '\n'.join(lines)
+
+
+CSV_FIELDS = ('model', 'weights', 'benchmark', 'images', 'psnr', 'ssim', 'failed', 'params',
+              'gmacs', 'energy_mj', 'energy_model', 'size', 'restored_dir')
+
+
+def csv_table(entries: list[Entry], args) -> str:
+    """One row per weights x benchmark (empty PSNR/SSIM where there is no ground truth)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator='\n')
+    writer.writerow(CSV_FIELDS)
+    for e in entries:
+        c = e.complexity
+        for r in e.results:
+            writer.writerow([e.label, e.weights, r.benchmark, r.images,
+                             '' if r.psnr is None else repr(r.psnr),
+                             '' if r.ssim is None else repr(r.ssim), r.failed, c['params'],
+                             repr(c['gmacs']), repr(c['energy_mj']), args.energy_model,
+                             c['size'], r.save_dir])
+    return buf.getvalue()
+
+
+def write_tables(entries: list[Entry], args) -> dict[str, str]:
+    root = Path(args.save_root)
+    texts = {'md': markdown_table(entries, args) + '\n', 'csv': csv_table(entries, args),
+             'latex': latex_table(entries, args) + '\n'}
+    for fmt, ext in (('md', 'md'), ('csv', 'csv'), ('latex', 'tex')):
+        write_text_atomic(root / f'{TABLE_NAME}.{ext}', texts[fmt])
+    doc = dict(energy_model=args.energy_model,
+               energy_convention=asdict(ENERGY_CONVENTIONS[args.energy_model]),
+               entries=[dict(label=e.label, weights=e.weights, model=e.model_name,
+                             complexity=e.complexity,
+                             results=[asdict(r) for r in e.results]) for e in entries])
+    write_text_atomic(root / f'{TABLE_NAME}.json', json.dumps(doc, indent=1) + '\n')
+    return texts
+
+
+# --- Main --------------------------------------------------------------------------------------
+
+def load(path: Path, name: str | None, device: torch.device):
+    if not path.is_file():
+        raise ValueError(f'--weights {path}: file not found')
+    return build_from_checkpoint(path, name).to(device).eval()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        check_tiling(args.tile, args.tile_overlap)
+        if args.batch_size < 1 or args.rate_images < 1:
+            raise ValueError('--batch_size and --rate_images must be >= 1')
+        if args.size is not None and args.size < 8:
+            raise ValueError(f'--size {args.size}: must be at least 8')
+        names = model_names(args)
+        device = resolve_device(args.device)
+        benchmarks = find_benchmarks(args.data_root, args.datasets)
+        weights = [Path(w) for w in args.weights]
+        models = [load(w, n, device) for w, n in zip(weights, names)]
+    except (ValueError, WeightsError, OSError) as err:
+        print_error(describe(err), 'paper_table.py')
+        return 2
+    labels = [m.model_name + ('/relu' if is_ann_twin(m) else '') for m in models]
+    labels = [f'{lab} ({w.stem})' if labels.count(lab) > 1 else lab
+              for lab, w in zip(labels, weights)]
+    print(f'{len(weights)} weights x {len(benchmarks)} benchmarks '
+          f'({", ".join(b.name for b in benchmarks)}) on {device} -> {args.save_root}')
+    total = sum(len(b.inputs) * (2 if b.target else 1) for b in benchmarks) * len(models)
+    entries, status = [], 0
+    with tqdm(total=total, unit='img', disable=args.no_progress, dynamic_ncols=True) as bar:
+        for w, model, label in zip(weights, models, labels):
+            save = Path(args.save_root) / f'{label.split(" ")[0].replace("/", "-")}-{file_hash(w)}'
+            entry = Entry(label, str(w), model.model_name, save)
+            bar.set_description(f'{label}: complexity')
+            entry.complexity = complexity(model, benchmarks[0], args,
+                                          save / f'complexity-{args.energy_model}.json')
+            if args.fast:
+                if not supports_fast_path(model):
+                    bar.write(f'note: --fast: no fast path for {label}; using the plain one')
+                else:
+                    model = optimize_for_inference(model)
+            for bench in benchmarks:
+                bar.set_description(f'{label}: {bench.name}')
+                result = run_benchmark(model, bench, save / bench.name, args, bar)
+                entry.results.append(result)
+                bar.write(summary_line(entry, result))
+                status = 1 if result.failed else status
+            entries.append(entry)
+    texts = write_tables(entries, args)
+    shown = ('md', 'csv', 'latex') if args.format == 'all' else (args.format,)
+    for fmt in shown:
+        print('\n' + texts[fmt].rstrip('\n'))
+    print(f'\nwrote {args.save_root}/{TABLE_NAME}.md, .csv, .tex and .json')
+    return status
+
+
+if __name__ == '__main__':
+    run_main(main, 'paper_table.py')
