@@ -1,10 +1,19 @@
-"""Shared test fixtures. Tests run on the CPU with 2 threads, in float32."""
-import functools
-import io
-import json
-import lzma
+"""Shared test fixtures. Tests run on the CPU with 1 thread, in float32.
+
+The suite pins itself to the CPU: CUDA is hidden before torch is imported (here and, through the
+environment, in every subprocess a test starts), so ``--device auto`` means the CPU even on a GPU
+machine, where the bit-identical resume and golden tests could not hold. GPU checks are separate
+(``tools/gpu_check.py``).
+"""
 import os
-import sys
+
+os.environ['CUDA_VISIBLE_DEVICES'] = ''          # before torch is imported anywhere
+
+import functools  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import lzma  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path
 
 import pytest
