@@ -78,6 +78,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     accum_steps: int = 1
     amp: bool = False
+    tf32: bool = False
     val_every: str = '1ep'
     val_tile: int | None = None
     val_images: int = 3
@@ -196,6 +197,9 @@ class Trainer:
         self.info = info or dist_utils.DistInfo(device=dist_utils.resolve_device(cfg.device))
         self.device = self.info.device
         self._log = log or tqdm.write
+        # TF32 off unless asked for; cuDNN autotuning for the fixed-size training patches
+        # (validation, on whole images of any size, turns it off while it runs)
+        dist_utils.configure_numerics(self.device, tf32=cfg.tf32, benchmark=True)
         self.train_dir = Path(cfg.train_dir) if cfg.train_dir else (
             resolve_split_dir(cfg.dataset, cfg.data_root, 'train') if cfg.dataset else None)
         self.clean_dir = Path(cfg.clean_dir) if cfg.clean_dir else None
@@ -239,7 +243,7 @@ class Trainer:
         if self.fast:
             enable_fast_training(model)
         elif cfg.fast:
-            self.log(f'note: {cfg.model} has no fast training path yet; using the plain one')
+            self.log(f'note: {cfg.model} has no fast training path; training on the plain forward')
         self.model = dist_utils.wrap_model(model, self.info)
         self.criterion = build_loss(cfg.loss)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -432,15 +436,29 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------
     def _log_firing_rates(self, net: torch.nn.Module, img: torch.Tensor) -> None:
         """Every neuron layer's firing rate on one validation image (the energy convention)."""
-        neurons, _ = measure_firing_rates(net, [img[None]])
+        # The fast path runs fused neurons the counting hooks cannot see: count on the plain one
+        # (same weights, same spikes up to rounding).
+        plan, net.fast_path = getattr(net, 'fast_path', None), None
+        try:
+            neurons, _ = measure_firing_rates(net, [img[None]])
+        finally:
+            net.fast_path = plan
         it = self.progress['iteration']
         for name in neurons.events:
             self._scalar(f'firing_rate/{name}', neurons.rate(name), it)
         self._scalar('firing_rate/all_layers', neurons.pooled(), it)
 
-    @torch.no_grad()
     def validate(self) -> dict:
         """Mean PSNR/SSIM (Y channel, published protocol) over the whole validation images."""
+        # whole images come in any size: cuDNN autotuning (on for training) would re-tune each
+        bench, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+        try:
+            return self._validate()
+        finally:
+            torch.backends.cudnn.benchmark = bench
+
+    @torch.no_grad()
+    def _validate(self) -> dict:
         dist_utils.broadcast_buffers(self.model)
         net, it = self.net, self.progress['iteration']
         net.eval()
