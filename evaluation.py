@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from utils.cli import run_main
+from utils.distributed import configure_numerics
 from utils.image_io import ImageReadError
 from utils.inference import resolve_device
 from utils.metrics import (LPIPSMetric, LPIPSUnavailable, PairingError, evaluate_pairs,
@@ -33,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='also compute LPIPS (AlexNet); needs the optional `lpips` package and '
                         'its backbone weights')
     p.add_argument('--device', default='auto', help='device for LPIPS: auto (default), cpu or cuda')
+    p.add_argument('--tf32', action='store_true',
+                   help='allow TF32 in LPIPS on a CUDA GPU (default: off, true float32)')
     p.add_argument('--json', default=None, help='write per-image rows and means to this JSON file')
     p.add_argument('--csv', default=None, help='write per-image rows and means to this CSV file')
     p.add_argument('--quiet', action='store_true', help='print only the means, not every image')
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     try:
-        resolve_device(args.device)
+        configure_numerics(resolve_device(args.device), tf32=args.tf32)
         check_writes([], [('--target_path', args.target_path),
                           *(('image being scored', p) for pair in pairs for p in pair)],
                      files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')

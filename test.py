@@ -15,6 +15,8 @@ import torch
 
 from models import WeightsError, available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
+from utils.distributed import configure_numerics
+from utils.gpu import lif_kernel_report
 from utils.cli import describe, exit_code, interruption, run_main
 from utils.inference import (OutputWriteError, check_output_manifest, check_tiling, file_sha256,
                              find_inputs, output_path, resolve_device, restore_files,
@@ -46,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='ground-truth folder (or image): evaluate PSNR/SSIM after restoring')
     p.add_argument('--device', default='auto',
                    help='auto (default: CUDA if present, else CPU), cpu, cuda or cuda:N')
+    p.add_argument('--tf32', action='store_true',
+                   help='allow TF32 convolutions/matmuls on a CUDA GPU (faster on Ampere or '
+                        'newer, less exact; default: off, true float32)')
     p.add_argument('--tile', type=int, default=None,
                    help='restore in tiles of this many pixels to bound memory on large images '
                         '(default: whole images)')
@@ -142,6 +147,10 @@ def main(argv=None) -> int:
         if args.batch_size < 1:
             raise ValueError(f'--batch_size {args.batch_size}: must be >= 1')
         device = resolve_device(args.device)
+        configure_numerics(device, tf32=args.tf32)
+        kernel = lif_kernel_report(device)                # CUDA only: which LIF kernel runs
+        if kernel:
+            print(kernel)
         inputs, input_dir = find_inputs(args.data_path)
         target = target_folder(args.target_path) if args.target_path else None
         if target is not None and not target.exists():

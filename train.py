@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='accumulate gradients over this many batches per optimizer step')
     add('--amp', action=argparse.BooleanOptionalAction, default=d.amp,
         help='mixed precision (float16 autocast; CUDA only, ignored on the CPU)')
+    add('--tf32', action=argparse.BooleanOptionalAction, default=d.tf32,
+        help='allow TF32 convolutions/matmuls on a CUDA GPU (faster on Ampere or newer, less '
+             'exact; default: off, true float32; see docs/training.md)')
     add('--val_every', default=d.val_every,
         help='validate every N iterations or Nep epochs (0: only at the end)')
     add('--val_tile', type=int, help='validate in tiles of this size (bounds GPU memory on '

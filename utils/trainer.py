@@ -33,6 +33,7 @@ from models.acceleration import enable_fast_training, supports_fast_path
 from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
                             PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
+from utils.gpu import lif_kernel_report
 from models.weights import WeightsError, check_finite
 from utils.image_io import NonFiniteImageError, tensor_to_uint8
 from utils.paths import check_writes, split_folders
@@ -200,6 +201,9 @@ class Trainer:
         # TF32 off unless asked for; cuDNN autotuning for the fixed-size training patches
         # (validation, on whole images of any size, turns it off while it runs)
         dist_utils.configure_numerics(self.device, tf32=cfg.tf32, benchmark=True)
+        kernel = lif_kernel_report(self.device)           # CUDA only: which LIF kernel runs
+        if kernel:
+            self.log(kernel)
         self.train_dir = Path(cfg.train_dir) if cfg.train_dir else (
             resolve_split_dir(cfg.dataset, cfg.data_root, 'train') if cfg.dataset else None)
         self.clean_dir = Path(cfg.clean_dir) if cfg.clean_dir else None
