@@ -17,10 +17,18 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
+from .spiking import LIFNode as FP32StateLIF
+
+# Under fp16/bf16 autocast the neurons' inputs are half precision: the membrane is integrated in
+# float32 all the same (as models.spiking.LIFNode does for spikingjelly's kernels), and the spikes
+# (exact 0/1) are returned in the input's dtype.
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def is_fusable(lif: nn.Module) -> bool:
-    """True for a spikingjelly LIF with the settings the fused kernels implement."""
-    return (type(lif) is neuron.LIFNode and lif.tau == 2.0 and not lif.decay_input
+    """True for a spikingjelly LIF (or the models' float32-state one) with the settings the fused
+    kernels implement."""
+    return (type(lif) in (neuron.LIFNode, FP32StateLIF) and lif.tau == 2.0 and not lif.decay_input
             and lif.v_reset == 0.0 and not lif.detach_reset
             and type(lif.surrogate_function) is surrogate.Sigmoid
             and lif.surrogate_function.spiking)
@@ -39,6 +47,9 @@ def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
     slower than arithmetic on a CPU).
     """
+    if x.dtype in _HALF:
+        spikes = lif_spikes(x.float(), T, v_th)
+        return spikes.to(x.dtype) if out is None else out.copy_(spikes)
     out = torch.empty_like(x) if out is None else out
     xs, os = _steps(x, T), _steps(out, T)
     h = xs[0]                                              # H[0] = X[0] (V starts at 0)
@@ -104,4 +115,6 @@ class _LIFFunction(torch.autograd.Function):
 
 def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float) -> torch.Tensor:
     """Differentiable fused LIF (surrogate gradients as spikingjelly's, within rounding)."""
+    if x.dtype in _HALF:         # the cast is differentiable: the gradient comes back in x.dtype
+        return _LIFFunction.apply(x.float(), T, v_th, alpha).to(x.dtype)
     return _LIFFunction.apply(x, T, v_th, alpha)

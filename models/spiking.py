@@ -26,10 +26,53 @@ LIF_SETTINGS = dict(tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False,
 TDBN_ALPHA = 2 ** -0.5
 
 
-def make_lif(**overrides) -> neuron.LIFNode:
-    """A multi-step spikingjelly LIF neuron with the papers' settings (override any of them)."""
+def _is_dense(x: torch.Tensor) -> bool:
+    """True when ``x`` covers its memory without gaps or overlaps, in any dimension order
+    (contiguous, channels-last, ...): layouts spikingjelly's CUDA/Triton kernels read directly."""
+    expected = 1
+    for size, stride in sorted(zip(x.shape, x.stride()), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+class LIFNode(neuron.LIFNode):
+    """spikingjelly's LIF with its membrane always in float32, also under ``torch.autocast``.
+
+    spikingjelly keeps the membrane in its input's dtype and runs its fused (CUDA/Triton) kernel
+    only for a float32 state; under fp16/bf16 autocast the input of a neuron is a half-precision
+    conv/BN output, so every neuron would fall back to the per-step reference loop and integrate
+    its membrane at half precision next to the 0.15 threshold. Here the input is cast to float32
+    and the neuron runs with autocast off: the same spikes as a float32 run on the same (rounded)
+    input, on the fused kernel. Strided views (e.g. out of the attention block) are made dense
+    first, so the Triton kernel is not specialised for (and recompiled on) every new layout.
+
+    The spikes are returned in the input's dtype: 0/1 are exact in fp16/bf16, the module stays
+    dtype-transparent (what goes in comes out, as with spikingjelly's own node), and the autocast
+    conv that follows would cast a float32 spike map down anyway. Float32 inputs take exactly the
+    old path (no copy), so the golden tests are untouched. Same class name as spikingjelly's, so
+    code that looks neurons up by name (fast paths, counting hooks) sees it as the LIF it is.
+    """
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        dtype = x.dtype
+        if not _is_dense(x):
+            x = x.contiguous()
+        if dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        with torch.autocast(x.device.type, enabled=False):
+            spikes = super().forward(x, *args, **kwargs)
+        return spikes if spikes.dtype == dtype else spikes.to(dtype)
+
+
+def make_lif(**overrides) -> LIFNode:
+    """A multi-step spikingjelly LIF neuron with the papers' settings (override any of them),
+    whose membrane stays float32 under autocast (:class:`LIFNode`)."""
     cfg = {**LIF_SETTINGS, **overrides}
-    return neuron.LIFNode(
+    return LIFNode(
         tau=float(cfg['tau']), v_threshold=float(cfg['v_threshold']),
         v_reset=None if cfg['v_reset'] is None else float(cfg['v_reset']),
         decay_input=bool(cfg['decay_input']), detach_reset=bool(cfg['detach_reset']),
