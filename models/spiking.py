@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -63,7 +65,9 @@ class LIFNode(neuron.LIFNode):
             x = x.contiguous()
         if dtype in (torch.float16, torch.bfloat16):
             x = x.float()
-        with torch.autocast(x.device.type, enabled=False):
+        autocast_on = x.device.type in ('cpu', 'cuda') and torch.is_autocast_enabled(
+            x.device.type)                           # (no autocast at all on e.g. 'meta')
+        with torch.autocast(x.device.type, enabled=False) if autocast_on else nullcontext():
             spikes = super().forward(x, *args, **kwargs)
         return spikes if spikes.dtype == dtype else spikes.to(dtype)
 
