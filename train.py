@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     add('--data_root', default=d.data_root, help='folder holding the benchmark folders')
     add('--model_save_dir', help='run folder for checkpoints, logs and config.yaml '
         '[default: experiments/<model>_<dataset or training folder>]')
-    add('--batch_size', type=int, default=d.batch_size, help='patches per step per process')
+    add('--batch_size', type=int, default=d.batch_size, help='patches per step per process '
+        '(under torchrun the global batch is N times this; see --global_batch_size)')
+    add('--global_batch_size', type=int, default=d.global_batch_size,
+        help='patches per step over all processes: sets --batch_size to this / number of '
+             'processes (must divide evenly), so the papers\' batch is the same on any GPU count')
     add('--patch_size', type=int, default=d.patch_size, help='training patch side in pixels')
     add('--augment', action=argparse.BooleanOptionalAction, default=d.augment,
         help='random flips and 90-degree rotations of training patches')
@@ -93,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     add('--tf32', action=argparse.BooleanOptionalAction, default=d.tf32,
         help='allow TF32 convolutions/matmuls on a CUDA GPU (faster on Ampere or newer, less '
              'exact; default: off, true float32; see docs/training.md)')
+    add('--log_every', type=int, default=d.log_every,
+        help='read the loss back from the device (progress bar, TensorBoard, non-finite check) '
+             'every N optimizer steps; the other steps never wait for the GPU')
     add('--val_every', default=d.val_every,
         help='validate every N iterations or Nep epochs (0: only at the end)')
     add('--val_tile', type=int, help='validate in tiles of this size (bounds GPU memory on '
@@ -107,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         "model_last.pth if there is one; a path: continue from that file; 'none': refuse to "
         "touch an existing run")
     add('--seed', type=int, default=d.seed, help='seed of initialisation, shuffling and crops')
-    add('--device', default=d.device, choices=['auto', 'cpu', 'cuda'],
-        help='auto: CUDA when available, else CPU')
+    add('--device', default=d.device,
+        help='auto: CUDA when available, else CPU; cpu; cuda; cuda:N (one process only: '
+             'under torchrun each process takes the GPU of its LOCAL_RANK)')
     add('--workers', type=int, default=d.workers, help='DataLoader worker processes')
     add('--fast', action=argparse.BooleanOptionalAction, default=d.fast,
         help='fast training path (fused LIF, channels-last) where the model has one; '

@@ -85,3 +85,71 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert any(not torch.equal(init[k], rank0[k]) for k in rank0)   # it did train
     assert (run / 'model_best.pth').is_file() and (run / 'config.yaml').is_file()
     assert not list(run.glob('*.tmp')) and not list(run.glob('.*.tmp'))
+
+
+# --- issue 16: DDP settings checked without GPUs -------------------------------------------
+
+def test_global_batch_size_is_split_over_the_processes():
+    from utils.distributed import per_process_batch
+    assert per_process_batch(16, 1) == 16 and per_process_batch(16, 4) == 4
+    with pytest.raises(ValueError, match='cannot be split evenly over 3 processes'):
+        per_process_batch(16, 3)
+
+
+def test_one_process_per_visible_gpu_and_cuda_n(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert resolve_device('cuda', local_rank=1, processes_per_node=2) == torch.device('cuda', 1)
+    assert resolve_device('auto') == torch.device('cuda', 0)
+    with pytest.raises(DeviceError, match=r'3 processes per node but only 2 visible GPU.*'
+                                          r'--nproc_per_node=2'):
+        resolve_device('cuda', local_rank=0, processes_per_node=3)
+    assert resolve_device('cuda:1') == torch.device('cuda', 1)
+    with pytest.raises(DeviceError, match=r'--device cuda:5: no such GPU .*2 visible'):
+        resolve_device('cuda:5')
+    with pytest.raises(DeviceError, match='under torchrun use --device cuda'):
+        resolve_device('cuda:1', local_rank=1, processes_per_node=2)
+    with pytest.raises(DeviceError, match='expected cuda:N'):
+        resolve_device('cuda:x')
+
+
+def test_sync_batchnorm_is_refused():
+    from utils.distributed import wrap_model
+    with pytest.raises(ValueError, match='SyncBatchNorm is not supported'):
+        wrap_model(torch.nn.Sequential(torch.nn.SyncBatchNorm(3)), DistInfo())
+
+
+def test_checkpoint_is_loaded_before_the_ddp_wrap_and_batches_are_reported(tmp_path,
+                                                                         monkeypatch):
+    from utils import distributed as dist_utils
+    from utils.trainer import ConfigError, TrainConfig, Trainer
+    _pairs(tmp_path / 'train', 4, 20)
+    cfg = dict(model='spikerain-tiny', train_dir=str(tmp_path / 'train'),
+               model_save_dir=str(tmp_path / 'run'), batch_size=2, patch_size=16, iters=1,
+               warmup='0', save_every='1', workers=0, tensorboard=False)
+    Trainer(TrainConfig(**cfg), log=lambda s: None).fit()
+    saved = load_training_state(tmp_path / 'run' / 'model_last.pth')['state_dict']
+    wrapped = []
+    real = dist_utils.wrap_model
+    monkeypatch.setattr(dist_utils, 'wrap_model', lambda model, info: (
+        wrapped.append({k: v.clone() for k, v in model.state_dict().items()}),
+        real(model, info))[1])
+    trainer = Trainer(TrainConfig(**cfg, global_batch_size=2),
+                      log=lambda s: None)
+    assert trainer.resumed_from is not None and len(wrapped) == 1
+    assert all(torch.equal(wrapped[0][k], saved[k]) for k in saved)
+    assert trainer.cfg.batch_size == 2
+    assert trainer.batch_text() == 'batch 2 per process x 1 process(es) = 2 global'
+    trainer.lock.release()
+    # four processes share a global batch of 8: 2 each (the DDP wrap itself is not run here)
+    monkeypatch.setattr(dist_utils, 'wrap_model', lambda model, info: model)
+    four = DistInfo(rank=0, world_size=4)
+    trainer = Trainer(TrainConfig(**{**cfg, 'model_save_dir': str(tmp_path / 'four')},
+                                  global_batch_size=8, accum_steps=2), four, log=lambda s: None)
+    assert trainer.cfg.batch_size == 2
+    assert trainer.batch_text() == ('batch 2 per process x 4 process(es) = 8 global x 2 '
+                                    'accumulated = 16 per optimizer step')
+    trainer.lock.release()
+    with pytest.raises(ConfigError, match='cannot be split evenly over 4 processes'):
+        Trainer(TrainConfig(**{**cfg, 'model_save_dir': str(tmp_path / 'five')},
+                            global_batch_size=6), four, log=lambda s: None)

@@ -106,3 +106,44 @@ def test_requirements_cuda_adds_triton():
     lines = [ln.split('#')[0].strip() for ln in text.splitlines()]
     assert '-r requirements.txt' in lines
     assert any(ln.startswith('triton') for ln in lines)
+
+
+def test_loss_is_read_back_every_log_every_steps_and_before_saving(tmp_path):
+    """No host sync of the loss per step: it is read every --log_every steps (and before any
+    save/validation/epoch summary), and a non-finite loss still stops the run before saving."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from utils.trainer import TrainConfig, Trainer, TrainingError
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        for sub in ('input', 'target'):
+            (tmp_path / 'train' / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / 'train' / sub / f'{i}.png')
+    cfg = dict(model='spikerain-tiny', train_dir=str(tmp_path / 'train'), batch_size=1,
+               patch_size=16, iters=5, warmup='0', save_every='0', val_every='0', workers=0,
+               tensorboard=False, log_every=2)
+    trainer = Trainer(TrainConfig(**cfg, model_save_dir=str(tmp_path / 'a')), log=lambda s: None)
+    reads, real = [], trainer._read_back
+
+    def counting():
+        reads.append((trainer.progress['iteration'], len(trainer._pending)))
+        return real()
+    trainer._read_back = counting
+    trainer.fit()
+    assert reads == [(2, 2), (4, 2), (5, 1)]          # steps 2 and 4, and the run's end
+
+    trainer = Trainer(TrainConfig(**{**cfg, 'log_every': 10, 'save_every': '4'},
+                                  model_save_dir=str(tmp_path / 'b')), log=lambda s: None)
+    real_loss, calls = trainer.criterion, []
+
+    def nan_at_step_2(pred, target):
+        calls.append(1)
+        return real_loss(pred, target) * (float('nan') if len(calls) == 2 else 1.0)
+    trainer.criterion = nan_at_step_2
+    with pytest.raises(TrainingError, match=r'non-finite loss nan at iteration 2 \(epoch 1\); '
+                                            r'stopped without saving; no checkpoint'):
+        trainer.fit()
+    assert not (tmp_path / 'b' / 'model_last.pth').exists()

@@ -39,16 +39,51 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(choice: str = 'auto', local_rank: int = 0) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if choice not in ('auto', 'cpu', 'cuda'):
-        raise DeviceError(f'--device must be auto, cpu or cuda, got {choice!r}')
-    if choice == 'cuda' and not torch.cuda.is_available():
-        raise DeviceError('--device cuda: no CUDA GPU is available on this machine '
+def resolve_device(choice: str = 'auto', local_rank: int = 0,
+                   processes_per_node: int = 1) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error.
+
+    Under torchrun every process takes the GPU of its LOCAL_RANK: more processes per node than
+    visible GPUs is refused (they would silently share one). ``cuda:N`` picks GPU N of a
+    single process; an N this machine does not have is a one-line error.
+    """
+    index = None
+    if isinstance(choice, str) and choice.startswith('cuda:'):
+        number = choice.split(':', 1)[1]
+        if not number.isdigit():
+            raise DeviceError(f'--device {choice}: expected cuda:N with N a GPU number')
+        index = int(number)
+        if processes_per_node > 1:
+            raise DeviceError(f'--device {choice}: under torchrun use --device cuda (or auto); '
+                              f'each process takes the GPU of its LOCAL_RANK')
+    elif choice not in ('auto', 'cpu', 'cuda'):
+        raise DeviceError(f'--device must be auto, cpu or cuda (or cuda:N), got {choice!r}')
+    if choice != 'cpu' and choice != 'auto' and not torch.cuda.is_available():
+        raise DeviceError(f'--device {choice}: no CUDA GPU is available on this machine '
                           '(use --device cpu or auto)')
     if choice == 'cpu' or not torch.cuda.is_available():
         return torch.device('cpu')
-    return torch.device('cuda', local_rank % torch.cuda.device_count())
+    count = torch.cuda.device_count()
+    if index is not None:
+        if index >= count:
+            raise DeviceError(f'--device {choice}: no such GPU (this machine has {count} visible '
+                              f'GPU(s): cuda:0 to cuda:{count - 1})')
+        return torch.device('cuda', index)
+    if max(processes_per_node, local_rank + 1) > count:
+        raise DeviceError(f'{max(processes_per_node, local_rank + 1)} processes per node but '
+                          f'only {count} visible GPU(s): start torchrun with '
+                          f'--nproc_per_node={count} (one process per GPU)')
+    return torch.device('cuda', local_rank)
+
+
+def per_process_batch(global_batch: int, world_size: int) -> int:
+    """``--global_batch_size`` split over the processes (it must divide evenly)."""
+    if global_batch < 1:
+        raise ValueError(f'--global_batch_size must be >= 1, got {global_batch}')
+    if global_batch % world_size:
+        raise ValueError(f'--global_batch_size {global_batch} cannot be split evenly over '
+                         f'{world_size} processes; use a multiple of {world_size}')
+    return global_batch // world_size
 
 
 def configure_numerics(device: torch.device, tf32: bool = False, benchmark: bool = False
@@ -78,7 +113,8 @@ def setup(device_choice: str = 'auto', timeout_minutes: float = 60.0) -> DistInf
     rank = int(os.environ['RANK'])
     world = int(os.environ['WORLD_SIZE'])
     local_rank = int(os.environ.get('LOCAL_RANK', rank))
-    device = resolve_device(device_choice, local_rank)
+    per_node = int(os.environ.get('LOCAL_WORLD_SIZE', world))
+    device = resolve_device(device_choice, local_rank, per_node)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -93,7 +129,17 @@ def cleanup() -> None:
 
 
 def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
-    """DDP around the model when there are several processes; the model itself otherwise."""
+    """DDP around the model when there are several processes; the model itself otherwise.
+
+    Load any checkpoint into the model first (DDP copies rank 0's parameters and buffers to
+    every rank when it is built). BatchNorm statistics stay per process, as in the papers'
+    single-GPU training: SyncBatchNorm is not offered (converting spikingjelly's multi-step BN
+    layers to it breaks the models) and is refused if a model holds one.
+    """
+    sync = [n for n, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)]
+    if sync:
+        raise ValueError(f'SyncBatchNorm is not supported (found at {sync[0]}): it breaks '
+                         f"spikingjelly's multi-step BN layers; BN statistics stay per process")
     if not info.distributed:
         return model
     ids = [info.device.index] if info.device.type == 'cuda' else None

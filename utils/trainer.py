@@ -67,6 +67,7 @@ class TrainConfig:
     data_root: str = 'data'
     model_save_dir: str | None = None
     batch_size: int = 16
+    global_batch_size: int | None = None
     patch_size: int = 64
     augment: bool = True
     lr: float = 1e-3
@@ -79,6 +80,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     accum_steps: int = 1
     amp: bool = False
+    log_every: int = 10
     tf32: bool = False
     val_every: str = '1ep'
     val_tile: int | None = None
@@ -105,6 +107,9 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f'--model_opt {key}={value!r}: must be a finite number')
         need(self.batch_size >= 1, 'batch_size', '>= 1')
+        need(self.global_batch_size is None or self.global_batch_size >= 1,
+             'global_batch_size', '>= 1')
+        need(self.log_every >= 1, 'log_every', '>= 1')
         need(self.patch_size >= 8, 'patch_size', '>= 8 pixels')
         need(self.lr > 0 and math.isfinite(self.lr), 'lr', '> 0')
         need(0 <= self.min_lr <= self.lr, 'min_lr', 'between 0 and --lr')
@@ -218,6 +223,12 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == 'cuda'
         if cfg.amp and not self.amp:
             self.log('note: --amp needs a CUDA device; training in float32')
+        if cfg.global_batch_size is not None:      # the papers' batch on any number of GPUs
+            try:
+                cfg.batch_size = dist_utils.per_process_batch(cfg.global_batch_size,
+                                                              self.info.world_size)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
         seed_everything(cfg.seed)
         self.train_set = self._training_set()
@@ -248,18 +259,25 @@ class Trainer:
             enable_fast_training(model)
         elif cfg.fast:
             self.log(f'note: {cfg.model} has no fast training path; training on the plain forward')
-        self.model = dist_utils.wrap_model(model, self.info)
+        self.model = model            # wrapped in DDP below, once the checkpoint is loaded
         self.criterion = build_loss(cfg.loss)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, self.total_iters, self.warmup_iters,
                                          cfg.min_lr)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        # step losses (and gradient norms) still on the device: ((iteration, epoch), tensor)
+        self._pending: list[tuple[tuple[int, int], torch.Tensor]] = []
+        self._pending_norms: list[tuple[tuple[int, int], torch.Tensor]] = []
         self.progress = dict(epoch=0, epoch_batch=0, iteration=0)
         self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)      # -inf: none yet
         self.saved_iteration: int | None = None
         self._lock_run_dir()          # before reading or cleaning anything in the run folder
         try:
             self.resumed_from = self._resume()
+            try:
+                self.model = dist_utils.wrap_model(model, self.info)
+            except ValueError as err:               # a SyncBatchNorm in the model
+                raise ConfigError(str(err)) from None
         except BaseException:
             self.lock.release()
             raise
@@ -315,6 +333,14 @@ class Trainer:
     def log(self, text: str) -> None:
         if self.info.is_main:
             self._log(text)
+
+    def batch_text(self) -> str:
+        """Per-process and global batch (and per optimizer step with accumulation)."""
+        b, n, acc = self.cfg.batch_size, self.info.world_size, self.cfg.accum_steps
+        text = f'batch {b} per process x {n} process(es) = {b * n} global'
+        if acc > 1:
+            text += f' x {acc} accumulated = {b * n * acc} per optimizer step'
+        return text
 
     def schedule(self) -> dict:
         return dict(total_iters=self.total_iters, warmup_iters=self.warmup_iters,
@@ -399,7 +425,9 @@ class Trainer:
 
     # -- one optimizer step -----------------------------------------------------------------
     def _forward_backward(self, inp: torch.Tensor, tgt: torch.Tensor, group: int,
-                          sync: bool) -> float:
+                          sync: bool) -> torch.Tensor:
+        """The batch's loss, left on the device: reading it back (``.item()``) would make the
+        host wait for the GPU every step; :meth:`_read_back` does that every ``--log_every``."""
         inp = inp.to(self.device, non_blocking=True)
         tgt = tgt.to(self.device, non_blocking=True)
         no_sync = getattr(self.model, 'no_sync', None)
@@ -408,28 +436,54 @@ class Trainer:
             with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
                 out = self.model(inp)
             loss = self.criterion(out, tgt)
-            value = loss.item()
-            finite = math.isfinite(value)
-            if self.info.distributed:
-                finite = dist_utils.all_agree(finite, self.device)
-            if not finite:
-                self._stop_non_finite(f'loss {value}')
             self.scaler.scale(loss / group).backward()
-        return value
+        return loss.detach()
 
     def _optimizer_step(self) -> None:
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-            if not self.amp and not torch.isfinite(norm):
-                self._stop_non_finite(f'gradient norm {norm.item()}')
+            if not self.amp:             # checked with the losses, without a sync per step
+                self._pending_norms.append((self._position(), norm.detach()))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    def _stop_non_finite(self, what: str) -> None:
-        it, ep = self.progress['iteration'] + 1, self.progress['epoch'] + 1
+    def _position(self) -> tuple[int, int]:
+        """(iteration, epoch) of the step being taken, 1-based, for messages."""
+        return self.progress['iteration'] + 1, self.progress['epoch'] + 1
+
+    def _read_back(self) -> list[float]:
+        """Copy the pending steps' losses (and gradient norms) to the host in one go, stop on a
+        non-finite one (all processes together), and return the losses.
+
+        Called every ``--log_every`` steps and before anything that keeps or judges the state
+        (validation, saving, the epoch summary, the end of the run), so a non-finite loss never
+        reaches a checkpoint: the run stops without saving, naming the first bad step.
+        """
+        pending, norms = self._pending, self._pending_norms
+        self._pending, self._pending_norms = [], []
+        if not pending and not norms:
+            return []
+        values = torch.stack([v for _, v in pending]).double().tolist() if pending else []
+        norm_values = torch.stack([v for _, v in norms]).double().tolist() if norms else []
+        bad = next(((f'loss {v}', at) for (at, _), v in zip(pending, values)
+                    if not math.isfinite(v)), None)
+        if bad is None:
+            bad = next(((f'gradient norm {v}', at) for (at, _), v in zip(norms, norm_values)
+                        if not math.isfinite(v)), None)
+        finite = bad is None
+        if self.info.distributed:
+            finite = dist_utils.all_agree(finite, self.device)
+        if not finite:
+            what, at = bad if bad is not None else ('loss (on another process)',
+                                                    pending[0][0] if pending else None)
+            self._stop_non_finite(what, at)
+        return values
+
+    def _stop_non_finite(self, what: str, at: tuple[int, int] | None = None) -> None:
+        it, ep = at or self._position()
         if self.saved_iteration is None:
             kept = 'no checkpoint had been saved yet'
         else:
@@ -553,7 +607,8 @@ class Trainer:
             self.resumed_from else 'new run'
         fast = 'fast path' if self.fast else 'plain path'
         self.log(f'{cfg.model} ({fast}) on {self.data_text()} ({len(self.train_set)} samples, '
-                 f'{self.info.world_size} process(es) on {self.device}): {self.total_iters} '
+                 f'{self.info.world_size} process(es) on {self.device}; {self.batch_text()}): '
+                 f'{self.total_iters} '
                  f'iterations = {epochs} epochs of {self.steps_per_epoch}; {where}; '
                  f'run folder {self.run_dir}')
         if self.val_set is None:
@@ -586,7 +641,7 @@ class Trainer:
         cfg, prog = self.cfg, self.progress
         epoch_losses, t_epoch, seen, val = [], time.perf_counter(), 0, None
         micro, group = 0, 1
-        t_step = time.perf_counter()
+        t_log, logged_at = time.perf_counter(), prog['iteration']
         for inp, tgt in self._loader():
             if micro == 0:
                 group = min(cfg.accum_steps, self.batches_per_epoch - prog['epoch_batch'])
@@ -596,28 +651,38 @@ class Trainer:
             micro += 1
             if micro < group:
                 continue
+            # the step's mean loss, on the device (float64 like the former NumPy mean)
+            self._pending.append((self._position(),
+                                  torch.stack(step_losses).double().mean()))
             self._optimizer_step()
             micro = 0
             prog['iteration'] += 1
             prog['epoch_batch'] += group
-            loss = float(np.mean(step_losses))
-            epoch_losses.append(loss)
             it = prog['iteration']
-            now = time.perf_counter()
-            imgs = group * cfg.batch_size * self.info.world_size / max(now - t_step, 1e-9)
-            t_step = now
             bar.update(1)
-            bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{imgs:.1f}')
-            self._scalar('train/loss', loss, it)
             self._scalar('train/lr', self.optimizer.param_groups[0]['lr'], it)
             epoch_done = prog['epoch_batch'] >= self.batches_per_epoch
             if epoch_done:
                 prog['epoch'] += 1
                 prog['epoch_batch'] = 0
-            if self.val_set is not None and (it == self.total_iters or (
-                    self.val_every > 0 and it % self.val_every == 0)):
+            validate = self.val_set is not None and (it == self.total_iters or (
+                self.val_every > 0 and it % self.val_every == 0))
+            save = it == stop_at or (self.save_every > 0 and it % self.save_every == 0)
+            if validate or save or epoch_done or it % cfg.log_every == 0 or it >= stop_at:
+                first = it - len(self._pending) + 1
+                losses = self._read_back()          # the only host sync of the loss
+                for i, loss in enumerate(losses):
+                    self._scalar('train/loss', loss, first + i)
+                epoch_losses += losses
+                if losses:
+                    now = time.perf_counter()
+                    imgs = ((it - logged_at) * group * cfg.batch_size * self.info.world_size
+                            / max(now - t_log, 1e-9))
+                    t_log, logged_at = now, it
+                    bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{imgs:.1f}')
+            if validate:
                 val = self.validate()
-            if it == stop_at or (self.save_every > 0 and it % self.save_every == 0):
+            if save:
                 self.save_last()
             if epoch_done or it == stop_at:
                 self._epoch_summary(epoch_losses, seen, time.perf_counter() - t_epoch, val)
