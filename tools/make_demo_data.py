@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import print_error, run_main  # noqa: E402
 from utils.dataset_prepare import OutputWriter, check_not_overlapping  # noqa: E402
 from utils.datasets import DatasetError  # noqa: E402
-from utils.image_io import ImageReadError, list_images, read_image_rgb  # noqa: E402
+from utils.image_io import ImageReadError, list_images, read_image_rgb, resize_longest  # noqa: E402
 from utils.rain import RAIN_KINDS, make_rainy  # noqa: E402
 
 # Bundled colour photos; the two motorcycle views show one scene, so they share a split.
@@ -37,16 +37,6 @@ def skimage_photo(name: str) -> np.ndarray:
         left, right, _ = skimage.data.stereo_motorcycle()
         return left if name == 'motorcycle_left' else right
     return getattr(skimage.data, name)()
-
-
-def resize_longest(img: np.ndarray, size: int) -> np.ndarray:
-    """Shrink so the longest side is ``size`` (never enlarges)."""
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    if scale >= 1:
-        return img
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(img).resize(new, Image.BICUBIC))
 
 
 def split_clean_dir(folder: Path, test_fraction: float, seed: int) -> tuple[list, list]:

@@ -18,8 +18,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import run_main  # noqa: E402
-from utils.heldout import resize_longest  # noqa: E402
-from utils.image_io import write_png_atomic  # noqa: E402
+from utils.image_io import resize_longest, write_png_atomic  # noqa: E402
 from utils.rain import add_rain, add_random_rain, sample_rain_params  # noqa: E402
 
 
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', type=Path, default=Path('docs/images/rain_samples.png'))
     p.add_argument('--size', type=int, default=200, help='tile side in pixels')
-    p.add_argument('--cols', type=int, default=6, help='tiles per row')
+    p.add_argument('--cols', type=int, default=7, help='tiles per row')
     args = p.parse_args(argv)
     photos = [skimage.data.coffee(), skimage.data.chelsea(), skimage.data.astronaut()]
     rows, seed = [], 0

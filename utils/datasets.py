@@ -161,7 +161,24 @@ def random_patch(inp: np.ndarray, tgt: np.ndarray, size: int, rng: np.random.Gen
     return inp, tgt
 
 
-class PairedPatchDataset(Dataset):
+class EpochAware:
+    """The epoch lives in shared memory, so ``set_epoch`` reaches DataLoader workers even with
+    ``persistent_workers``; samples are drawn from (seed, epoch, index)."""
+    _epoch: torch.Tensor
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+
+def shared_epoch() -> torch.Tensor:
+    return torch.zeros((), dtype=torch.int64).share_memory_()
+
+
+class PairedPatchDataset(EpochAware, Dataset):
     """Training samples: ``(input, target)`` float32 ``[3, p, p]`` patches in [0, 1].
 
     The crop/flip of sample ``index`` depends only on ``(seed, epoch, index)``. The epoch lives in
@@ -178,14 +195,7 @@ class PairedPatchDataset(Dataset):
         self.patch_size = int(patch_size)
         self.augment = bool(augment)
         self.seed = int(seed)
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(int(epoch))
+        self._epoch = shared_epoch()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -290,7 +300,7 @@ def resolve_split_dir(dataset: str, data_root: str | os.PathLike, split: str) ->
 # ----------------------------------------------------------------------------------------------
 # Pairs made on the fly from clean photos
 # ----------------------------------------------------------------------------------------------
-class CleanPhotoRainDataset(Dataset):
+class CleanPhotoRainDataset(EpochAware, Dataset):
     """Training pairs drawn from a folder of clean photos: ``(rainy, clean)`` ``[3, p, p]``.
 
     Sample ``index`` of an epoch is photo ``index % n``: a random crop at a random scale (a
@@ -330,15 +340,8 @@ class CleanPhotoRainDataset(Dataset):
         self.patch_size, self.rain, self.augment = int(patch_size), kinds, bool(augment)
         self.seed, self.scales = int(seed), tuple(float(s) for s in scales)
         self.clean_fraction, self.samples_per_photo = float(clean_fraction), int(samples_per_photo)
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._epoch = shared_epoch()
         self._cache: dict[int, np.ndarray] = {}
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.photos) * self.samples_per_photo

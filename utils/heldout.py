@@ -14,24 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from utils.image_io import list_images, read_image_rgb, tensor_to_uint8, uint8_to_tensor
+from utils.image_io import (list_images, read_image_rgb, resize_longest, tensor_to_uint8,
+                            uint8_to_tensor)
 from utils.inference import restore
 from utils.metrics import calculate_psnr, calculate_ssim
 from utils.rain import make_rainy
 
 KINDS = ('light', 'heavy', 'random', 'clean')
-
-
-def resize_longest(img: np.ndarray, size: int) -> np.ndarray:
-    """Shrink so the longest side is ``size`` (never enlarges); sides kept even-free."""
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    if scale >= 1:
-        return img
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(img).resize(new, Image.BICUBIC))
 
 
 def heldout_pairs(photos: list[tuple[str, np.ndarray]], kinds=KINDS, seed: int = 0

@@ -264,3 +264,13 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def resize_longest(img: np.ndarray, size: int) -> np.ndarray:
+    """Shrink so the longest side is ``size`` (bicubic; never enlarges)."""
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale >= 1:
+        return img
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(img).resize(new, Image.BICUBIC))
