@@ -163,7 +163,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)[None]
+    arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:          # torch warns on read-only arrays (e.g. decoded images)
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)[None]
 
 
 def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
