@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_rgb
+from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image_rgb
+from utils.rain import make_rainy, parse_rain_kinds
 
 # Operating-system clutter that may sit next to images; anything else must be an image.
 IGNORED_NAMES = frozenset({'thumbs.db', 'desktop.ini'})
@@ -316,25 +318,20 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
                  rain: str | tuple[str, ...] = 'random', augment: bool = True, seed: int = 0,
                  scales: tuple[float, ...] = (1.0, 0.5, 0.25), clean_fraction: float = 0.1,
                  samples_per_photo: int = 32):
-        from utils.image_io import list_images
-        from utils.rain import RAIN_KINDS
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DatasetError(f'{self.folder}: clean photo folder not found')
-        kinds = tuple(k.strip() for k in rain.split(',')) if isinstance(rain, str) else \
-            tuple(rain)
-        bad = [k for k in kinds if k not in RAIN_KINDS]
-        if not kinds or bad:
-            what = ', '.join(bad) if bad else repr(rain)
-            raise DatasetError(f'rain kind {what} unknown; use one or more of '
-                               f'{", ".join(RAIN_KINDS)} separated by commas')
+        try:
+            kinds = parse_rain_kinds(rain)
+        except ValueError as err:
+            raise DatasetError(str(err)) from None
         if int(patch_size) < 1:
             raise DatasetError(f'patch_size must be a positive integer, got {patch_size}')
         if not 0.0 <= clean_fraction < 1.0:
             raise DatasetError(f'clean_fraction must be in [0, 1), got {clean_fraction}')
         if samples_per_photo < 1 or not scales or min(scales) <= 0 or max(scales) > 1:
             raise DatasetError('samples_per_photo must be >= 1 and scales in (0, 1]')
-        self.photos = [p for p in list_images(self.folder)]
+        self.photos = list_images(self.folder)
         if not self.photos:
             raise DatasetError(f'{self.folder}: folder has no images')
         self.patch_size, self.rain, self.augment = int(patch_size), kinds, bool(augment)
@@ -362,9 +359,6 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
     def make_pair(self, index: int, epoch: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray, str]:
         """``(rainy, clean, kind)`` uint8 patches of sample ``index`` (kind ``'none'``: no rain)."""
-        from PIL import Image
-
-        from utils.rain import make_rainy
         epoch = self.epoch if epoch is None else int(epoch)
         rng = np.random.default_rng([self.seed, epoch, int(index)])
         img = self.photo(index % len(self.photos))

@@ -286,6 +286,17 @@ def add_random_rain(img: np.ndarray, seed: int | Sequence[int] = 0,
 RAIN_KINDS = ('random', *RAIN_PRESETS)
 
 
+def parse_rain_kinds(rain: str | Sequence[str]) -> tuple[str, ...]:
+    """``'random,light'`` (or a sequence) -> checked kinds; ValueError naming the unknown ones."""
+    kinds = tuple(k.strip() for k in rain.split(',')) if isinstance(rain, str) else tuple(rain)
+    bad = [k for k in kinds if k not in RAIN_KINDS]
+    if not kinds or bad:
+        what = ', '.join(bad) if bad else repr(rain)
+        raise ValueError(f'rain kind {what} unknown; use one or more of '
+                         f'{", ".join(RAIN_KINDS)} separated by commas')
+    return kinds
+
+
 def make_rainy(img: np.ndarray, kind: str, seed: int | Sequence[int] = 0) -> np.ndarray:
     """Rain of one kind: ``'random'`` or a preset name (``'light'``, ``'heavy'``)."""
     if kind == 'random':

@@ -39,6 +39,7 @@ from utils.image_io import NonFiniteImageError, tensor_to_uint8
 from utils.paths import check_writes, split_folders
 from utils.inference import restore
 from utils.losses import LossSpecError, build_loss
+from utils.rain import parse_rain_kinds
 from utils.metrics import calculate_psnr, calculate_ssim
 from utils.training import (build_optimizer, build_scheduler, period_to_iters,
                             steps_per_epoch)
@@ -124,10 +125,10 @@ class TrainConfig:
         need(self.workers >= 0, 'workers', '>= 0')
         need(0 <= self.clean_fraction < 1, 'clean_fraction', 'in [0, 1)')
         need(self.samples_per_photo >= 1, 'samples_per_photo', '>= 1')
-        from utils.rain import RAIN_KINDS
-        kinds = [k.strip() for k in str(self.rain).split(',')]
-        need(all(k in RAIN_KINDS for k in kinds), 'rain',
-             f'one or more of {", ".join(RAIN_KINDS)} separated by commas')
+        try:
+            parse_rain_kinds(str(self.rain))
+        except ValueError as err:
+            raise ConfigError(f'--rain: {err}') from None
         for name in ('warmup', 'val_every', 'save_every'):
             try:
                 period_to_iters(getattr(self, name), 1, f'--{name}')
