@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     add('--model_opt', action='append', default=[], metavar='KEY=VALUE',
         help='override a model constructor option, e.g. T=2 or en_num_blocks=[1,1,1,1] '
              '(repeatable)')
+    add('--init_weights', metavar='PATH', help='start from these weights (fine-tuning: a new '
+        'run whose optimizer and schedule start fresh; a resumed run ignores it)')
     add('--train_dir', help='training folder holding input/ and target/')
     add('--clean_dir', help='folder of clean photos: every training sample is a new crop with '
         'synthetic rain drawn over it (mixable with --train_dir)')

@@ -34,7 +34,7 @@ from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImage
                             PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
 from utils.gpu import lif_kernel_report
-from models.weights import WeightsError, check_finite
+from models.weights import WeightsError, check_finite, load_weights
 from utils.image_io import NonFiniteImageError, tensor_to_uint8
 from utils.paths import check_writes, split_folders
 from utils.inference import restore
@@ -58,6 +58,7 @@ class TrainConfig:
     """Every setting of a run. Defaults: the official SpikeRain recipe, plus flips/rotations."""
     model: str = 'spikerain-s'
     model_opt: dict = field(default_factory=dict)
+    init_weights: str | None = None
     train_dir: str | None = None
     clean_dir: str | None = None
     rain: str = 'random'
@@ -255,6 +256,11 @@ class Trainer:
                 raise
             raise ConfigError(f'--model_opt {cfg.model_opt}: {cfg.model} cannot be built with '
                               f'these options ({type(err).__name__}: {err})') from None
+        if cfg.init_weights:          # fine-tuning: start from trained weights, fresh schedule
+            try:
+                load_weights(model, cfg.init_weights)
+            except (WeightsError, OSError) as err:
+                raise ConfigError(f'--init_weights: {err}') from None
         self.fast = cfg.fast and supports_fast_path(model)
         if self.fast:
             enable_fast_training(model)

@@ -1,0 +1,52 @@
+"""utils.atomic: complete files or none, normal permissions, errors that name the file."""
+import os
+import stat
+
+import pytest
+
+from utils.atomic import atomic_open, remove_stale_temps, write_bytes_atomic, write_text_atomic
+
+
+def test_writes_whole_file_with_normal_permissions(tmp_path):
+    out = write_text_atomic(tmp_path / 'sub' / 'report.md', 'a\nb\n')
+    assert out.read_text() == 'a\nb\n'
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in out.parent.iterdir()] == ['report.md']
+
+
+def test_failure_inside_block_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = write_bytes_atomic(tmp_path / 'w.pth', b'old')
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, 'wb') as fh:
+            fh.write(b'new, half')
+            raise RuntimeError('boom')
+    assert path.read_bytes() == b'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['w.pth']
+
+
+def test_os_error_names_the_destination(tmp_path):
+    path = write_bytes_atomic(tmp_path / 'x.bin', b'old')
+    with pytest.raises(OSError) as info:
+        with atomic_open(path) as fh:
+            fh.write(b'y')
+            raise OSError(28, 'No space left on device')
+    assert info.value.filename == str(path)
+    assert 'previous file is intact' in str(info.value)
+    assert path.read_bytes() == b'old'
+
+
+def test_remove_stale_temps_only_touches_named_outputs(tmp_path):
+    for name in ('.a.png.abcd1234.tmp', '.b.png.abcd1234.tmp', 'c.png', '.a.png.tmp'):
+        (tmp_path / name).write_bytes(b'x')
+    removed = remove_stale_temps(tmp_path, ['a.png'])
+    assert [p.name for p in removed] == ['.a.png.abcd1234.tmp']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.a.png.tmp', '.b.png.abcd1234.tmp',
+                                                           'c.png']
+
+
+def test_bad_mode_refused(tmp_path):
+    with pytest.raises(ValueError):
+        with atomic_open(tmp_path / 'a', 'a'):
+            pass
