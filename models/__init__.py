@@ -1,47 +1,51 @@
 """Spiking derainers. ``build_model(name, **overrides)`` and ``load_weights(model, src)``.
 
-The registry is a plain mapping from a name to (module, class, default kwargs); modules are
-imported only when a model is built. Overrides use the official constructors' keyword names,
+``MODEL_REGISTRY`` maps each name to its class and default constructor kwargs, in plain sight:
+follow a name to its class from here. Overrides use the official constructors' keyword names,
 e.g. ``build_model('spikerain-s', dim=16, en_num_blocks=[1,1,1,1], T=4)``.
 ``build_model(name, neuron='relu')`` builds the model's ANN twin (see :func:`model_config`).
+Every class is a :class:`~models.base.SpikingRestorer`, whose docstring lists what each model
+provides; tests/test_model_contract.py checks it for every registered name.
 """
 from __future__ import annotations
 
-import importlib
+import copy
 import inspect
 
 import torch.nn as nn
 
+from .base import SpikingRestorer
+from .esdnet import ESDNet
+from .spikerain import SpikeRain
 from .spiking import replace_spiking_neurons, reset_spiking_state
+from .vlifnet import VLIFNet
 from .weights import (WeightsError, describe_state_dict, extract_state_dict, load_weights,
                       read_checkpoint, save_weights)
 from .weights import check_config_fits
 
-MODEL_REGISTRY: dict[str, tuple[str, str, dict]] = {
-    'spikerain-s': ('spikerain', 'SpikeRain',
-                    dict(dim=32, en_num_blocks=[2, 2, 4, 4], de_num_blocks=[1, 1, 1, 1], T=4)),
-    'spikerain-m': ('spikerain', 'SpikeRain',
-                    dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4)),
-    'spikerain-l': ('spikerain', 'SpikeRain',
-                    dict(dim=64, en_num_blocks=[6, 6, 8, 10], de_num_blocks=[4, 4, 4, 4], T=4)),
+# name -> (class, default constructor kwargs). en/de_num_blocks: blocks per U-Net level.
+MODEL_REGISTRY: dict[str, tuple[type[SpikingRestorer], dict]] = {
+    'spikerain-s': (SpikeRain, dict(dim=32, en_num_blocks=[2, 2, 4, 4],
+                                    de_num_blocks=[1, 1, 1, 1], T=4)),
+    'spikerain-m': (SpikeRain, dict(dim=48, en_num_blocks=[4, 4, 8, 8],
+                                    de_num_blocks=[2, 2, 2, 2], T=4)),
+    'spikerain-l': (SpikeRain, dict(dim=64, en_num_blocks=[6, 6, 8, 10],
+                                    de_num_blocks=[4, 4, 4, 4], T=4)),
     # A CPU-sized SpikeRain (the golden 'tiny' config) for tests, demos and quick experiments.
-    'spikerain-tiny': ('spikerain', 'SpikeRain',
-                       dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4)),
-    'esdnet': ('esdnet', 'ESDNet',
-               dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4)),
-    'esdnet-tiny': ('esdnet', 'ESDNet',
-                    dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4)),
+    'spikerain-tiny': (SpikeRain, dict(dim=16, en_num_blocks=[1, 1, 1, 1],
+                                       de_num_blocks=[1, 1, 1, 1], T=4)),
+    'esdnet': (ESDNet, dict(dim=48, en_num_blocks=[4, 4, 8, 8],
+                            de_num_blocks=[2, 2, 2, 2], T=4)),
+    'esdnet-tiny': (ESDNet, dict(dim=16, en_num_blocks=[1, 1, 1, 1],
+                                 de_num_blocks=[1, 1, 1, 1], T=4)),
     # VLIF-Net: the official dim 48 layout; '-l' adds the 4 refinement SDEMs of the Rain200L
     # weights; '-tiny' is the golden CPU config.
-    'vlif-net': ('vlifnet', 'VLIFNet',
-                 dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4,
-                      use_refinement=False)),
-    'vlif-net-l': ('vlifnet', 'VLIFNet',
-                   dict(dim=48, en_num_blocks=[4, 4, 8, 8], de_num_blocks=[2, 2, 2, 2], T=4,
-                        use_refinement=True)),
-    'vlif-net-tiny': ('vlifnet', 'VLIFNet',
-                      dict(dim=16, en_num_blocks=[1, 1, 1, 1], de_num_blocks=[1, 1, 1, 1], T=4,
-                           use_refinement=False)),
+    'vlif-net': (VLIFNet, dict(dim=48, en_num_blocks=[4, 4, 8, 8],
+                               de_num_blocks=[2, 2, 2, 2], T=4, use_refinement=False)),
+    'vlif-net-l': (VLIFNet, dict(dim=48, en_num_blocks=[4, 4, 8, 8],
+                                 de_num_blocks=[2, 2, 2, 2], T=4, use_refinement=True)),
+    'vlif-net-tiny': (VLIFNet, dict(dim=16, en_num_blocks=[1, 1, 1, 1],
+                                    de_num_blocks=[1, 1, 1, 1], T=4, use_refinement=False)),
 }
 
 
@@ -54,9 +58,11 @@ def available_models() -> list[str]:
 NEURONS = ('lif', 'relu')
 
 
-def _model_class(name: str) -> type:
-    module_name, class_name, _ = MODEL_REGISTRY[name]
-    return getattr(importlib.import_module(f'.{module_name}', __name__), class_name)
+def model_class(name: str) -> type[SpikingRestorer]:
+    """The class a registered name builds."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f'unknown model {name!r}; available: {", ".join(available_models())}')
+    return MODEL_REGISTRY[name][0]
 
 
 def model_config(name: str, **overrides) -> dict:
@@ -68,15 +74,15 @@ def model_config(name: str, **overrides) -> dict:
     over the T steps, so the steps differ even without spikes. ``neuron='lif'`` (the default)
     adds nothing, so spiking configs and checkpoints stay as they were.
     """
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f'unknown model {name!r}; available: {", ".join(available_models())}')
-    cfg = {**MODEL_REGISTRY[name][2], **overrides}
+    cls = model_class(name)
+    # A deep copy: a model's config must not share lists with the registry's defaults.
+    cfg = {**copy.deepcopy(MODEL_REGISTRY[name][1]), **overrides}
     neuron = cfg.pop('neuron', 'lif')
     if neuron not in NEURONS:
         raise ValueError(f'{name}: neuron {neuron!r} unknown; choose one of {", ".join(NEURONS)}')
     if neuron == 'relu':
         cfg['neuron'] = 'relu'
-        if 'T' not in overrides and getattr(_model_class(name), 'ann_single_step', False):
+        if 'T' not in overrides and cls.ann_single_step:
             cfg['T'] = 1
     return cfg
 
@@ -88,7 +94,7 @@ def build_model(name: str, **overrides) -> nn.Module:
     spiking neuron replaced by a ReLU (see :func:`model_config` for T).
     """
     cfg = model_config(name, **overrides)
-    cls = _model_class(name)
+    cls = model_class(name)
     kwargs = {k: v for k, v in cfg.items() if k != 'neuron'}
     accepted = set(inspect.signature(cls.__init__).parameters) - {'self'}
     unknown = sorted(set(kwargs) - accepted)
@@ -136,5 +142,7 @@ def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Modul
     return model
 
 
-__all__ = ['build_from_checkpoint', 'save_weights', 'MODEL_REGISTRY', 'available_models', 'build_model', 'load_weights', 'model_config',
-           'reset_spiking_state', 'WeightsError', 'NEURONS', 'is_ann_twin']
+__all__ = ['MODEL_REGISTRY', 'NEURONS', 'ESDNet', 'SpikeRain', 'SpikingRestorer', 'VLIFNet',
+           'WeightsError', 'available_models', 'build_from_checkpoint', 'build_model',
+           'is_ann_twin', 'load_weights', 'model_class', 'model_config', 'reset_spiking_state',
+           'save_weights']

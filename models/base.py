@@ -25,13 +25,28 @@ class SpikingRestorer(nn.Module):
     ``size_multiple``. This wrapper pads, resets every neuron before and after the call (so the
     same input always gives the same output), and crops back to the input's size.
     ``models.acceleration`` can set ``fast_path`` to run a faster equivalent instead.
+
+    Every model provides the attributes declared below (tests/test_model_contract.py checks
+    them for each registered name), so scripts and tools never need to know the class.
     """
 
-    size_multiple: int = 4
+    # Set by models.build_model: the registry name and the full constructor kwargs (plus
+    # ``neuron: relu`` for an ANN twin), saved with the weights so a checkpoint rebuilds its
+    # model. Absent on a model constructed directly rather than through build_model.
+    model_name: str
+    config: dict
+    # Set by the constructor: time steps of the spiking forward, and channels of the input.
+    T: int
     in_channels: int = 3
+    # Input sides are padded up to a multiple of this (the U-Net's total downsampling).
+    size_multiple: int = 4
     # Set by models.acceleration: a callable (model, padded image) -> output used instead of
     # forward_padded. None means the plain reference forward.
     fast_path = None
+    # A model joins the fast path by defining ``fast_forward(self, img, run) -> output``: the
+    # computation of forward_padded built from ``run``'s pieces (a models.acceleration.FastRunner:
+    # fused neurons, convs/BNs in the chosen layout and precision). None: no fast path.
+    fast_forward = None
     # True where the T steps only repeat the image, so an ANN twin (ReLU instead of spikes)
     # computes T equal copies and is built with T = 1 (see models.build_model, neuron='relu').
     ann_single_step: bool = False
