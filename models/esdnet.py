@@ -89,3 +89,28 @@ class ESDNet(SpikingRestorer):
         d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], dim=2)))
         d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], dim=2))
         return self.output(self.refinement(d1.mean(dim=0))) + img
+
+    # ---- fast path (models.acceleration) ------------------------------------------------
+    def fast_forward(self, img: torch.Tensor, run) -> torch.Tensor:
+        """``forward_padded`` on time-flattened tensors with fused neurons."""
+        def block(b, t):
+            return _residual_block_fast(run, b, t)
+        x = run.embed(self.patch_embed.proj, img)
+        e1 = run.blocks(self.encoder_level1, x, block)
+        e2 = run.blocks(self.encoder_level2, run.down(self.down1_2, e1), block)
+        d3 = run.down(self.down2_3, e2)
+        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3, block), block)
+        d2 = torch.cat([run.up(self.up3_2, d3), e2], dim=1)
+        d2 = run.segment(lambda t: run.lif_conv_bn(self.reduce_chan_level2, t), d2)
+        d2 = run.blocks(self.decoder_level2, d2, block)
+        d1 = torch.cat([run.up(self.up2_1, d2), e1], dim=1)
+        d1 = run.blocks(self.decoder_level1, d1, block)
+        return self.output(self.refinement(run.steps(d1).mean(dim=0))) + img
+
+
+def _residual_block_fast(run, block: SpikingResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    r, sc = block.residual, block.shortcut
+    a = run.conv_bn(run.neuron(r[0], x), r[1], r[2])
+    a = run.conv_bn(run.neuron(r[3], a), r[4], r[5])
+    u = a + run.conv_bn(x, sc[0], sc[1])
+    return run.layout((block.attn(run.steps(u)) + run.steps(x)).flatten(0, 1))

@@ -13,6 +13,8 @@ it was no faster once the ops are in place, and it costs a compilation, so it is
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
@@ -118,3 +120,103 @@ def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float) -> t
     if x.dtype in _HALF:         # the cast is differentiable: the gradient comes back in x.dtype
         return _LIFFunction.apply(x.float(), T, v_th, alpha).to(x.dtype)
     return _LIFFunction.apply(x, T, v_th, alpha)
+
+
+# ---- NI-LIF (VLIF-Net's multi-level neuron), optionally over VLIF's r x r patch steps ----------
+def nilif_supported(neuron_module: nn.Module) -> bool:
+    """True for the models' NI-LIF (any number of levels, any decay)."""
+    from .spiking import NILIF
+    return type(neuron_module) is NILIF
+
+
+def _patch_steps(T: int, r: int):
+    """VLIF's step order: step ``t*r*r + i*r + j`` is pixel (i, j) of each patch at step t."""
+    return [(t, i * r + j, i, j) for t in range(T) for i in range(r) for j in range(r)]
+
+
+def _nilif_run(x: torch.Tensor, T: int, r: int, levels: int, decay: float,
+               fmt: torch.memory_format, inside: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward of the fused NI-LIF; fills ``inside`` (bool, ``[T, r*r, B, C, h, w]``) with where
+    the potential lay in [0, levels] (the straight-through gradient's support) when given.
+
+    The r x r patch pixels are read as strided views of ``x [T*B,C,H,W]`` (no reorganised copy)
+    and the spikes written into the pixel-unshuffled layout ``[T*B, C*r*r, H/r, W/r]``. Same ops
+    in the same order as ``models.spiking.NILIF``: ``u = (u - s)·decay + x``, then
+    ``s = round(clamp(u, 0, L)) / L``, so the spikes are the same bit for bit.
+    """
+    N, C, H, W = x.shape
+    B, h, w, rr = N // T, H // r, W // r, r * r
+    out = torch.empty((N, C * rr, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    outs = out.view(T, B, C, rr, h, w)
+    xs = _steps(x, T)
+    u = torch.empty((B, C, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    q = torch.empty_like(u)
+    exact_scale = decay > 0 and math.frexp(decay)[0] == 0.5   # a power of two: u·decay exact
+    prev = None
+    for t, k, i, j in _patch_steps(T, r):
+        x_k = xs[t][:, :, i::r, j::r]
+        if prev is None:
+            u.copy_(x_k)
+        else:
+            u.sub_(prev)                                    # reset by the (detached) spike
+            if exact_scale:
+                torch.add(x_k, u, alpha=decay, out=u)       # x + u·decay, one rounding
+            else:
+                u.mul_(decay).add_(x_k)
+        torch.clamp(u, 0, levels, out=q)
+        if inside is not None:
+            torch.eq(q, u, out=inside[t, k])
+        prev = torch.div(q.round_(), float(levels), out=outs[t, :, :, k])
+    return out
+
+
+class _NILIFFunction(torch.autograd.Function):
+    """Fused NI-LIF with the official straight-through gradient (1/L on [0, L], else 0);
+    saves one bool mask instead of every step's potential."""
+
+    @staticmethod
+    def forward(ctx, x, T, r, levels, decay, fmt):
+        N, C, H, W = x.shape
+        inside = torch.empty((T, r * r, N // T, C, H // r, W // r), dtype=torch.bool,
+                             device=x.device)
+        out = _nilif_run(x, T, r, levels, decay, fmt, inside)
+        ctx.save_for_backward(inside)
+        ctx.T, ctx.r, ctx.levels, ctx.decay, ctx.shape = T, r, levels, decay, x.shape
+        ctx.fmt = fmt
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        inside, = ctx.saved_tensors
+        T, r, levels, decay = ctx.T, ctx.r, ctx.levels, ctx.decay
+        N, C, H, W = ctx.shape
+        B = N // T
+        grad_x = torch.empty(ctx.shape, dtype=grad_out.dtype, device=grad_out.device,
+                             memory_format=ctx.fmt)
+        gxs, gouts = _steps(grad_x, T), grad_out.reshape(T, B, C, r * r, H // r, W // r)
+        carry = None                                        # dL/du of the next step
+        for t, k, i, j in reversed(_patch_steps(T, r)):
+            g = torch.mul(gouts[t, :, :, k], inside[t, k]).div_(float(levels))
+            if carry is not None:
+                g.add_(carry, alpha=decay)
+            gxs[t][:, :, i::r, j::r].copy_(g)
+            carry = g
+        return grad_x, None, None, None, None, None
+
+
+def nilif_spikes(x: torch.Tensor, T: int, r: int, levels: int, decay: float, grad: bool,
+                 fmt: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """NI-LIF spikes of ``x [T*B,C,H,W]`` from rest over T·r² steps (r = 1: the plain NI-LIF),
+    in the pixel-unshuffled layout ``[T*B, C*r*r, H/r, W/r]``; differentiable when ``grad``.
+    Half inputs are integrated in float32 and the spikes returned in their dtype."""
+    dtype = x.dtype
+    if dtype in _HALF:
+        x = x.float()
+    if x.shape[-1] % r or x.shape[-2] % r:
+        raise ValueError(f'VLIF needs H and W divisible by {r}, got {x.shape[-2]}x{x.shape[-1]}')
+    if grad:
+        out = _NILIFFunction.apply(x, T, r, int(levels), float(decay), fmt)
+    else:
+        with torch.no_grad():
+            out = _nilif_run(x, T, r, int(levels), float(decay), fmt)
+    return out if out.dtype == dtype else out.to(dtype)

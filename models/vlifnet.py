@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .base import SpikingRestorer
 from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, conv2d, make_lif,
@@ -37,6 +38,8 @@ class SDEM(nn.Module):
     followed by conv3x3 + tdBN; a conv3x3 + tdBN shortcut on real values joins before the
     attention, then the block input is added back. ``neuron`` picks group 2's unit.
     """
+
+    conv_bn_pairs = (('conv1', 'bn1'), ('conv2', 'bn2'))     # folded by the fast path
 
     def __init__(self, dim: int, T: int = 4, neuron: str = 'vlif',
                  vlif_restore: str = 'bilinear_conv'):
@@ -87,6 +90,8 @@ class SMU(nn.Module):
     plus the skip, and a final attention.
     """
 
+    conv_bn_pairs = (('conv_1', 'bn_1'), ('conv_2', 'bn_2'))  # folded by the fast path
+
     def __init__(self, dim: int, T: int = 4, r: int = 2, **sdem_options):
         super().__init__()
         self.r = r
@@ -134,6 +139,8 @@ class VLIFNet(SpikingRestorer):
     """
 
     size_multiple = 8    # three halvings: two U-Net levels, then the VLIF's r = 2 at level 3
+    conv_bn_pairs = (('reduce_conv_level2', 'reduce_bn_level2'),      # folded by the fast path
+                     ('reduce_conv_level1', 'reduce_bn_level1'))
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  en_num_blocks: Sequence[int] = (4, 4, 8, 8),
@@ -188,6 +195,33 @@ class VLIFNet(SpikingRestorer):
             d1 = self.refinement_blocks(d1)
         return self.output(d1.mean(dim=0)) + img
 
+    # ---- fast path (models.acceleration) ------------------------------------------------
+    def fast_forward(self, img: torch.Tensor, run) -> torch.Tensor:
+        """``forward_padded`` on time-flattened tensors: fused LIF/NI-LIF, VLIF's patch steps
+        read as strided views (no reorganised copies), BNs folded at inference."""
+        def sdem(b, t):
+            return _sdem_fast(run, b, t)
+
+        def reduce(lif, conv, bn):
+            return lambda t: run.conv_bn(run.neuron(lif, t), conv, bn)
+        x = run.embed(self.patch_embed.proj, img)
+        e1 = run.segment(lambda t: _smu_fast(run, self.encoder_level1, t), x)
+        e2 = run.blocks(self.encoder_level2, run.down(self.down1_2, e1), sdem)
+        d3 = run.down(self.down2_3, e2)
+        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3, sdem), sdem)
+        d2 = torch.cat([run.up(self.up3_2, d3), e2], dim=1)
+        d2 = run.segment(reduce(self.lif_level2, self.reduce_conv_level2,
+                                self.reduce_bn_level2), d2)
+        d2 = run.blocks(self.decoder_level2, d2, sdem)
+        d1 = torch.cat([run.up(self.up2_1, d2), e1], dim=1)
+        d1 = run.segment(reduce(self.lif_level1, self.reduce_conv_level1,
+                                self.reduce_bn_level1), d1)
+        d1 = run.segment(lambda t: _smu_fast(run, self.decoder_level1, t), d1)
+        d1 = run.segment(lambda t: _smu_fast(run, self.additional_sunet_level1, t), d1)
+        if self.use_refinement:
+            d1 = run.blocks(self.refinement_blocks, d1, sdem)
+        return run.conv(run.steps(d1).mean(dim=0), self.output[0]) + img
+
     @staticmethod
     def convert_official_state_dict(sd: Mapping[str, torch.Tensor]
                                     ) -> 'OrderedDict[str, torch.Tensor]':
@@ -198,3 +232,53 @@ class VLIFNet(SpikingRestorer):
                 key = pattern.sub(repl, key)
             out[key] = value
         return out
+
+
+# ---- fast path pieces (time-flattened [T*B,C,H,W] tensors; ``run``: models.acceleration) ------
+def _decompose_enhance_fast(run, x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
+                            b: torch.Tensor) -> torch.Tensor:
+    """:func:`_decompose_enhance`; with ``fast_arithmetic`` as ``b·x + high·(x + a - b)``
+    (three passes instead of six)."""
+    if not run.opts.fast_arithmetic:
+        return _decompose_enhance(x, high, a, b)
+    return torch.addcmul(x * b, high, x + (a - b))
+
+
+def _sdem_fast(run, block: SDEM, x: torch.Tensor) -> torch.Tensor:
+    out = _decompose_enhance_fast(run, x, run.neuron(block.lif_1, x), block.high_freq_scale_1,
+                                  block.low_freq_scale_1)
+    out = run.conv_bn(out, block.conv1, block.bn1)
+    out = _decompose_enhance_fast(run, out, run.neuron(block.lif_2, out),
+                                  block.high_freq_scale_2, block.low_freq_scale_2)
+    out = run.conv_bn(out, block.conv2, block.bn2) + run.conv_bn(x, *block.shortcut)
+    return run.layout((block.attn(run.steps(out)) + run.steps(x)).flatten(0, 1))
+
+
+def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
+    """The SMU: NI-LIF over the r x r patch steps straight into the unshuffled layout
+    ``[T*B, C*r*r, h, w]``, where the step gate is a per-(t, b, sub-step) scale and the
+    Conv3d that merges each group of r*r steps is a 1x1 conv over C*r*r channels."""
+    T, r = run.T, smu.r
+    rr = r * r
+    skip = _sdem_fast(run, smu.initial_residual, x)
+    s = run.nilif(smu.lif_node, skip, r)                           # [T*B, C*rr, h, w]
+    N, Crr, h, w = s.shape
+    B, C = N // T, Crr // rr
+    if run.opts.fast_arithmetic:
+        s6 = s.view(T, B, C, rr, h, w)
+        mlp = smu.time_attention.sharedMLP
+        w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
+
+        def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
+            return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
+        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(s6.amax(dim=(2, 4, 5))))
+        gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)   # still [T*B, C*rr] layout
+        merge = smu.temporal_compress[0].weight.reshape(C, C * rr, 1, 1)
+        out = torch.relu_(run.conv_weight(run.layout(gated.reshape(N, Crr, h, w)), merge))
+    else:
+        steps = s.view(T, B, C, rr, h, w).permute(1, 0, 3, 2, 4, 5).reshape(B, T * rr, C, h, w)
+        steps = (steps * smu.time_attention(steps)).permute(0, 2, 1, 3, 4)
+        out = run.layout(smu.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
+    out = run.module(smu.attn_1, run.conv_bn(run.neuron(smu.lif_1, out), smu.conv_1, smu.bn_1))
+    out = run.module(smu.attn_2, run.conv_bn(run.neuron(smu.lif_2, out), smu.conv_2, smu.bn_2))
+    return run.module(smu.final_attn, run.upsample(out, r) + skip)
