@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 from utils.cli import run_main
-from utils.distributed import configure_numerics
+from utils.distributed import configure_numerics, resolve_device
+from utils.evaluate import (PairingError, evaluate_pairs, format_table, pair_by_stem, psnr_text,
+                            write_csv_report, write_json_report)
 from utils.image_io import ImageReadError
-from utils.inference import resolve_device
-from utils.metrics import (LPIPSMetric, LPIPSUnavailable, PairingError, evaluate_pairs,
-                           format_table, pair_by_stem, psnr_text, write_csv_report,
-                           write_json_report)
+from utils.metrics import LPIPSMetric, LPIPSUnavailable
 from utils.paths import check_writes
 
 

@@ -15,15 +15,15 @@ import torch
 
 from models import WeightsError, available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
-from utils.distributed import configure_numerics
+from utils.distributed import configure_numerics, resolve_device
 from utils.gpu import lif_kernel_report
 from utils.cli import describe, exit_code, interruption, run_main
-from utils.inference import (OutputWriteError, check_output_manifest, check_tiling, file_sha256,
-                             find_inputs, output_path, resolve_device, restore_files,
-                             write_manifest)
+from utils.evaluate import (PairingError, evaluate_pairs, pair_with_targets, psnr_text,
+                            target_folder)
+from utils.inference import (OutputWriteError, check_output_manifest, file_sha256, find_inputs,
+                             output_path, restore_files, write_manifest)
 from utils.image_io import ImageReadError, check_writable, remove_interrupted_writes
-from utils.metrics import (PairingError, evaluate_pairs, pair_with_targets, psnr_text,
-                           target_folder)
+from utils.tiling import check_tiling
 from utils.paths import check_writes, split_folders
 
 # Folder names that say nothing about the data set; the default save path skips them.

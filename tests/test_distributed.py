@@ -16,14 +16,19 @@ from utils.distributed import DeviceError, DistInfo, EpochSampler, resolve_devic
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_device_choice():
+def test_device_choice(monkeypatch):
+    """The one --device parser every script uses; each refusal is one line naming the value."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert resolve_device('cpu') == torch.device('cpu')
-    if not torch.cuda.is_available():
-        assert resolve_device('auto') == torch.device('cpu')
-        with pytest.raises(DeviceError, match='--device cuda: no CUDA GPU'):
-            resolve_device('cuda')
-    with pytest.raises(DeviceError, match='auto, cpu or cuda'):
-        resolve_device('tpu')
+    assert resolve_device('auto') == torch.device('cpu')
+    for choice in ('cuda', 'cuda:0', 'cuda:3'):
+        with pytest.raises(DeviceError, match=f'--device {choice}: no CUDA GPU') as err:
+            resolve_device(choice)
+        assert '\n' not in str(err.value)
+    for choice in ('tpu', 'banana', 'mps', 'meta', 'CPU'):
+        with pytest.raises(DeviceError, match=f'--device {choice}: not supported; use auto, '
+                                              'cpu or cuda'):
+            resolve_device(choice)
 
 
 def test_single_process_without_torchrun(monkeypatch):

@@ -7,8 +7,8 @@ from PIL import Image
 
 from models import build_model
 from utils.image_io import read_image_rgb
-from utils.inference import (_ramp_1d, check_tiling, find_inputs, resolve_device, restore,
-                             restore_files, tile_starts)
+from utils.inference import find_inputs, restore, restore_files
+from utils.tiling import _ramp_1d, blend_tiles, check_tiling, tile_starts
 
 
 class LocalConvNet(nn.Module):
@@ -76,6 +76,22 @@ def test_blend_ramps_are_positive_and_sum_to_one_across_an_overlap():
     assert torch.all(fall > 0) and torch.all(rise > 0)
     assert torch.allclose(fall[-8:] + rise[:8], torch.ones(8), atol=1e-6)
     assert torch.all(fall[:24] == 1) and torch.all(rise[8:] == 1)
+
+
+def test_blend_tiles_needs_only_a_function_of_tile_batches():
+    """utils.tiling knows nothing of models: a pixel-wise function comes back exactly."""
+    seen = []
+
+    def square(tiles):
+        seen.append(tuple(tiles.shape))
+        return tiles ** 2
+    img = torch.rand(1, 3, 45, 70, dtype=torch.float64)
+    out = blend_tiles(square, img, tile=20, overlap=6, batch_size=5)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    torch.testing.assert_close(out, img ** 2, rtol=0, atol=1e-12)
+    n_tiles = len(tile_starts(45, 20, 6)) * len(tile_starts(70, 20, 6))
+    assert sum(b for b, *_ in seen) == n_tiles and max(b for b, *_ in seen) == 5
+    assert all(shape[2:] == (20, 20) for shape in seen)
 
 
 def test_tiled_equals_untiled_away_from_seams_for_a_local_model():
@@ -154,17 +170,6 @@ def test_bad_tiling_options_are_rejected_naming_the_option():
     # The library caps the overlap at half a tile (training validation passes only a tile).
     model, x = LocalConvNet().eval(), _smooth(40, 40)
     assert torch.equal(restore(model, x, tile=16), restore(model, x, tile=16, tile_overlap=8))
-
-
-def test_resolve_device():
-    assert resolve_device('cpu') == torch.device('cpu')
-    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
-    assert resolve_device('auto').type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match='CUDA is not available'):
-            resolve_device('cuda')
-    with pytest.raises(ValueError, match='--device banana'):
-        resolve_device('banana')
 
 
 def _write_inputs(folder):

@@ -35,10 +35,11 @@ from utils.cli import describe, print_error, run_main  # noqa: E402
 from utils.datasets import DATASET_PRESETS  # noqa: E402
 from utils.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
 from utils.image_io import list_images, read_image_tensor, remove_interrupted_writes  # noqa: E402
-from utils.inference import (check_tiling, find_inputs, output_path, resolve_device,  # noqa: E402
-                             restore_files)
-from utils.metrics import (evaluate_pair, mean_metrics, pair_with_targets,  # noqa: E402
-                           write_text_atomic)
+from utils.atomic import write_text_atomic  # noqa: E402
+from utils.distributed import resolve_device  # noqa: E402
+from utils.evaluate import evaluate_pair, mean_metrics, pair_with_targets  # noqa: E402
+from utils.inference import find_inputs, output_path, restore_files  # noqa: E402
+from utils.tiling import check_tiling  # noqa: E402
 
 TABLE_NAME = 'paper_table'
 

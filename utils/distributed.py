@@ -41,8 +41,10 @@ class DistInfo:
 
 def resolve_device(choice: str = 'auto', local_rank: int = 0,
                    processes_per_node: int = 1) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error.
+    """The project's one ``--device`` parser: auto, cpu, cuda or cuda:N, for every script.
 
+    'auto' -> CUDA when available, else CPU; 'cuda' or 'cuda:N' without a GPU is an error.
+    Other torch device types (mps, meta, ...) are refused here rather than failing later.
     Under torchrun every process takes the GPU of its LOCAL_RANK: more processes per node than
     visible GPUs is refused (they would silently share one). ``cuda:N`` picks GPU N of a
     single process; an N this machine does not have is a one-line error.
@@ -57,7 +59,7 @@ def resolve_device(choice: str = 'auto', local_rank: int = 0,
             raise DeviceError(f'--device {choice}: under torchrun use --device cuda (or auto); '
                               f'each process takes the GPU of its LOCAL_RANK')
     elif choice not in ('auto', 'cpu', 'cuda'):
-        raise DeviceError(f'--device must be auto, cpu or cuda (or cuda:N), got {choice!r}')
+        raise DeviceError(f'--device {choice}: not supported; use auto, cpu or cuda (or cuda:N)')
     if choice != 'cpu' and choice != 'auto' and not torch.cuda.is_available():
         raise DeviceError(f'--device {choice}: no CUDA GPU is available on this machine '
                           '(use --device cpu or auto)')

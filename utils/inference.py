@@ -2,14 +2,14 @@
 
 The model itself pads to the size it needs and resets its spiking state around every forward
 (see ``models.base.SpikingRestorer``); :func:`restore` adds device handling, no-grad, clamping
-and tiled inference. Tiling bounds memory for large images: each tile is an independent forward,
-tiles overlap, and the overlaps are blended with smooth weights so that no seam shows.
+and, optionally, tiled inference (the tiles and their blending are in :mod:`utils.tiling`).
 :func:`restore_files` runs it over files the way test.py (and the demo) need: resumable,
-atomic, and one bad file does not stop the rest.
+atomic, and one bad file does not stop the rest; a manifest records which weights made them.
 """
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,104 +22,18 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
+from .atomic import remove_stale_temps, write_text_atomic
 from .image_io import (ImageReadError, NonFiniteImageError, is_image_file, is_out_of_space,
                        list_images, read_image_rgb, tensor_to_uint8, uint8_to_tensor,
                        write_png_atomic)
+from .tiling import blend_tiles, check_tiling
 
 # Untiled images larger than this get a one-time note suggesting --tile.
 LARGE_IMAGE_PIXELS = 4096 * 4096
 
 
-def resolve_device(name: str = 'auto') -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without it is an error.
-
-    Only ``auto``, ``cpu``, ``cuda`` and ``cuda:N`` (an existing GPU) are accepted: other torch
-    device types (``mps``, ``meta``, ``xla``, ...) would fail later with a traceback.
-    """
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f'--device {name}: not a device name (use auto, cpu or cuda)') from None
-    if device.type not in ('cpu', 'cuda'):
-        raise ValueError(f'--device {name}: unsupported device type {device.type!r} '
-                         f'(use auto, cpu, cuda or cuda:N)')
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(f'--device {name}: CUDA is not available on this machine '
-                             f'(use cpu or auto)')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f'--device {name}: no such GPU (this machine has '
-                             f'{torch.cuda.device_count()})')
-    return device
-
-
-def check_tiling(tile: int | None, tile_overlap: int) -> None:
-    """Reject tiling options that cannot work, with a message naming the option."""
-    if tile is None:
-        return
-    if tile < 8:
-        raise ValueError(f'--tile {tile}: tiles must be at least 8 pixels')
-    if tile_overlap < 0 or tile_overlap >= tile:
-        raise ValueError(f'--tile_overlap {tile_overlap}: must be >= 0 and smaller than '
-                         f'--tile ({tile})')
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering ``length``: stride ``tile - overlap``, last one flush."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
-
-
-def _ramp_1d(size: int, overlap: int, rise: bool, fall: bool) -> torch.Tensor:
-    """Weights along one side of a tile: 1 inside, sin^2 ramps where a neighbour overlaps.
-
-    The ramps are strictly positive and a rising ramp plus the falling ramp of the neighbour
-    sums to 1 over an overlap of exactly ``overlap`` pixels, so blending is a partition of unity
-    (the accumulated weights are still normalised, for the last, flush tile).
-    """
-    w = torch.ones(size)
-    r = min(overlap, size // 2)
-    if r > 0:
-        ramp = torch.sin(0.5 * math.pi * (torch.arange(r) + 0.5) / r) ** 2
-        if rise:
-            w[:r] = ramp
-        if fall:
-            w[size - r:] = ramp.flip(0)
-    return w
-
-
-def _tile_weight(y: int, x: int, th: int, tw: int, h: int, w: int, overlap: int) -> torch.Tensor:
-    wy = _ramp_1d(th, overlap, rise=y > 0, fall=y + th < h)
-    wx = _ramp_1d(tw, overlap, rise=x > 0, fall=x + tw < w)
-    return wy[:, None] * wx[None, :]
-
-
 def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return model(batch.to(device)).clamp_(0, 1)
-
-
-def _restore_tiled(model: nn.Module, img: torch.Tensor, tile: int, overlap: int,
-                   batch_size: int, device: torch.device, progress: bool) -> torch.Tensor:
-    """Tiled restoration of one ``[1,C,H,W]`` image; buffers live on the image's device."""
-    _, c, h, w = img.shape
-    th, tw = min(tile, h), min(tile, w)
-    coords = [(y, x) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
-    out = torch.zeros(1, c, h, w, dtype=img.dtype, device=img.device)
-    weight = torch.zeros(1, 1, h, w, dtype=img.dtype, device=img.device)
-    for i in tqdm(range(0, len(coords), batch_size), desc='tiles', unit='batch', leave=False,
-                  disable=not progress or len(coords) <= batch_size):
-        chunk = coords[i:i + batch_size]
-        tiles = torch.cat([img[..., y:y + th, x:x + tw] for y, x in chunk])
-        pred = _forward(model, tiles, device).to(img.device, img.dtype)
-        for k, (y, x) in enumerate(chunk):
-            wt = _tile_weight(y, x, th, tw, h, w, overlap).to(img.device, img.dtype)
-            out[..., y:y + th, x:x + tw] += pred[k:k + 1] * wt
-            weight[..., y:y + th, x:x + tw] += wt
-    return out.div_(weight)
 
 
 @torch.no_grad()
@@ -143,8 +57,9 @@ def restore(model: nn.Module, img: torch.Tensor, tile: int | None = None, tile_o
     check_tiling(tile, overlap)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    return torch.cat([_restore_tiled(model, img[b:b + 1], tile, overlap, batch_size, device,
-                                     progress) for b in range(img.shape[0])])
+    return torch.cat([blend_tiles(lambda tiles: _forward(model, tiles, device), img[b:b + 1],
+                                  tile, overlap, batch_size, progress)
+                      for b in range(img.shape[0])])
 
 
 # --- Folders of files: what test.py runs ------------------------------------------------------
@@ -308,7 +223,6 @@ class OutputsMismatchError(ValueError):
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    import hashlib
     digest = hashlib.sha256()
     with open(path, 'rb') as fh:
         for block in iter(lambda: fh.read(chunk), b''):
@@ -326,7 +240,6 @@ def _describe_recipe(recipe: dict) -> str:
 
 def read_manifest(save_dir: str | Path) -> dict | None:
     """The folder's manifest, ``None`` if it has none; an unreadable one is ``{}``."""
-    import json
     path = Path(save_dir) / MANIFEST_NAME
     if not path.is_file():
         return None
@@ -372,21 +285,11 @@ def check_output_manifest(save_dir: str | Path, recipe: dict, inputs: list[Path]
 
 
 def write_manifest(save_dir: str | Path, recipe: dict, overwriting: bool = False) -> None:
-    """Record the recipe of the folder's outputs (atomically)."""
-    import json
-    import os
-    import tempfile
-    save_dir = Path(save_dir)
+    """Record the recipe of the folder's outputs (atomically).
+
+    Temps of a manifest write killed before its rename are removed first.
+    """
     doc = {'recipe': recipe, 'overwriting': bool(overwriting)}
-    fd, tmp = tempfile.mkstemp(prefix=f'{MANIFEST_NAME}.', suffix='.tmp', dir=save_dir)
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-            fh.write('\n')
-        os.replace(tmp, save_dir / MANIFEST_NAME)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
-            raise OSError(err.errno, err.strerror, str(save_dir / MANIFEST_NAME)) from None
-        raise
+    remove_stale_temps(save_dir, [MANIFEST_NAME])
+    write_text_atomic(Path(save_dir) / MANIFEST_NAME,
+                      json.dumps(doc, indent=2, sort_keys=True) + '\n')
