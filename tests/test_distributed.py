@@ -26,7 +26,7 @@ def test_device_choice(monkeypatch):
             resolve_device(choice)
         assert '\n' not in str(err.value)
     for choice in ('tpu', 'banana', 'mps', 'meta', 'CPU'):
-        with pytest.raises(DeviceError, match=f'--device {choice}: not supported; use auto, '
+        with pytest.raises(DeviceError, match=f'--device {choice}: unsupported; use auto, '
                                               'cpu or cuda'):
             resolve_device(choice)
 

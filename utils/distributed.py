@@ -59,7 +59,7 @@ def resolve_device(choice: str = 'auto', local_rank: int = 0,
             raise DeviceError(f'--device {choice}: under torchrun use --device cuda (or auto); '
                               f'each process takes the GPU of its LOCAL_RANK')
     elif choice not in ('auto', 'cpu', 'cuda'):
-        raise DeviceError(f'--device {choice}: not supported; use auto, cpu or cuda (or cuda:N)')
+        raise DeviceError(f'--device {choice}: unsupported; use auto, cpu or cuda (or cuda:N)')
     if choice != 'cpu' and choice != 'auto' and not torch.cuda.is_available():
         raise DeviceError(f'--device {choice}: no CUDA GPU is available on this machine '
                           '(use --device cpu or auto)')
