@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -62,5 +63,47 @@ def test_cli_prints_floor_ratio_speedup_and_memory():
 
 
 def test_cli_rejects_bad_options():
-    code, _, err = run('--model', 'vlif-net-tiny')
-    assert code == 2 and err.count('\n') == 1 and 'no fast path' in err
+    code, _, err = run('--model', 'vlif-net-xl')
+    assert code == 2 and err.count('\n') == 1 and 'unknown' in err
+    code, _, err = run('--model', 'vlif-net-tiny', '--inference', 'warp')
+    assert code == 2 and err.count('\n') == 1 and 'warp' in err
+
+
+def test_default_variants_are_what_the_scripts_do():
+    """'default' = test.py's fast inference and train.py's fast training, for every model."""
+    from utils.benchmarking import build_variant, train_py_uses_fast_path
+    assert train_py_uses_fast_path()
+    for name in ('spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny'):
+        infer = build_variant(Job('inference', name, 'default'))
+        assert infer.fast_path is not None and not infer.training, name
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in infer.modules())   # BN folded
+        train = build_variant(Job('training', name, 'default'))
+        assert train.fast_path is not None and train.training, name
+    assert build_variant(Job('inference', 'vlif-net-tiny', 'plain')).fast_path is None
+
+
+def test_bf16_variant_runs_bfloat16_convs():
+    from models.acceleration import BF16_WEIGHT, bf16_supported
+    from utils.benchmarking import build_variant
+    if not bf16_supported():
+        with pytest.raises(ValueError, match='bf16'):
+            build_variant(Job('inference', 'vlif-net-tiny', 'bf16'))
+        return
+    model = build_variant(Job('inference', 'vlif-net-tiny', 'bf16'))
+    assert model.fast_path.options.precision == 'bf16'
+    copies = [getattr(m, BF16_WEIGHT) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert copies and all(w.dtype == torch.bfloat16 for w in copies)
+
+
+def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor():
+    from models.acceleration import bf16_supported
+    code, out, err = run('--model', 'vlif-net-tiny', '--size', 16, '--runs', 1, '--warmup', 0,
+                         '--inference', 'plain', 'default', 'bf16', '--training')
+    assert code == 0, err
+    summary = out[out.index('summary on cpu'):].splitlines()
+    want = ['plain', 'default'] + (['bf16'] if bf16_supported() else [])
+    assert summary[1].split() == ['model', 'floor', 's'] + want
+    row = summary[3].split()
+    assert row[0] == 'vlif-net-tiny' and float(row[1]) > 0 and len(row) == 2 + len(want)
+    ratios = [float(c.rstrip('x')) for c in row[2:]]
+    assert all(r > 0 for r in ratios) and all(c.endswith('x') for c in row[2:])

@@ -5,7 +5,10 @@ warm-up, as the median of --runs rounds (one call of every variant per round, so
 others on a shared machine hits all alike); in the same run times the model's convolutions alone
 on channels-last tensors (the conv floor) and prints ``model time / conv floor``, and every fast
 path's speed-up and peak-memory ratio (first call, fresh process) against the plain eager path.
-Example: ``python tools/benchmark.py --model spikerain-s --size 256``
+``default`` is what ``test.py``/``train.py`` do with no flags; ``bf16`` runs the convs in bfloat16
+(skipped, with a note, on CPUs without native bf16). ``--model all`` measures SpikeRain-S, ESDNet
+and VLIF-Net one after another and ends with one summary table.
+Example: ``python tools/benchmark.py --model all --size 256``
 """
 from __future__ import annotations
 
@@ -21,18 +24,21 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import available_models  # noqa: E402
-from utils.benchmarking import (INFERENCE_VARIANTS, TRAINING_VARIANTS, Job,  # noqa: E402
-                                interleaved_times, peak_memory, run_isolated)
+from models import available_models, build_model  # noqa: E402
+from models.acceleration import bf16_supported, supports_fast_path  # noqa: E402
+from utils.benchmarking import (INFERENCE_VARIANTS, NEEDS_FAST_FORWARD,  # noqa: E402
+                                TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
+                                run_isolated)
 from utils.cli import describe, print_error, run_main  # noqa: E402
 
-SUPPORTED = ('spikerain', 'esdnet')     # model families with a fast path
+ALL_MODELS = ('spikerain-s', 'esdnet', 'vlif-net')     # --model all
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', default='spikerain-s', help='registered model name')
+    p.add_argument('--model', default='spikerain-s',
+                   help=f'registered model name, or all ({", ".join(ALL_MODELS)})')
     p.add_argument('--size', type=int, default=256, help='inference image side')
     p.add_argument('--batch', type=int, default=4, help='training batch size')
     p.add_argument('--patch', type=int, default=64, help='training patch side')
@@ -51,12 +57,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> list[str]:
     """The devices to run on; raises ValueError naming the bad option."""
-    if args.model not in available_models():
+    if args.model != 'all' and args.model not in available_models():
         raise ValueError(f'--model {args.model!r}: unknown; choose one of '
-                         f'{", ".join(available_models())}')
-    if not args.model.startswith(SUPPORTED):
-        raise ValueError(f'--model {args.model}: no fast path for this model family '
-                         f'(supported: {", ".join(SUPPORTED)})')
+                         f'all, {", ".join(available_models())}')
+    fast_variants = NEEDS_FAST_FORWARD & set(args.inference + args.training)
+    for name in model_names(args):
+        if fast_variants and not supports_fast_path(build_model(name)):
+            raise ValueError(f'--model {name}: no fast path for this model (it defines no '
+                             f'fast_forward); measure only plain/default')
     for opt in ('size', 'batch', 'patch', 'runs'):
         if getattr(args, opt) < 1:
             raise ValueError(f'--{opt} must be >= 1')
@@ -76,19 +84,34 @@ def check_args(args: argparse.Namespace) -> list[str]:
     return devices
 
 
-def _job(args, task, variant, device) -> Job:
-    return Job(task, args.model, variant, args.size, args.batch, args.patch, args.runs,
+def model_names(args: argparse.Namespace) -> list[str]:
+    return list(ALL_MODELS) if args.model == 'all' else [args.model]
+
+
+def _job(args, model, task, variant, device) -> Job:
+    return Job(task, model, variant, args.size, args.batch, args.patch, args.runs,
                args.warmup, args.threads, device)
 
 
-def measure(args: argparse.Namespace, device: str) -> dict:
+def runnable_variants(variants: list[str], device: str) -> tuple[list[str], list[str]]:
+    """The variants that can run on ``device``, and one note per variant left out."""
+    if 'bf16' in variants and (device != 'cpu' or not bf16_supported()):
+        where = 'this CPU has no native bf16' if device == 'cpu' else 'bf16 is a CPU path'
+        return [v for v in variants if v != 'bf16'], [f'note: bf16 skipped on {device} ({where})']
+    return list(variants), []
+
+
+def measure(args: argparse.Namespace, model: str, device: str) -> dict:
     """Peak memory of every variant (each in a fresh process), then the times of all of them
     together in one fresh process, in rounds."""
     plan = []
     for task, variants in (('inference', args.inference), ('training', args.training)):
+        variants, notes = runnable_variants(variants, device)
+        for note in notes:
+            print(note, file=sys.stderr)
         if variants:
             plan += [(f'floor_{task}', 'conv_floor')] + [(task, v) for v in variants]
-    jobs = [_job(args, task, variant, device) for task, variant in plan]
+    jobs = [_job(args, model, task, variant, device) for task, variant in plan]
     results = {}
     for key, job in zip(tqdm(plan, desc=f'peak memory on {device}', leave=False), jobs):
         results[key] = run_isolated(peak_memory, job, what=f'{job.task} {job.variant}')
@@ -102,8 +125,8 @@ def _mb(nbytes: int) -> str:
     return f'{nbytes / 2 ** 20:,.0f}'
 
 
-def report(args, device: str, results: dict) -> list[str]:
-    lines = []
+def report(args, device: str, results: dict, model: str = '') -> list[str]:
+    lines = [f'\n== {model} ==' ] if model else []
     sections = [('inference', f'inference, 1x3x{args.size}x{args.size}', INFERENCE_VARIANTS),
                 ('training', f'training step (Adam), batch {args.batch}, patch {args.patch}',
                  TRAINING_VARIANTS)]
@@ -127,6 +150,38 @@ def report(args, device: str, results: dict) -> list[str]:
             lines.append(f'  {v:<16}{r["median_s"]:>10.3f}{r["median_s"] / floor["median_s"]:>9.2f}'
                          f'{speed:>10}{_mb(r["peak_bytes"]):>10}{mem:>11}')
         lines += [f'    {v}: {described[v]}' for v in variants]
+    return lines
+
+
+def summary(args, device: str, per_model: dict) -> list[str]:
+    """One row per model: each inference variant's time / fp32 conv floor, and the training
+    variants' speed-up and peak-memory ratio against the plain path."""
+    inf = [v for v in ('plain', 'default', 'fast', 'bf16') if any(
+        ('inference', v) in r for r in per_model.values())]
+    train = [v for v in ('default', 'fast') if any(('training', v) in r
+                                                   for r in per_model.values())]
+    lines = [f'\nsummary on {device}: inference 1x3x{args.size}x{args.size} as time / fp32 conv '
+             f'floor; training step (batch {args.batch}, patch {args.patch}) as speed-up and peak '
+             f'memory vs plain']
+    head = f'  {"model":<14}{"floor s":>9}' + ''.join(f'{v:>10}' for v in inf)
+    head += ''.join(f'{"train " + v:>16}{"mem":>6}' for v in train)
+    lines += [head, '  ' + '-' * (len(head) - 2)]
+    for model, r in per_model.items():
+        row = f'  {model:<14}'
+        floor = r.get(('floor_inference', 'conv_floor'))
+        row += f'{floor["median_s"]:>9.3f}' if floor else f'{"-":>9}'
+        for v in inf:
+            got = r.get(('inference', v))
+            row += f'{got["median_s"] / floor["median_s"]:>9.2f}x' if got and floor else f'{"-":>10}'
+        base = r.get(('training', 'plain'))
+        for v in train:
+            got = r.get(('training', v))
+            if got and base:
+                mem = got['peak_bytes'] / base['peak_bytes'] if base['peak_bytes'] else float('nan')
+                row += f'{base["median_s"] / got["median_s"]:>15.2f}x{mem:>6.2f}'
+            else:
+                row += f'{"-":>16}{"-":>6}'
+        lines.append(row)
     return lines
 
 
@@ -155,13 +210,17 @@ def main(argv=None) -> int:
           f'On a shared machine compare ratios within one run.')
     out = {}
     for device in devices:
-        try:
-            results = measure(args, device)
-        except RuntimeError as err:
-            print_error(describe(err), 'benchmark.py')
-            return 1
-        print('\n'.join(report(args, device, results)))
-        out[device] = {f'{t}/{v}': r for (t, v), r in results.items()}
+        per_model = {}
+        for model in model_names(args):
+            try:
+                results = measure(args, model, device)
+            except RuntimeError as err:
+                print_error(describe(err), 'benchmark.py')
+                return 1
+            print('\n'.join(report(args, device, results, model)))
+            per_model[model] = results
+            out.setdefault(device, {})[model] = {f'{t}/{v}': r for (t, v), r in results.items()}
+        print('\n'.join(summary(args, device, per_model)))
     if args.json:
         write_json(args.json, {'model': args.model, 'size': args.size, 'batch': args.batch,
                                'patch': args.patch, 'results': out})

@@ -27,19 +27,35 @@ import torch.nn.functional as F
 
 INFERENCE_VARIANTS = {
     'plain': 'reference eager path (NCHW, spikingjelly LIF)',
+    'default': "what test.py does with no flags: optimize_for_inference() where the model has "
+               "a fast forward, else the plain path",
     'channels_last': 'channels-last weights/activations only',
-    'fused_exact': 'fused LIF + dense-block spike reuse + patch embed once (NCHW, no BN '
-                   'folding: the golden-exact fast path)',
-    'fast': 'optimize_for_inference defaults: fused LIF, channels-last, fast attention, '
-            'BN folded, patch embed once',
+    'fused_exact': 'fused LIF/NI-LIF + spike reuse + patch embed once (NCHW, no BN folding: '
+                   'the golden-exact fast path)',
+    'fast': 'optimize_for_inference defaults: fused neurons, channels-last, fast attention/'
+            'arithmetic, BN folded, patch embed once',
+    'bf16': "optimize_for_inference(precision='bf16'): the above with bfloat16 convs "
+            '(float32 membranes); CPUs with native bf16 only',
 }
 TRAINING_VARIANTS = {
     'plain': 'reference eager path',
-    'fast': 'enable_fast_training() defaults: fused LIF autograd, channels-last, fast '
-            'attention, patch embed once',
+    'default': "what train.py does with no flags: enable_fast_training() where the model has "
+               "a fast forward (TrainConfig.fast), else the plain path",
+    'fast': 'enable_fast_training() defaults: fused neuron autograd, channels-last, fast '
+            'attention/arithmetic, patch embed once',
     'fast_checkpoint': 'enable_fast_training(checkpoint=True): the above + per-block '
                        'recomputation (saves memory, costs time)',
 }
+# Variants that need the model's fast forward (the others run any model).
+NEEDS_FAST_FORWARD = {'channels_last', 'fused_exact', 'fast', 'bf16', 'fast_checkpoint'}
+
+
+def train_py_uses_fast_path() -> bool:
+    """train.py's default for its fast training path (the ``fast`` field of TrainConfig)."""
+    from dataclasses import fields
+
+    from utils.train_config import TrainConfig
+    return bool(next(f.default for f in fields(TrainConfig) if f.name == 'fast'))
 
 
 @dataclass(frozen=True)
@@ -95,26 +111,32 @@ def read_peak(device: torch.device) -> int:
 # ---- building the variants ------------------------------------------------------------------
 def build_variant(job: Job) -> nn.Module:
     from models import build_model
-    from models.acceleration import enable_fast_training, optimize_for_inference
+    from models.acceleration import (enable_fast_training, optimize_for_inference,
+                                     supports_fast_path)
     torch.manual_seed(job.seed)
     model = build_model(job.model)
     if job.task == 'inference':
         model.eval()
         if job.variant == 'channels_last':
             model = optimize_for_inference(model, fold_bn=False, fused_lif=False,
-                                           fast_attention=False, patch_embed_once=False)
+                                           fast_attention=False, fast_arithmetic=False,
+                                           patch_embed_once=False)
         elif job.variant == 'fused_exact':
             model = optimize_for_inference(model, fold_bn=False, channels_last=False,
-                                           fast_attention=False)
-        elif job.variant == 'fast':
+                                           fast_attention=False, fast_arithmetic=False)
+        elif job.variant == 'fast' or (job.variant == 'default' and supports_fast_path(model)):
             model = optimize_for_inference(model)
-        elif job.variant != 'plain':
+        elif job.variant == 'bf16':
+            model = optimize_for_inference(model, precision='bf16')
+        elif job.variant not in ('plain', 'default'):
             raise ValueError(f'unknown inference variant {job.variant!r}')
     else:
         model.train()
-        if job.variant in ('fast', 'fast_checkpoint'):
+        default_fast = (job.variant == 'default' and train_py_uses_fast_path()
+                        and supports_fast_path(model))
+        if job.variant in ('fast', 'fast_checkpoint') or default_fast:
             enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint')
-        elif job.variant != 'plain':
+        elif job.variant not in ('plain', 'default'):
             raise ValueError(f'unknown training variant {job.variant!r}')
     return model
 
