@@ -11,14 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, run_main
 from utils.dataset_prepare import CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE, prepare_dataset
-from utils.datasets import (DATASET_PRESETS, SPLITS, DatasetError, find_pairs, resolve_split_dir,
+from utils.datasets import (DATASET_PRESETS, SPLITS, find_pairs, resolve_split_dir,
                             summarize_pairs)
+from utils.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description='Benchmark presets, dataset checks, and conversion of original releases '
                     'into the standard layout NAME/{train,test}/{input,target}/.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -80,7 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     if (args.folder is None) == (args.dataset is None):
-        raise DatasetError('check: give either a FOLDER or --dataset NAME (not both)')
+        raise UsageError('check: give either a FOLDER or --dataset NAME (not both)')
     folder = Path(args.folder) if args.folder else resolve_split_dir(
         args.dataset, args.data_root, args.split)
     s = summarize_pairs(find_pairs(folder), progress=True)
@@ -105,11 +106,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {'list': cmd_list, 'check': cmd_check, 'prepare': cmd_prepare}
-    try:
-        return commands[args.command](args)
-    except (DatasetError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    return commands[args.command](args)
 
 
 if __name__ == '__main__':

@@ -7,20 +7,18 @@ rounded), prints a table and the means, and optionally writes JSON/CSV reports.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, run_main
 from utils.distributed import configure_numerics, resolve_device
-from utils.evaluate import (PairingError, evaluate_pairs, format_table, pair_by_stem, psnr_text,
+from utils.errors import SpikeDerainError, UsageError
+from utils.evaluate import (evaluate_pairs, format_table, pair_by_stem, psnr_text,
                             write_csv_report, write_json_report)
-from utils.image_io import ImageReadError
 from utils.metrics import LPIPSMetric, LPIPSUnavailable
 from utils.paths import check_writes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--generated_images_path', '--restored', dest='restored', required=True,
                    help='folder of restored images')
     p.add_argument('--target_path', required=True, help='folder of ground-truth images')
@@ -44,34 +42,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.crop_border < 0:
-        print(f'error: --crop_border {args.crop_border}: must be >= 0', file=sys.stderr)
-        return 2
+        raise UsageError(f'--crop_border {args.crop_border}: must be >= 0')
     try:
-        pairs = pair_by_stem(args.restored, args.target_path)
-    except PairingError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    try:
-        configure_numerics(resolve_device(args.device), tf32=args.tf32)
-        check_writes([], [('--target_path', args.target_path),
-                          *(('image being scored', p) for pair in pairs for p in pair)],
-                     files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')
-                            if getattr(args, opt)])
+        device = resolve_device(args.device)
     except ValueError as err:
-        print(f'evaluation.py: error: {err}', file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
+    pairs = pair_by_stem(args.restored, args.target_path)
+    configure_numerics(device, tf32=args.tf32)
+    check_writes([], [('--target_path', args.target_path),
+                      *(('image being scored', p) for pair in pairs for p in pair)],
+                 files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')
+                        if getattr(args, opt)])
     lpips, lpips_error = None, None
     if args.lpips:
         try:
-            lpips = LPIPSMetric(device=str(resolve_device(args.device)))
+            lpips = LPIPSMetric(device=str(device))
         except (LPIPSUnavailable, ValueError) as err:
             lpips_error = str(err)
-    try:
-        rows, means = evaluate_pairs(pairs, args.test_y, args.crop_border, lpips,
-                                     progress=not args.quiet)
-    except (ImageReadError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    rows, means = evaluate_pairs(pairs, args.test_y, args.crop_border, lpips,
+                                 progress=not args.quiet)
     if not args.quiet:
         print(format_table(rows, means))
     channel = 'Y' if args.test_y else 'RGB'
@@ -84,9 +73,8 @@ def main(argv=None) -> int:
         write_json_report(args.json, rows, means, settings)
     if args.csv:
         write_csv_report(args.csv, rows, means)
-    if lpips_error:
-        print(f'error: --lpips: {lpips_error}', file=sys.stderr)
-        return 1
+    if lpips_error:                             # PSNR/SSIM are reported; LPIPS could not be
+        raise SpikeDerainError(f'--lpips: {lpips_error}')
     return 0
 
 

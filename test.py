@@ -8,21 +8,20 @@ are already complete, so an interrupted run simply resumes.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from models import WeightsError, available_models, build_from_checkpoint, build_model
+from models import available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
 from utils.distributed import configure_numerics, resolve_device
 from utils.gpu import lif_kernel_report
-from utils.cli import describe, exit_code, interruption, run_main
-from utils.evaluate import (PairingError, evaluate_pairs, pair_with_targets, psnr_text,
-                            target_folder)
-from utils.inference import (OutputWriteError, check_output_manifest, file_sha256, find_inputs,
-                             output_path, restore_files, write_manifest)
-from utils.image_io import ImageReadError, check_writable, remove_interrupted_writes
+from utils.cli import ArgumentParser, describe, run_main
+from utils.errors import InputError, SpikeDerainError, UsageError
+from utils.evaluate import evaluate_pairs, pair_with_targets, psnr_text, target_folder
+from utils.inference import (check_output_manifest, file_sha256, find_inputs, output_path,
+                             restore_files, write_manifest)
+from utils.image_io import check_writable, remove_interrupted_writes
 from utils.tiling import check_tiling
 from utils.paths import check_writes, split_folders
 
@@ -31,7 +30,7 @@ _GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--model', choices=available_models(), default=None,
                    help='registered model name; optional for our checkpoints (they record it), '
                         'required for official state dicts')
@@ -83,14 +82,9 @@ def data_name(data_path: Path) -> str:
 def load_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     if args.weights:
         model = build_from_checkpoint(args.weights, args.model)
-    elif args.random_weights:
-        if args.model is None:
-            raise ValueError('--random_weights needs --model')
+    else:                                       # --random_weights --model NAME (check_options)
         torch.manual_seed(0)
         model = build_model(args.model)
-    else:
-        raise ValueError('--weights is required (a model with random weights restores nothing); '
-                         'pass --random_weights explicitly for a smoke test')
     return model.to(device).eval()
 
 
@@ -99,7 +93,7 @@ def check_save_path(save: Path, inputs: list[Path], input_dir: Path, target: Pat
     """Nothing test.py writes may be something it reads: inputs, targets (folder or file),
     the benchmark split's ``input/`` and ``target/`` (with or without ``--target_path``)."""
     if save.exists() and not save.is_dir():
-        raise ValueError(f'--save_path {save}: exists and is not a folder')
+        raise UsageError(f'--save_path {save}: exists and is not a folder')
     reads = [('input folder', input_dir)]
     reads += [(f'benchmark {f.name} folder', f) for f in split_folders(input_dir)]
     if target is not None:
@@ -124,85 +118,91 @@ def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str) -> di
     return json.loads(json.dumps(recipe, default=str))     # as it reads back from the file
 
 
-def evaluate(summary, target_path: str) -> int:
+def evaluate(summary, target_path: str) -> None:
     """Evaluate this run's outputs (new and skipped) against the targets; print the means."""
     outputs = summary.restored + summary.skipped
     if not outputs:
-        print('error: evaluation: no restored images to evaluate', file=sys.stderr)
-        return 1
-    try:
-        _, means = evaluate_pairs(pair_with_targets(outputs, target_path))
-    except (PairingError, ImageReadError, ValueError) as err:
-        print(f'error: evaluation: {err}', file=sys.stderr)
-        return 1
+        raise InputError('evaluation: no restored images to evaluate')
+    _, means = evaluate_pairs(pair_with_targets(outputs, target_path))
     print(f'evaluated {means["images"]} images against {target_path} (Y channel, no crop): '
           f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}')
-    return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """What the command line alone gets wrong (exit 2), before any file is read."""
+    try:
+        check_tiling(args.tile, args.tile_overlap)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.batch_size < 1:
+        raise UsageError(f'--batch_size {args.batch_size}: must be >= 1')
+    if not args.weights and not args.random_weights:
+        raise UsageError('--weights is required (a model with random weights restores nothing); '
+                         'pass --random_weights explicitly for a smoke test')
+    if not args.weights and args.model is None:
+        raise UsageError('--random_weights needs --model')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_options(args)
     try:
-        check_tiling(args.tile, args.tile_overlap)
-        if args.batch_size < 1:
-            raise ValueError(f'--batch_size {args.batch_size}: must be >= 1')
         device = resolve_device(args.device)
-        configure_numerics(device, tf32=args.tf32)
-        kernel = lif_kernel_report(device)                # CUDA only: which LIF kernel runs
-        if kernel:
-            print(kernel)
-        inputs, input_dir = find_inputs(args.data_path)
-        target = target_folder(args.target_path) if args.target_path else None
-        if target is not None and not target.exists():
-            raise ValueError(f'--target_path {target}: no such file or folder')
-        model = load_model(args, device)
-        path = 'exact path'
-        if not args.exact and supports_fast_path(model):
-            path = 'fast path'
-        elif not args.exact:
-            path = 'plain path (this model has no fast path yet)'
-        save = Path(args.save_path) if args.save_path else (
-            Path('results') / model.model_name / data_name(Path(args.data_path)))
-        check_save_path(save, inputs, input_dir, target, args.weights)
-        recipe = recipe_of(args, model, path.split(' (')[0])
-        save.mkdir(parents=True, exist_ok=True)
-        check_writable(save)                        # a full or read-only disk: before any work
-        check_output_manifest(save, recipe, inputs, args.overwrite)
-        remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
-        write_manifest(save, recipe, overwriting=args.overwrite)
-        if path == 'fast path':
-            model = optimize_for_inference(model)
-    except (ValueError, WeightsError, OSError) as err:
-        print(f'test.py: error: {describe(err)}', file=sys.stderr)
-        return 2
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    configure_numerics(device, tf32=args.tf32)
+    kernel = lif_kernel_report(device)                # CUDA only: which LIF kernel runs
+    if kernel:
+        print(kernel)
+    inputs, input_dir = find_inputs(args.data_path)
+    target = target_folder(args.target_path) if args.target_path else None
+    if target is not None and not target.exists():
+        raise InputError(f'--target_path {target}: no such file or folder')
+    model = load_model(args, device)
+    path = 'exact path'
+    if not args.exact and supports_fast_path(model):
+        path = 'fast path'
+    elif not args.exact:
+        path = 'plain path (this model has no fast path yet)'
+    save = Path(args.save_path) if args.save_path else (
+        Path('results') / model.model_name / data_name(Path(args.data_path)))
+    check_save_path(save, inputs, input_dir, target, args.weights)
+    recipe = recipe_of(args, model, path.split(' (')[0])
+    save.mkdir(parents=True, exist_ok=True)
+    check_writable(save)                        # a full or read-only disk: before any work
+    check_output_manifest(save, recipe, inputs, args.overwrite)
+    remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
+    write_manifest(save, recipe, overwriting=args.overwrite)
+    if path == 'fast path':
+        model = optimize_for_inference(model)
     tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
     print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from {input_dir} '
           f'-> {save}')
     try:
         summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,
                                 args.batch_size, args.overwrite, progress=not args.no_progress)
-    except OutputWriteError as err:
-        print(f'test.py: error: {describe(err)}', file=sys.stderr)
-        return 1
     except KeyboardInterrupt as stop:
-        print(f'test.py: {interruption(stop)}: outputs written so far are complete; re-run to '
-              f'finish the rest', file=sys.stderr)
-        return exit_code(stop)
+        stop.detail = 'outputs written so far are complete; re-run to finish the rest'
+        raise
     if args.overwrite:
         write_manifest(save, recipe)                # every output is now this recipe's
     print(f'restored {len(summary.restored)} images in {summary.seconds:.1f} s '
           f'({summary.images_per_second:.3g} images/s); skipped {len(summary.skipped)} existing'
           f'{" (use --overwrite to redo them)" if summary.skipped else ""}; '
           f'{len(summary.failed)} failed')
-    status = 0
+    problems = []
     if args.target_path:
-        status = evaluate(summary, args.target_path)
+        try:
+            evaluate(summary, args.target_path)
+        except (ValueError, OSError) as err:         # the outputs stay; say what failed
+            problems.append(f'evaluation: {describe(err)}')
     if summary.failed:
-        print(f'error: {len(summary.failed)} of {len(inputs)} images failed: '
-              f'{", ".join(str(p) for p, _ in summary.failed[:5])}'
-              f'{", ..." if len(summary.failed) > 5 else ""}', file=sys.stderr)
-        status = 1
-    return status
+        problems.append(f'{len(summary.failed)} of {len(inputs)} images failed: '
+                        f'{", ".join(str(p) for p, _ in summary.failed[:5])}'
+                        f'{", ..." if len(summary.failed) > 5 else ""}')
+    if problems:
+        raise SpikeDerainError('; '.join(problems))
+    return 0
 
 
 if __name__ == '__main__':

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import fields
 
 import yaml
 
-from models import WeightsError, available_models
+from models import available_models
 from utils import distributed as dist_utils
-from utils.checkpoint import CheckpointError
-from utils.cli import close_progress_bars, describe, exit_code, interruption, run_main
-from utils.datasets import DatasetError
-from utils.image_io import ImageReadError
-from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
-
-ERRORS = (ConfigError, TrainingError, CheckpointError, DatasetError, WeightsError,
-          ImageReadError, dist_utils.DeviceError, OSError)
+from utils.cli import ArgumentParser, run_main
+from utils.trainer import ConfigError, TrainConfig, Trainer
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -37,11 +30,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad option in one line (no usage dump)."""
-
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+# argparse that reports a bad option in one line, exit 2 (no usage dump): utils.cli.run_main.
+OneLineParser = ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,23 +185,11 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 
-def one_line(err: BaseException) -> str:
-    """The useful line of an error (a DataLoader worker's error keeps its last line)."""
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(err).__name__
-    if any('Original Traceback' in ln for ln in lines):
-        return lines[-1].split(': ', 1)[-1]
-    return lines[0]
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done (or --stop_after reached), 1 error (one line on stderr), 2 bad option,
-    130 interrupted by Ctrl-C / SIGINT, 143 terminated by SIGTERM; after 130 or 143 the run
-    folder's model_last.pth is the last complete checkpoint and the same command continues."""
-    rank = os.environ.get('RANK')
-    prefix = f'train.py: error (rank {rank})' if dist_utils.launched_by_torchrun() else \
-        'train.py: error'
+    """Errors are raised; utils.cli.run_main prints the one line and exits: 0 done (or
+    --stop_after reached), 1 error, 2 bad option or config value, 130 interrupted by Ctrl-C /
+    SIGINT, 143 terminated by SIGTERM; after 130 or 143 the run folder's model_last.pth is the
+    last complete checkpoint and the same command continues."""
     trainer = None
     try:
         cfg = parse_config(argv)
@@ -221,23 +199,24 @@ def main(argv: list[str] | None = None) -> int:
             trainer.fit()
         finally:
             dist_utils.cleanup()
-    except ERRORS as err:
-        print(f'{prefix}: {describe(err) if isinstance(err, OSError) else one_line(err)}',
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as stop:
-        close_progress_bars()
+    except KeyboardInterrupt as stop:            # run_main prints it with what was kept
         if trainer is not None and trainer.saved_iteration is not None:
-            kept = (f'{trainer.last_path} (iteration {trainer.saved_iteration}) is the last '
-                    f'complete checkpoint; the same command continues from it')
+            stop.detail = (f'{trainer.last_path} (iteration {trainer.saved_iteration}) is the '
+                           f'last complete checkpoint; the same command continues from it')
         elif trainer is not None:
-            kept = 'no checkpoint had been saved yet; the same command starts over'
+            stop.detail = 'no checkpoint had been saved yet; the same command starts over'
         else:
-            kept = 'nothing was written'
-        print(f'train.py: {interruption(stop)}; {kept}', file=sys.stderr)
-        return exit_code(stop)
+            stop.detail = 'nothing was written'
+        raise
     return 0
 
 
+def program_name() -> str:
+    """``train.py``, or ``train.py (rank N)`` under torchrun: which process said it."""
+    if dist_utils.launched_by_torchrun():
+        return f'train.py (rank {os.environ.get("RANK")})'
+    return 'train.py'
+
+
 if __name__ == '__main__':
-    run_main(main, 'train.py')
+    run_main(main, program_name())

@@ -9,13 +9,15 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+
+from utils.atomic import write_bytes_atomic
+from utils.errors import SpikeDerainError
 
 # Keys under which training scripts (ours, the official repos, BasicSR) nest the weights.
 _NESTING_KEYS = ('state_dict', 'params_ema', 'params', 'model_state_dict', 'model', 'net',
@@ -24,7 +26,7 @@ _NESTING_KEYS = ('state_dict', 'params_ema', 'params', 'model_state_dict', 'mode
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SpikeDerainError, RuntimeError):
     """A checkpoint that cannot be read, or whose tensors do not fit the model."""
 
 
@@ -152,35 +154,15 @@ CHECKPOINT_FORMAT = 'spikederain-weights-v1'
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` ``obj`` to ``path``, complete or not at all (:mod:`utils.atomic`).
 
-    A crash at any moment leaves either the old file or the new one, never a partial file. The
-    object is serialised in memory first, so a failed write (no space left, read-only, a
+    The object is serialised in memory first, so a failed write (no space left, read-only, a
     file-size limit) is an ``OSError`` naming ``path`` -- torch.save writing to a full disk
-    reports only "unexpected pos" -- and says the previous file is intact.
+    reports only "unexpected pos" -- that says whether the previous file is intact.
     """
-    path = os.fspath(path)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                                   dir=folder)
-        with os.fdopen(fd, 'wb') as fh:
-            fh.write(buf.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno is not None:
-            kept = ' (the previous file is intact)' if os.path.exists(path) else ''
-            raise OSError(err.errno, f'{err.strerror or os.strerror(err.errno)}; not saved{kept}',
-                          path) from None
-        raise
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def weights_checkpoint(model: nn.Module, half: bool = False, **extra) -> dict:

@@ -1,6 +1,7 @@
 """utils.atomic: complete files or none, normal permissions, errors that name the file."""
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,43 @@ def test_bad_mode_refused(tmp_path):
     with pytest.raises(ValueError):
         with atomic_open(tmp_path / 'a', 'a'):
             pass
+
+
+def test_never_touches_the_umask_or_the_random_state(tmp_path, monkeypatch):
+    """Reading the umask means setting it, for every thread at once; the temp name must not
+    consume the `random` draws a training run saves and restores."""
+    import random
+
+    def no_umask(mask):
+        raise AssertionError('os.umask called')
+    monkeypatch.setattr(os, 'umask', no_umask)
+    state = random.getstate()
+    for i in range(5):
+        write_bytes_atomic(tmp_path / f'f{i}.bin', b'x')
+    assert random.getstate() == state
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f'f{i}.bin' for i in range(5)]
+
+
+def test_error_about_another_file_is_not_renamed(tmp_path):
+    dest = tmp_path / 'copy.png'
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic_open(dest) as fh:
+            fh.write(open(tmp_path / 'missing.png', 'rb').read())
+    assert info.value.filename == str(tmp_path / 'missing.png')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temp_names_are_the_ones_remove_stale_temps_cleans(tmp_path):
+    from utils.atomic import _create_temp
+    fd, tmp = _create_temp(tmp_path, 'model_last.pth')
+    os.close(fd)
+    assert remove_stale_temps(tmp_path, ['model_last.pth']) == [Path(tmp)]
+
+
+def test_check_writable_names_the_folder(tmp_path):
+    from utils.atomic import check_writable
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as info:
+        check_writable(tmp_path / 'nowhere')
+    assert info.value.filename == str(tmp_path / 'nowhere')

@@ -100,13 +100,17 @@ def test_second_run_reuses_every_output(setup):
 
 
 def test_bad_input_is_one_line(tmp_path):
+    # Missing folders and files are runtime errors (exit 1); bad options exit 2.
     code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth')
-    assert code == 2 and err.count('\n') == 1 and 'no benchmark found' in err
+    assert code == 1 and err.count('\n') == 1 and 'no benchmark found' in err
     _images(tmp_path / 'Rain12' / 'test' / 'input', 1, 0)
     code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth')
-    assert code == 2 and err.count('\n') == 1 and 'w.pth' in err
+    assert code == 1 and err.count('\n') == 1 and 'w.pth' in err
     code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth', '--datasets', 'Rain200H')
-    assert code == 2 and err.count('\n') == 1 and 'Rain200H not found' in err
+    assert code == 1 and err.count('\n') == 1 and 'Rain200H not found' in err
+    code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
+                       tmp_path / 'w.pth', '--model', 'nosuch')
+    assert code == 2 and err.count('\n') == 1 and '--model nosuch: unknown' in err

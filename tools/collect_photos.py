@@ -17,24 +17,27 @@ files in ``train/``/``val/`` that are not in this run's list are removed.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-PROG = 'collect_photos'
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.atomic import write_bytes_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError, UsageError  # noqa: E402
+
+PROG = 'collect_photos.py'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 SPLITS = ('train', 'val')
 
 
-class PhotoError(ValueError):
-    """An expected problem (bad argument, unreadable source); printed as one line."""
+class PhotoError(InputError):
+    """A source photo that is missing or unreadable; printed as one line (exit 1)."""
 
 
 def largest_image(folder: Path) -> Path:
@@ -96,18 +99,10 @@ def shrink(im: Image.Image, max_side: int) -> Image.Image:
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` atomically (temp file + rename); skip when the file already has it."""
+    """Write ``data`` atomically (:mod:`utils.atomic`); skip when the file already has it."""
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return True
 
 
@@ -116,17 +111,17 @@ def parse_items(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, source = item.partition('=')
         if not sep or not source:
-            raise PhotoError(f'{item!r}: expected NAME=SOURCE')
+            raise UsageError(f'{item!r}: expected NAME=SOURCE')
         if not NAME_RE.match(name):
-            raise PhotoError(f'{name!r}: names may use letters, digits, "_", "-", "." only')
+            raise UsageError(f'{name!r}: names may use letters, digits, "_", "-", "." only')
         if name in out:
-            raise PhotoError(f'{name}: given twice')
+            raise UsageError(f'{name}: given twice')
         out[name] = source
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
+    ap = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     ap.add_argument('items', nargs='+', metavar='NAME=SOURCE')
     ap.add_argument('--out', required=True, type=Path, help='writes OUT/train and OUT/val')
     ap.add_argument('--val', action='append', default=[], metavar='NAME',
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     help='only for the log: show source files relative to this folder')
     args = ap.parse_args(argv)
     if args.max_side < 16:
-        raise PhotoError(f'--max_side {args.max_side}: must be at least 16')
+        raise UsageError(f'--max_side {args.max_side}: must be at least 16')
 
     items = parse_items(args.items)
     val = set(args.val)
@@ -173,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'[photos] removed stale {split}/{path.name}')
 
     if counts['train'] == 0 or counts['val'] == 0:
-        raise PhotoError(f'{counts["train"]} train, {counts["val"]} val photos: '
+        raise UsageError(f'{counts["train"]} train, {counts["val"]} val photos: '
                          'both splits need at least one')
     total = sum(p.stat().st_size for s in SPLITS for p in (args.out / s).iterdir() if p.is_file())
     print(f'[photos] {counts["train"]} train, {counts["val"]} val photos in {args.out}/ '
@@ -183,16 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print(f'{PROG}: interrupted; files written so far are complete', file=sys.stderr)
-        sys.exit(130)
-    except (PhotoError, OSError) as err:
-        if os.environ.get('SPIKEDERAIN_DEBUG'):
-            raise
-        msg = (f'{err.filename}: {err.strerror}' if isinstance(err, OSError) and err.filename
-               and err.strerror else str(err).strip().splitlines()[0] if str(err).strip()
-               else type(err).__name__)
-        print(f'{PROG}: error: {msg}', file=sys.stderr)
-        sys.exit(1)
+    run_main(main, PROG)

@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.image_io import (ImageReadError, list_images, read_image_rgb,  # noqa: E402
-                            write_png_atomic)
-from utils.cli import run_main  # noqa: E402
+from utils.image_io import list_images, read_image_rgb, write_png_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import UsageError  # noqa: E402
 from utils.metrics import calculate_psnr  # noqa: E402
 from utils.paths import check_writes  # noqa: E402
 
@@ -26,7 +26,7 @@ CAPTION = 20       # caption strip height above each panel
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--rainy', required=True, help='folder of rainy inputs')
     p.add_argument('--restored', required=True, action='append',
                    help='folder of restored images (repeat to compare several models)')
@@ -79,7 +79,7 @@ def build_rows(args: argparse.Namespace) -> tuple[list[list[Image.Image]], list[
     restored = [_index(d) for d in args.restored]
     labels = args.labels or [Path(d).resolve().name for d in args.restored]
     if len(labels) != len(restored):
-        raise ValueError(f'--labels: {len(labels)} given for {len(restored)} --restored folders')
+        raise UsageError(f'--labels: {len(labels)} given for {len(restored)} --restored folders')
     common = sorted(set(rainy).intersection(target, *restored))
     names = args.names or common[:args.num]
     if not names:
@@ -129,21 +129,12 @@ def compose(rows: list[list[Image.Image]]) -> np.ndarray:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.num < 1 or args.panel_size < 0:
-        print('error: --num must be >= 1 and --panel_size >= 0', file=sys.stderr)
-        return 2
-    try:
-        rows, lines = build_rows(args)
-    except (ValueError, ImageReadError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        raise UsageError('--num must be >= 1 and --panel_size >= 0')
+    rows, lines = build_rows(args)
     out = Path(args.out)
-    try:
-        check_writes([], [('--rainy folder', args.rainy), ('--target folder', args.target),
-                          *(('--restored folder', d) for d in args.restored)],
-                     files=[('--out', out)])
-    except ValueError as err:
-        print(f'compare_grid.py: error: {err}', file=sys.stderr)
-        return 2
+    check_writes([], [('--rainy folder', args.rainy), ('--target folder', args.target),
+                      *(('--restored folder', d) for d in args.restored)],
+                 files=[('--out', out)])
     write_png_atomic(out, compose(rows))
     print('\n'.join(lines))
     print(f'wrote {out} ({len(rows)} rows)')

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,16 +20,17 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import (WeightsError, available_models, build_from_checkpoint,  # noqa: E402
-                    build_model, is_ann_twin)
-from utils.cli import describe, print_error, run_main  # noqa: E402
+from models import available_models, build_from_checkpoint, build_model, is_ann_twin  # noqa: E402
+from utils.atomic import atomic_open, write_text_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError, UsageError  # noqa: E402
 from utils.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,  # noqa: E402
                           synthetic_rainy_images)
-from utils.image_io import ImageReadError, list_images, read_image_tensor  # noqa: E402
+from utils.image_io import list_images, read_image_tensor  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', default='all',
                    help=f'registered model name or "all" ({", ".join(available_models())})')
@@ -62,29 +61,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> list[str]:
-    """The models to report; raises ValueError naming the bad option."""
+    """The models to report; raises UsageError naming the bad option."""
     names = available_models() if args.model == 'all' else [args.model]
     if args.model != 'all' and args.model not in available_models():
-        raise ValueError(f'--model {args.model!r}: unknown; choose one of '
+        raise UsageError(f'--model {args.model!r}: unknown; choose one of '
                          f'{", ".join(available_models())} or all')
     if args.weights is not None and len(names) != 1:
-        raise ValueError('--weights needs a single --model (not all)')
+        raise UsageError('--weights needs a single --model (not all)')
     if args.size is None:
         args.size = ENERGY_CONVENTIONS[args.energy_model].size
     if args.size < 8:
-        raise ValueError(f'--size {args.size}: must be at least 8')
+        raise UsageError(f'--size {args.size}: must be at least 8')
     if args.weights is not None and args.neuron != 'lif':
-        raise ValueError(f'--neuron {args.neuron}: not with --weights (the checkpoint says '
+        raise UsageError(f'--neuron {args.neuron}: not with --weights (the checkpoint says '
                          f'whether it is a spiking model or an ANN twin)')
     if args.max_images < 0 or args.synthetic < 1 or args.synthetic_size < 8:
-        raise ValueError('--max_images must be >= 0, --synthetic >= 1, --synthetic_size >= 8')
+        raise UsageError('--max_images must be >= 0, --synthetic >= 1, --synthetic_size >= 8')
     if args.threads < 0:
-        raise ValueError(f'--threads {args.threads}: must be >= 0')
+        raise UsageError(f'--threads {args.threads}: must be >= 0')
     for opt in ('json', 'plot'):
         path = getattr(args, opt)
         if path is not None and args.images is not None and \
                 Path(path).resolve().parent == Path(args.images).resolve():
-            raise ValueError(f'--{opt} {path}: is inside the --images folder; refusing to write')
+            raise UsageError(f'--{opt} {path}: is inside the --images folder; refusing to write')
     return names
 
 
@@ -96,10 +95,10 @@ def load_images(args: argparse.Namespace) -> tuple[list[torch.Tensor], str]:
                         f'images (no --images given)')
     folder = Path(args.images)
     if not folder.is_dir():
-        raise ValueError(f'--images {folder}: folder not found')
+        raise InputError(f'--images {folder}: folder not found')
     files = list_images(folder)
     if not files:
-        raise ValueError(f'--images {folder}: no images found')
+        raise InputError(f'--images {folder}: no images found')
     files = files[:args.max_images] if args.max_images else files
     return [read_image_tensor(f) for f in files], f'{len(files)} images from {folder}'
 
@@ -149,23 +148,8 @@ def layer_table(name: str, r: EnergyReport) -> str:
     return '\n'.join(rows)
 
 
-def _atomic_target(path: Path, suffix: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def write_json(path: str, data: dict) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path, '.tmp')
-    try:
-        with open(tmp, 'w') as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def plot_rates(path: str, reports: dict[str, EnergyReport]) -> None:
@@ -184,35 +168,27 @@ def plot_rates(path: str, reports: dict[str, EnergyReport]) -> None:
         ax.set_ylabel('rate')
     axes[-1, 0].set_xlabel('neuron layer (forward order)')
     fig.tight_layout()
-    path = Path(path)
-    tmp = _atomic_target(path, '.png')
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_open(path, 'wb') as fh:
+            fig.savefig(fh, format='png', dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        names = check_args(args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        images, source = load_images(args)
-        neurons = ['lif', 'relu'] if args.neuron == 'both' else [args.neuron]
-        jobs = [(name, neuron) for name in names for neuron in neurons]
-        reports = {}
-        for name, neuron in tqdm(jobs, desc='models', disable=len(jobs) == 1):
-            model = build(name, args.weights, neuron)
-            label = model_label(name, model)
-            reports[label] = energy_report(model, tqdm(images, desc=label, leave=False),
-                                           (args.size, args.size), args.energy_model)
-    except (ValueError, ImageReadError, WeightsError) as err:
-        print_error(describe(err), 'complexity.py')
-        return 2 if str(err).startswith('--') else 1
+    names = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images, source = load_images(args)
+    neurons = ['lif', 'relu'] if args.neuron == 'both' else [args.neuron]
+    jobs = [(name, neuron) for name in names for neuron in neurons]
+    reports = {}
+    for name, neuron in tqdm(jobs, desc='models', disable=len(jobs) == 1):
+        model = build(name, args.weights, neuron)
+        label = model_label(name, model)
+        reports[label] = energy_report(model, tqdm(images, desc=label, leave=False),
+                                       (args.size, args.size), args.energy_model)
     weights = f'weights {args.weights}' if args.weights else \
         'RANDOM weights (no --weights given): energy and rates mean nothing for the papers'
     print(f'MACs at 1x3x{args.size}x{args.size}; firing rates from {source}; {weights}')

@@ -21,11 +21,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError, SpikeDerainError  # noqa: E402
+
 SUFFIX = '_synthetic.pth'    # shipped weights: pretrained_models/<registry name>_synthetic.pth
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data', default='data/demo', help='demo data folder (made if missing)')
     p.add_argument('--weights_dir', default='pretrained_models',
@@ -43,7 +47,7 @@ def run(cmd: list[str], quiet: bool = False) -> None:
     res = subprocess.run(cmd, cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL if quiet else None)
     if res.returncode != 0:
-        raise SystemExit(f'demo: step failed (exit {res.returncode}): python {shown}')
+        raise SpikeDerainError(f'step failed (exit {res.returncode}): python {shown}')
 
 
 def rel(path: Path) -> str:
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
     test_in, test_gt = data / 'test' / 'input', data / 'test' / 'target'
     weights = sorted((ROOT / args.weights_dir).glob(f'*{SUFFIX}'))
     if not weights:
-        raise SystemExit(f'demo: no shipped weights (*{SUFFIX}) in {args.weights_dir}/')
+        raise InputError(f'no shipped weights (*{SUFFIX}) in {args.weights_dir}/')
     t_start = time.perf_counter()
 
     run([py, 'tools/make_demo_data.py', '--out', str(data)])
@@ -118,4 +122,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'demo.py')

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import WeightsError, build_from_checkpoint, save_weights  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+from models import build_from_checkpoint, save_weights  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.paths import check_writes  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--checkpoint', required=True, help='model_best.pth or model_last.pth of a run')
     p.add_argument('--out', required=True, help='weights file to write (e.g. pretrained_models/'
@@ -26,16 +26,8 @@ def main(argv=None) -> int:
     p.add_argument('--half', action='store_true', help='store floating tensors as fp16')
     p.add_argument('--note', default='', help='free text stored in the file (e.g. the recipe)')
     args = p.parse_args(argv)
-    try:
-        check_writes([], [('--checkpoint', args.checkpoint)], files=[('--out', args.out)])
-    except ValueError as err:
-        print(f'export_weights.py: error: {err}', file=sys.stderr)
-        return 2
-    try:
-        model = build_from_checkpoint(args.checkpoint, args.model)
-    except WeightsError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    check_writes([], [('--checkpoint', args.checkpoint)], files=[('--out', args.out)])
+    model = build_from_checkpoint(args.checkpoint, args.model)
     save_weights(model, args.out, half=args.half, note=args.note)
     n = sum(p.numel() for p in model.parameters())
     print(f'wrote {args.out}: {model.model_name} {model.config}, {n:,} parameters, '

@@ -14,7 +14,6 @@ CUDA part even where a GPU exists.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import importlib.util
 import json
@@ -32,10 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models import build_model  # noqa: E402
+from models import available_models, build_model  # noqa: E402
 from models.acceleration import record_spikes  # noqa: E402
 from models.spiking import reset_spiking_state  # noqa: E402
+from utils.atomic import write_text_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.distributed import configure_numerics  # noqa: E402
+from utils.errors import UsageError  # noqa: E402
 from utils.gpu import lif_kernel_report  # noqa: E402
 from utils.losses import build_loss  # noqa: E402
 
@@ -208,7 +210,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--out', default='results/gpu_check', help='folder for report.json/.md')
     p.add_argument('--steps', type=int, default=3, help='training steps per model and mode')
     p.add_argument('--size', type=int, default=32, help='image side in pixels')
@@ -216,6 +218,13 @@ def main(argv=None) -> int:
     p.add_argument('--cpu_only', action='store_true', help='skip the CUDA part')
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(',') if m.strip()]
+    unknown = [m for m in models if m not in available_models()]
+    if not models or unknown:
+        raise UsageError(f'--models {args.models!r}: unknown {", ".join(unknown) or "(none given)"}'
+                         f'; choose from {", ".join(available_models())}')
+    if args.steps < 1 or args.size < 16:
+        raise UsageError(f'--steps {args.steps} / --size {args.size}: need --steps >= 1 and '
+                         f'--size >= 16')
     torch.set_num_threads(1)
     report = dict(command=' '.join(['python tools/gpu_check.py', *(argv or sys.argv[1:])]),
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -228,12 +237,11 @@ def main(argv=None) -> int:
     else:
         report['cuda'] = cuda_part(models, args.steps, args.size)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'report.json').write_text(json.dumps(report, indent=2, default=str) + '\n')
-    (out / 'report.md').write_text(markdown(report))
+    write_text_atomic(out / 'report.json', json.dumps(report, indent=2, default=str) + '\n')
+    write_text_atomic(out / 'report.md', markdown(report))
     print(f'gpu_check: report in {out / "report.md"} and {out / "report.json"}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main, 'gpu_check.py')

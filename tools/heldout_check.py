@@ -21,15 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from models import WeightsError, build_from_checkpoint  # noqa: E402
+from models import build_from_checkpoint  # noqa: E402
 from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.cli import print_error, run_main  # noqa: E402
+from utils.atomic import write_text_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError, UsageError  # noqa: E402
 from utils.heldout import KINDS, heldout_pairs, load_photos, score_model  # noqa: E402
-from utils.image_io import ImageReadError, write_png_atomic  # noqa: E402
+from utils.image_io import write_png_atomic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--weights', help='our checkpoint (records its model) to judge')
     p.add_argument('--photos', default='data/photos/val',
@@ -50,48 +52,38 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
     if not kinds or any(k not in KINDS for k in kinds):
-        print_error(f'--kinds {args.kinds!r}: use some of {", ".join(KINDS)}')
-        return 2
+        raise UsageError(f'--kinds {args.kinds!r}: use some of {", ".join(KINDS)}')
     if args.size < 16:
-        print_error(f'--size must be >= 16, got {args.size}')
-        return 2
+        raise UsageError(f'--size must be >= 16, got {args.size}')
     if not Path(args.photos).is_dir():
-        print_error(f'--photos {args.photos}: folder not found (make photos creates '
-                    f'data/photos/val)')
-        return 1
+        raise InputError(f'--photos {args.photos}: folder not found (make photos creates '
+                         f'data/photos/val)')
     t0 = time.perf_counter()
-    try:
-        photos = load_photos(args.photos, args.size, args.limit)
-        if not photos:
-            print_error(f'--photos {args.photos}: no images')
-            return 1
-        pairs = heldout_pairs(photos, kinds, args.seed)
-        if args.save_pairs:
-            for name, kind, inp, clean in pairs:
-                write_png_atomic(args.save_pairs / 'input' / f'{name}_{kind}.png', inp)
-                write_png_atomic(args.save_pairs / 'target' / f'{name}_{kind}.png', clean)
-            print(f'{args.save_pairs}: {len(pairs)} pairs written')
-        if not args.weights:
-            return 0
-        torch.set_grad_enabled(False)
-        model = build_from_checkpoint(args.weights).eval()
-        if not args.exact and supports_fast_path(model):
-            model = optimize_for_inference(model)
-        report = score_model(model, pairs, progress=lambda it: tqdm(it, desc='restore',
-                                                                     unit='img'))
-    except (WeightsError, ImageReadError, OSError, ValueError) as err:
-        print_error(str(err))
-        return 1
+    photos = load_photos(args.photos, args.size, args.limit)
+    if not photos:
+        raise InputError(f'--photos {args.photos}: no images')
+    pairs = heldout_pairs(photos, kinds, args.seed)
+    if args.save_pairs:
+        for name, kind, inp, clean in pairs:
+            write_png_atomic(args.save_pairs / 'input' / f'{name}_{kind}.png', inp)
+            write_png_atomic(args.save_pairs / 'target' / f'{name}_{kind}.png', clean)
+        print(f'{args.save_pairs}: {len(pairs)} pairs written')
+    if not args.weights:
+        return 0
+    torch.set_grad_enabled(False)
+    model = build_from_checkpoint(args.weights).eval()
+    if not args.exact and supports_fast_path(model):
+        model = optimize_for_inference(model)
+    report = score_model(model, pairs, progress=lambda it: tqdm(it, desc='restore',
+                                                                 unit='img'))
     print(f'{args.weights} on {len(photos)} held-out photos from {args.photos} '
           f'(longest side {args.size}, rain seed {args.seed}), Y-PSNR:')
     print(report.table())
     print(f'({time.perf_counter() - t0:.0f} s)')
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(weights=str(args.weights), photos=str(args.photos),
-                                             size=args.size, seed=args.seed,
-                                             summaries=report.summaries(), rows=report.rows),
-                                        indent=1))
+        write_text_atomic(args.json, json.dumps(dict(
+            weights=str(args.weights), photos=str(args.photos), size=args.size, seed=args.seed,
+            summaries=report.summaries(), rows=report.rows), indent=1))
     return 0
 
 

@@ -20,10 +20,11 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cli import print_error, run_main  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.dataset_prepare import OutputWriter, check_not_overlapping  # noqa: E402
 from utils.datasets import DatasetError  # noqa: E402
-from utils.image_io import ImageReadError, list_images, read_image_rgb, resize_longest  # noqa: E402
+from utils.errors import InputError, UsageError  # noqa: E402
+from utils.image_io import list_images, read_image_rgb, resize_longest  # noqa: E402
 from utils.rain import RAIN_KINDS, make_rainy  # noqa: E402
 
 # Bundled colour photos; the two motorcycle views show one scene, so they share a split.
@@ -93,7 +94,7 @@ def stale_files(out: Path, expected: set[str]) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', type=Path, default=Path('data/demo'),
                         help='output root; writes OUT/{train,test}/{input,target} and '
                              'OUT/preview.png (default: data/demo)')
@@ -119,16 +120,16 @@ def check_args(args: argparse.Namespace) -> list[str]:
     styles = [s.strip() for s in args.styles.split(',') if s.strip()]
     bad = [s for s in styles if s not in RAIN_KINDS]
     if not styles or bad:
-        raise DatasetError(f'--styles: unknown style(s) {bad or args.styles!r}; '
+        raise UsageError(f'--styles: unknown style(s) {bad or args.styles!r}; '
                            f'use {", ".join(RAIN_KINDS)}')
     for opt in ('train_samples', 'test_samples', 'size'):
         if getattr(args, opt) < 1:
-            raise DatasetError(f'--{opt}: must be at least 1, got {getattr(args, opt)}')
+            raise UsageError(f'--{opt}: must be at least 1, got {getattr(args, opt)}')
     if not 0 < args.test_fraction < 1:
-        raise DatasetError(f'--test_fraction: must be between 0 and 1, got {args.test_fraction}')
+        raise UsageError(f'--test_fraction: must be between 0 and 1, got {args.test_fraction}')
     if args.clean_dir is not None:
         if not args.clean_dir.is_dir():
-            raise DatasetError(f'--clean_dir: {args.clean_dir} is not a folder')
+            raise InputError(f'--clean_dir: {args.clean_dir} is not a folder')
         check_not_overlapping(args.clean_dir, args.out)
     return styles
 
@@ -156,18 +157,14 @@ def load_photos(args: argparse.Namespace) -> tuple[list, list]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        styles = check_args(args)
-        train, test = load_photos(args)
-        writer = OutputWriter(overwrite=True)
-        made_train = make_split(train, args.out / 'train', args.train_samples, styles,
-                                args.seed, writer)
-        made_test = make_split(test, args.out / 'test', args.test_samples, styles,
-                               args.seed, writer)
-        writer.png(preview_image(made_test), args.out / 'preview.png')
-    except (DatasetError, ImageReadError, OSError) as err:
-        print_error(str(err))
-        return 1
+    styles = check_args(args)
+    train, test = load_photos(args)
+    writer = OutputWriter(overwrite=True)
+    made_train = make_split(train, args.out / 'train', args.train_samples, styles,
+                            args.seed, writer)
+    made_test = make_split(test, args.out / 'test', args.test_samples, styles,
+                           args.seed, writer)
+    writer.png(preview_image(made_test), args.out / 'preview.png')
     expected = {f'train/{m[0]}' for m in made_train} | {f'test/{m[0]}' for m in made_test}
     stale = stale_files(args.out, expected)
     if stale:

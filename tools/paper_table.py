@@ -28,14 +28,14 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import (WeightsError, available_models, build_from_checkpoint,  # noqa: E402
-                    is_ann_twin)
+from models import available_models, build_from_checkpoint, is_ann_twin  # noqa: E402
 from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.cli import describe, print_error, run_main  # noqa: E402
+from utils.atomic import write_text_atomic  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError, UsageError  # noqa: E402
 from utils.datasets import DATASET_PRESETS  # noqa: E402
 from utils.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
 from utils.image_io import list_images, read_image_tensor, remove_interrupted_writes  # noqa: E402
-from utils.atomic import write_text_atomic  # noqa: E402
 from utils.distributed import resolve_device  # noqa: E402
 from utils.evaluate import evaluate_pair, mean_metrics, pair_with_targets  # noqa: E402
 from utils.inference import find_inputs, output_path, restore_files  # noqa: E402
@@ -45,7 +45,7 @@ TABLE_NAME = 'paper_table'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data_root', required=True,
                    help='folder holding the benchmarks (NAME/test/input, NAME/test/target)')
@@ -99,7 +99,7 @@ def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Ben
     """Benchmarks under ``root`` (or ``root`` itself if it is one), the papers' ones first."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f'--data_root {root}: folder not found')
+        raise InputError(f'--data_root {root}: folder not found')
     folders = [root] if _split_of(root) else [d for d in root.iterdir() if d.is_dir()
                                               and _split_of(d)]
     order = {name.lower(): i for i, name in enumerate(DATASET_PRESETS)}
@@ -108,7 +108,7 @@ def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Ben
         wanted = {n.lower() for n in only}
         missing = [n for n in only if n.lower() not in {d.name.lower() for d in folders}]
         if missing:
-            raise ValueError(f'--datasets: {", ".join(missing)} not found under {root} '
+            raise InputError(f'--datasets: {", ".join(missing)} not found under {root} '
                              f'(found: {", ".join(d.name for d in folders) or "none"})')
         folders = [d for d in folders if d.name.lower() in wanted]
     out = []
@@ -119,7 +119,7 @@ def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Ben
         has_target = target.is_dir() and bool(list_images(target))
         out.append(Benchmark(folder.name, inputs, input_dir, target if has_target else None))
     if not out:
-        raise ValueError(f'--data_root {root}: no benchmark found (expected NAME/test/input)')
+        raise InputError(f'--data_root {root}: no benchmark found (expected NAME/test/input)')
     return out
 
 
@@ -135,12 +135,12 @@ def file_hash(path: Path) -> str:
 def model_names(args: argparse.Namespace) -> list[str | None]:
     names = args.model or ['auto']
     if len(names) not in (1, len(args.weights)):
-        raise ValueError(f'--model: give one name for all weights or one per --weights '
+        raise UsageError(f'--model: give one name for all weights or one per --weights '
                          f'({len(args.weights)}), got {len(names)}')
     names = names * len(args.weights) if len(names) == 1 else names
     for n in names:
         if n != 'auto' and n not in available_models():
-            raise ValueError(f'--model {n}: unknown; choose auto or one of '
+            raise UsageError(f'--model {n}: unknown; choose auto or one of '
                              f'{", ".join(available_models())}')
     return [None if n == 'auto' else n for n in names]
 
@@ -341,7 +341,7 @@ def write_tables(entries: list[Entry], args) -> dict[str, str]:
 
 def load(path: Path, name: str | None, device: torch.device):
     if not path.is_file():
-        raise ValueError(f'--weights {path}: file not found')
+        raise InputError(f'--weights {path}: file not found')
     return build_from_checkpoint(path, name).to(device).eval()
 
 
@@ -349,18 +349,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         check_tiling(args.tile, args.tile_overlap)
-        if args.batch_size < 1 or args.rate_images < 1:
-            raise ValueError('--batch_size and --rate_images must be >= 1')
-        if args.size is not None and args.size < 8:
-            raise ValueError(f'--size {args.size}: must be at least 8')
-        names = model_names(args)
         device = resolve_device(args.device)
-        benchmarks = find_benchmarks(args.data_root, args.datasets)
-        weights = [Path(w) for w in args.weights]
-        models = [load(w, n, device) for w, n in zip(weights, names)]
-    except (ValueError, WeightsError, OSError) as err:
-        print_error(describe(err), 'paper_table.py')
-        return 2
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.batch_size < 1 or args.rate_images < 1:
+        raise UsageError('--batch_size and --rate_images must be >= 1')
+    if args.size is not None and args.size < 8:
+        raise UsageError(f'--size {args.size}: must be at least 8')
+    names = model_names(args)
+    benchmarks = find_benchmarks(args.data_root, args.datasets)
+    weights = [Path(w) for w in args.weights]
+    models = [load(w, n, device) for w, n in zip(weights, names)]
     labels = [m.model_name + ('/relu' if is_ann_twin(m) else '') for m in models]
     labels = [f'{lab} ({w.stem})' if labels.count(lab) > 1 else lab
               for lab, w in zip(labels, weights)]

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cli import print_error, run_main  # noqa: E402
+from utils.atomic import atomic_open  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import InputError  # noqa: E402
 
 
 def read_scalars(logdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -32,7 +34,7 @@ def read_scalars(logdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--run', type=Path, required=True, help='run folder (holds tensorboard/)')
     p.add_argument('--out', type=Path, required=True, help='PNG to write')
@@ -41,12 +43,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logdir = args.run / 'tensorboard'
     if not logdir.is_dir():
-        print_error(f'{logdir}: no TensorBoard folder (was the run made with --tensorboard?)')
-        return 1
+        raise InputError(f'{logdir}: no TensorBoard folder (was the run made with --tensorboard?)')
     scalars = read_scalars(logdir)
     if 'train/loss' not in scalars:
-        print_error(f'{logdir}: no train/loss scalars')
-        return 1
+        raise InputError(f'{logdir}: no train/loss scalars')
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -67,10 +67,8 @@ def main(argv=None) -> int:
     ax.legend(lines, [ln.get_label() for ln in lines], loc='center right', fontsize=8)
     ax.set_title(args.title or args.run.name, fontsize=10)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f'.{args.out.name}.tmp.png')
-    fig.savefig(tmp)
-    tmp.replace(args.out)
+    with atomic_open(args.out, 'wb') as fh:
+        fig.savefig(fh, format='png')
     print(f'{args.out}: {len(loss)} loss points, '
           f'{len(scalars.get("val/psnr", ([], []))[0])} validation points')
     return 0

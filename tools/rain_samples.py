@@ -17,7 +17,8 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cli import run_main  # noqa: E402
+from utils.cli import ArgumentParser, run_main  # noqa: E402
+from utils.errors import UsageError  # noqa: E402
 from utils.image_io import resize_longest, write_png_atomic  # noqa: E402
 from utils.rain import add_rain, add_random_rain, sample_rain_params  # noqa: E402
 
@@ -41,12 +42,15 @@ def labelled(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', type=Path, default=Path('docs/images/rain_samples.png'))
     p.add_argument('--size', type=int, default=200, help='tile side in pixels')
     p.add_argument('--cols', type=int, default=7, help='tiles per row')
     args = p.parse_args(argv)
+    if args.size < 16 or args.cols < 3:
+        raise UsageError(f'--size {args.size} / --cols {args.cols}: need --size >= 16 and '
+                         f'--cols >= 3 (clean, light and heavy tiles)')
     photos = [skimage.data.coffee(), skimage.data.chelsea(), skimage.data.astronaut()]
     rows, seed = [], 0
     for r, photo in enumerate(photos):

@@ -1,19 +1,20 @@
 """The one way this project writes a file: all of it, or none of it.
 
 Every output (restored images, checkpoints, weights, reports, config.yaml, manifests) is written
-to a temp file beside its destination, flushed and fsync'ed, given normal permissions (mkstemp
-makes 0600; outputs are meant to be shared, so 0666 minus the umask), then renamed over the
-destination. A crash at any moment leaves the old file or the new one, never a partial file; a
+to a temp file beside its destination with normal permissions (0666 minus the umask: outputs are
+meant to be shared), flushed and fsync'ed, then renamed over the destination. A crash at any moment leaves the old file or the new one, never a partial file; a
 failed write removes its temp file and raises an ``OSError`` that names the destination.
 
-Temp files are named ``.<name>.<8 random characters>.tmp``; a process killed outright cannot
+Temp files are named ``.<name>.<8 random hex characters>.tmp``; a process killed outright cannot
 remove its temp, so :func:`remove_stale_temps` lets the next run of the same job clean up.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -21,17 +22,40 @@ from typing import IO, Iterable, Iterator
 _TEMP_NAME = re.compile(r'\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp')
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(folder: Path, name: str) -> tuple[int, str]:
+    """A new, exclusive ``.<name>.<8 hex characters>.tmp`` in ``folder``, opened for writing.
+
+    Created with mode 0666 so the kernel applies the umask: normal permissions without reading
+    the umask, which only ``os.umask`` can do, by changing it for every thread of the process.
+    The name comes from ``secrets``, so writing never touches the ``random`` state a training
+    run saves and restores.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, 'no unused temp file name', os.path.join(folder, name))
 
 
 def _named(err: OSError, path: Path) -> OSError:
     """The same error, naming the destination and saying whether an older file survives."""
-    errno = err.errno if err.errno is not None else 5
+    code = err.errno if err.errno is not None else errno.EIO
     kept = ' (the previous file is intact)' if path.exists() else ''
-    return OSError(errno, f'{err.strerror or os.strerror(errno)}; not written{kept}', str(path))
+    return OSError(code, f'{err.strerror or os.strerror(code)}; not written{kept}', str(path))
+
+
+def _about(err: OSError, tmp: str | None, path: Path) -> bool:
+    """Whether ``err`` concerns our temp/destination (not another file used inside the block)."""
+    if err.filename is None:
+        return True
+    try:
+        name = os.path.basename(os.fsdecode(err.filename))
+    except TypeError:                       # a file descriptor number, not a path
+        return True
+    return name == os.path.basename(tmp or '') or name.startswith(f'.{path.name}.')
 
 
 @contextlib.contextmanager
@@ -45,20 +69,22 @@ def atomic_open(path: str | os.PathLike, mode: str = 'wb', encoding: str | None 
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        fd, tmp = _create_temp(path.parent, path.name)
         text = mode == 'w'
-        with os.fdopen(fd, mode, **(dict(encoding=encoding or 'utf-8', newline='')
-                                    if text else {})) as fh:
+        try:
+            fh = os.fdopen(fd, mode, **(dict(encoding=encoding or 'utf-8', newline='')
+                                        if text else {}))
+        except BaseException:
+            os.close(fd)
+            raise
+        with fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         tmp = None
     except OSError as err:
-        ours = (err.filename is None or os.fspath(err.filename) == tmp
-                or os.path.basename(os.fspath(err.filename)).startswith(f'.{path.name}.'))
-        if not ours:
+        if not _about(err, tmp, path):
             raise                     # an error about another file, raised inside the block
         raise _named(err, path) from None
     finally:
@@ -98,3 +124,15 @@ def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str] | None = 
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create and delete a small file in ``folder``: a full or read-only disk is found before
+    any work starts. An ``OSError`` naming the folder if that fails."""
+    folder = Path(folder)
+    try:
+        with tempfile.TemporaryFile(prefix='.write-check.', dir=folder) as fh:
+            fh.write(b'x')
+            fh.flush()
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(folder)) from None

@@ -27,6 +27,8 @@ import torch.nn as nn
 
 from models import WeightsError, load_weights, save_weights
 from models.weights import check_finite, read_checkpoint, save_atomic, weights_checkpoint
+from utils.atomic import remove_stale_temps
+from utils.errors import SpikeDerainError
 
 LAST_NAME = 'model_last.pth'
 BEST_NAME = 'model_best.pth'
@@ -34,7 +36,7 @@ LOCK_NAME = '.train.lock'
 TRAIN_STATE_FORMAT = 'spikederain-train-v1'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SpikeDerainError, RuntimeError):
     """A checkpoint that cannot resume this run (not a training state, another model, ...)."""
 
 
@@ -212,17 +214,12 @@ def save_best(model: nn.Module, path: str | os.PathLike, **extra) -> None:
 
 
 def remove_interrupted_saves(run_dir: str | os.PathLike) -> list[Path]:
-    """Delete temp files of saves killed before their rename (``.model_last.pth.XXXX.tmp``).
+    """Delete temp files of saves killed before their rename (``.model_last.pth.XXXXXXXX.tmp``).
 
     The files they were replacing are intact (writes are atomic); the temps only waste disk,
     a checkpoint's size each time a job is killed mid-save. One process writes a run folder.
     """
-    run_dir = Path(run_dir)
-    removed = [p for name in (LAST_NAME, BEST_NAME, 'config.yaml')
-               for p in run_dir.glob(f'.{name}.*.tmp') if p.is_file()]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
+    return remove_stale_temps(run_dir, (LAST_NAME, BEST_NAME, 'config.yaml'))
 
 
 def find_last(run_dir: str | os.PathLike) -> Path | None:

@@ -1,11 +1,13 @@
-"""How the command-line scripts end: one line on stderr and a non-zero exit code, never a traceback.
+"""How the command-line scripts end: one line on stderr and the right exit code, never a traceback.
 
 Researchers run long jobs unattended; the end of the log must say what went wrong and where
-(the file or the option), not a stack of frames from deep inside torch. Each script handles the
-errors it expects itself; :func:`run_main` is the safety net around ``main()`` for the expected
-kinds of error that still escape (a bad file found late, an unwritable path, Ctrl-C). Anything
-else is a bug and keeps its traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an
-expected error too.
+(the file or the option), not a stack of frames from deep inside torch. Scripts only *raise*
+(:mod:`utils.errors`); :func:`run_main`, around every script's ``main()``, is the one place that
+prints ``PROG: error: MESSAGE`` and picks the exit code: 2 for a bad option (argparse, through
+:class:`ArgumentParser`, and every :class:`~utils.errors.UsageError` such as a config error), 1
+for a runtime error (a :class:`~utils.errors.SpikeDerainError`, or an ``OSError``/``ValueError``
+raised by library code), 130 for Ctrl-C, 143 for SIGTERM. Anything else is a bug and keeps its
+traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an expected error too.
 
 Signals: :func:`run_main` makes SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (``kill``, what
 schedulers such as Slurm send before killing a job) end a script the same clean way: one line
@@ -17,6 +19,7 @@ inherits an *ignored* SIGINT from the shell, and Python then never raises Keyboa
 """
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -24,11 +27,10 @@ from typing import Callable, NoReturn
 
 from tqdm import tqdm
 
-from models.weights import WeightsError
-from utils.checkpoint import CheckpointError
+from utils.errors import RUNTIME, SpikeDerainError, UsageError
 
-# ImageReadError, DatasetError, PairingError and the trainer's ConfigError are ValueErrors.
-EXPECTED_ERRORS = (ValueError, OSError, WeightsError, CheckpointError)
+# Ours, and what library code (ours and others') raises for bad values and files.
+EXPECTED_ERRORS = (SpikeDerainError, ValueError, OSError)
 INTERRUPTED = 130          # what shells report for a job stopped by Ctrl-C (128 + SIGINT)
 TERMINATED = 143           # ... and for one stopped by SIGTERM (128 + 15)
 
@@ -69,13 +71,26 @@ def close_progress_bars() -> None:
         bar.close()
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are a :class:`UsageError`: one line from :func:`run_main`, exit 2,
+    instead of the usage dump (subcommand parsers inherit the class)."""
+
+    def error(self, message):
+        raise UsageError(f'{message} (see --help)')
+
+
 def describe(err: BaseException) -> str:
-    """The error as one line; an OSError names its file (``PATH: Permission denied``)."""
+    """The error as one line; an OSError names its file (``PATH: Permission denied``); an error
+    re-raised from a DataLoader worker keeps its last line (the worker's own message)."""
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         where = err.filename if err.filename2 is None else f'{err.filename} -> {err.filename2}'
         return f'{where}: {err.strerror}'
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return lines[0] if lines else type(err).__name__
+    if not lines:
+        return type(err).__name__
+    if any('Original Traceback' in ln for ln in lines):
+        return lines[-1].split(': ', 1)[-1]
+    return lines[0]
 
 
 def print_error(message: str, prog: str | None = None) -> None:
@@ -85,20 +100,29 @@ def print_error(message: str, prog: str | None = None) -> None:
     print(f'{prefix}: {message}', file=sys.stderr, flush=True)
 
 
+def error_exit_code(err: BaseException) -> int:
+    """2 for a :class:`UsageError`, 1 for any other expected error."""
+    return getattr(err, 'exit_code', RUNTIME) if isinstance(err, SpikeDerainError) else RUNTIME
+
+
 def run_main(main: Callable[[], int | None], prog: str) -> NoReturn:
     """Exit with ``main()``'s code; an expected error, Ctrl-C or SIGTERM that escapes it becomes
-    one line."""
+    one line and its exit code.
+
+    A script may set ``detail`` on the KeyboardInterrupt it re-raises to say what was kept
+    (default: files written so far are complete).
+    """
     install_signal_handlers()
     try:
         code = main()
     except KeyboardInterrupt as stop:
         close_progress_bars()
-        print(f'{prog}: {interruption(stop)}; files written so far are complete',
-              file=sys.stderr, flush=True)
+        kept = getattr(stop, 'detail', None) or 'files written so far are complete'
+        print(f'{prog}: {interruption(stop)}; {kept}', file=sys.stderr, flush=True)
         code = exit_code(stop)
     except EXPECTED_ERRORS as err:
         if os.environ.get('SPIKEDERAIN_DEBUG'):
             raise
         print_error(describe(err), prog)
-        code = 1
+        code = error_exit_code(err)
     sys.exit(code or 0)

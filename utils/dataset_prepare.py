@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from utils.datasets import DatasetError, natural_key
+from utils.atomic import atomic_open, write_bytes_atomic
+from utils.datasets import DatasetError, DatasetOptionError, natural_key
 from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_rgb
 from utils.image_io import image_size as read_image_size
 
@@ -141,19 +141,6 @@ def _png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(dest: Path, write) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.stem}.', suffix='.tmp', dir=dest.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class OutputWriter:
     """Writes outputs atomically; identical existing files are kept (so re-runs are cheap and
     idempotent), different ones are refused unless ``overwrite``."""
@@ -176,13 +163,14 @@ class OutputWriter:
 
     def copy(self, src: Path, dest: Path) -> None:
         if not self._existing(dest, lambda: filecmp.cmp(src, dest, shallow=False)):
-            _write_atomic(dest, lambda tmp: shutil.copyfile(src, tmp))
+            with open(src, 'rb') as fin, atomic_open(dest, 'wb') as fout:
+                shutil.copyfileobj(fin, fout)
             self.written += 1
 
     def png(self, img: np.ndarray, dest: Path) -> None:
         data = _png_bytes(img)
         if not self._existing(dest, lambda: dest.read_bytes() == data):
-            _write_atomic(dest, lambda tmp: Path(tmp).write_bytes(data))
+            write_bytes_atomic(dest, data)
             self.written += 1
 
 
@@ -190,7 +178,7 @@ def check_not_overlapping(src: Path, dest: Path) -> None:
     """Refuse an output folder inside (or around) the source: outputs never touch inputs."""
     s, d = src.resolve(), dest.resolve()
     if s == d or s in d.parents or d in s.parents:
-        raise DatasetError(f'{dest}: output folder overlaps the source {src}; '
+        raise DatasetOptionError(f'{dest}: output folder overlaps the source {src}; '
                            f'choose an --out outside it (sources are never modified)')
 
 

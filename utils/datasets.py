@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from utils.errors import InputError, UsageError
 from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image_rgb
 from utils.rain import make_rainy, parse_rain_kinds
 
@@ -25,8 +26,12 @@ from utils.rain import make_rainy, parse_rain_kinds
 IGNORED_NAMES = frozenset({'thumbs.db', 'desktop.ini'})
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder or pair that cannot be used; the one-line message names the file(s)."""
+
+
+class DatasetOptionError(DatasetError, UsageError):
+    """A dataset preset or split name that does not exist: a bad option (exit 2)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ def get_preset(name: str) -> DatasetPreset:
     for key, preset in DATASET_PRESETS.items():
         if key.lower() == str(name).lower():
             return preset
-    raise DatasetError(f'unknown dataset {name!r}; known: {", ".join(DATASET_PRESETS)} '
+    raise DatasetOptionError(f'unknown dataset {name!r}; known: {", ".join(DATASET_PRESETS)} '
                        f'(or pass a folder directly)')
 
 
@@ -278,9 +283,9 @@ def resolve_split_dir(dataset: str, data_root: str | os.PathLike, split: str) ->
     """``data_root/NAME/split``, checked to exist; the error says how to get or prepare it."""
     preset = get_preset(dataset)
     if split not in SPLITS:
-        raise DatasetError(f'unknown split {split!r}; use one of {", ".join(SPLITS)}')
+        raise DatasetOptionError(f'unknown split {split!r}; use one of {", ".join(SPLITS)}')
     if split == 'train' and not preset.has_train:
-        raise DatasetError(f'{preset.name} has no training split (test only); '
+        raise DatasetOptionError(f'{preset.name} has no training split (test only); '
                            f'train on another dataset')
     root = Path(data_root)
     folder = root / preset.name / split

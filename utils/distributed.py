@@ -17,9 +17,11 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Sampler
 
+from utils.errors import UsageError
 
-class DeviceError(RuntimeError):
-    """A requested device that this machine does not have."""
+
+class DeviceError(UsageError, RuntimeError):
+    """A requested device that this machine does not have (a bad --device for it: exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from utils.atomic import atomic_open, check_writable, remove_stale_temps  # noqa: F401
+from utils.errors import InputError, SpikeDerainError
 
 # Our own limit replaces Pillow's (checked on the header's size in read_image_rgb, which names the
 # file and says how to raise it): Pillow's would stop a whole run with a traceback.
@@ -46,11 +47,11 @@ OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file that is missing, empty, corrupt or not an image; the message names it."""
 
 
-class NonFiniteImageError(ValueError):
+class NonFiniteImageError(SpikeDerainError, ValueError):
     """An image tensor with NaN or infinite values, which is never written."""
 
 
@@ -195,28 +196,13 @@ def read_image_tensor(path: str | os.PathLike) -> torch.Tensor:
 
 
 def write_png_atomic(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Write an HxWx3 uint8 array as PNG via a temp file + rename (never half-written).
+    """Write an HxWx3 uint8 array as PNG, complete or not at all (:mod:`utils.atomic`).
 
     A failed write (no space, read-only, file-size limit) is an ``OSError`` naming ``path``.
     """
     path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix='.png.tmp', dir=path.parent)
-        with os.fdopen(fd, 'wb') as fh:
-            Image.fromarray(np.asarray(img, dtype=np.uint8)).save(fh, format='PNG')
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())   # mkstemp makes 0600; outputs are shared
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
-            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) \
-                from None
-        raise
+    with atomic_open(path, 'wb') as fh:
+        Image.fromarray(np.asarray(img, dtype=np.uint8)).save(fh, format='PNG')
     return path
 
 
@@ -225,48 +211,14 @@ def is_out_of_space(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in OUT_OF_SPACE_ERRNOS
 
 
-def check_writable(folder: str | os.PathLike) -> None:
-    """Create and delete a small file in ``folder``; an ``OSError`` naming it if that fails."""
-    folder = Path(folder)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix='.write-check.', suffix='.tmp', dir=folder)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(folder)) from None
-    try:
-        os.write(fd, b'x')
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(folder)) from None
-    finally:
-        os.close(fd)
-        os.unlink(tmp)
-
-
-# write_png_atomic's temp names: '.' + stem + '.' + mkstemp's 8 random characters + '.png.tmp'.
-_TEMP_PNG = re.compile(r'\.(?P<stem>.+)\.[a-z0-9_]{8}\.png\.tmp')
-
-
 def remove_interrupted_writes(folder: str | os.PathLike, stems: Iterable[str]) -> list[Path]:
-    """Delete temp files of :func:`write_png_atomic` calls killed before their rename.
+    """Delete temp files of :func:`write_png_atomic` calls (``STEM.png``) killed before their
+    rename.
 
     A process killed outright (SIGKILL, power loss) cannot clean up; the re-run that redoes
     those outputs does. Only the temps of the given output stems are touched.
     """
-    folder, stems = Path(folder), set(stems)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for path in folder.iterdir():
-        match = _TEMP_PNG.fullmatch(path.name)
-        if match and match['stem'] in stems and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return remove_stale_temps(folder, (f'{stem}.png' for stem in stems))
 
 
 def resize_longest(img: np.ndarray, size: int) -> np.ndarray:

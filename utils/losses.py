@@ -15,8 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import UsageError
 
-class LossSpecError(ValueError):
+
+class LossSpecError(UsageError):
     """A loss string that cannot be parsed; the message lists the known loss names."""
 
 

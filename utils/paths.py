@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from utils.errors import UsageError
+
 # (option or role, path): e.g. ('--save_path', Path('results/x')) or ('input folder', ...).
 Named = tuple[str, 'str | os.PathLike']
 
 
-class PathConflictError(ValueError):
+class PathConflictError(UsageError):
     """An output path that is, or lies inside, something the command reads."""
 
 

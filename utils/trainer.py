@@ -14,7 +14,6 @@ import math
 import os
 import random
 import resource
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +27,8 @@ from tqdm import tqdm
 
 from models import build_model, model_config
 from utils import checkpoint as ckpt
+from utils.atomic import write_text_atomic
+from utils.errors import SpikeDerainError, UsageError
 from utils import distributed as dist_utils
 from models.acceleration import enable_fast_training, supports_fast_path
 from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
@@ -45,11 +46,11 @@ from utils.training import (build_optimizer, build_scheduler, period_to_iters,
                             steps_per_epoch)
 
 
-class ConfigError(ValueError):
-    """A training setting that cannot work; the message names the option."""
+class ConfigError(UsageError):
+    """A training setting that cannot work; the message names the option (exit 2)."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SpikeDerainError, RuntimeError):
     """A run that had to stop (non-finite loss, unusable validation image, ...)."""
 
 
@@ -170,15 +171,7 @@ def peak_memory_text(device: torch.device) -> str:
 
 
 def _write_yaml_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            yaml.safe_dump(data, fh, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 # Settings a resumed run must share with the saved one besides the resolved schedule (the saved
