@@ -113,4 +113,4 @@ def _residual_block_fast(run, block: SpikingResidualBlock, x: torch.Tensor) -> t
     a = run.conv_bn(run.neuron(r[0], x), r[1], r[2])
     a = run.conv_bn(run.neuron(r[3], a), r[4], r[5])
     u = a + run.conv_bn(x, sc[0], sc[1])
-    return run.layout((block.attn(run.steps(u)) + run.steps(x)).flatten(0, 1))
+    return run.attention(block.attn, u, residual=x)

@@ -251,7 +251,7 @@ def _sdem_fast(run, block: SDEM, x: torch.Tensor) -> torch.Tensor:
     out = _decompose_enhance_fast(run, out, run.neuron(block.lif_2, out),
                                   block.high_freq_scale_2, block.low_freq_scale_2)
     out = run.conv_bn(out, block.conv2, block.bn2) + run.conv_bn(x, *block.shortcut)
-    return run.layout((block.attn(run.steps(out)) + run.steps(x)).flatten(0, 1))
+    return run.attention(block.attn, out, residual=x)
 
 
 def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +271,8 @@ def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
 
         def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
             return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
-        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(s6.amax(dim=(2, 4, 5))))
+        peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
+        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
         gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)   # still [T*B, C*rr] layout
         merge = smu.temporal_compress[0].weight.reshape(C, C * rr, 1, 1)
         out = torch.relu_(run.conv_weight(run.layout(gated.reshape(N, Crr, h, w)), merge))
@@ -279,6 +280,8 @@ def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
         steps = s.view(T, B, C, rr, h, w).permute(1, 0, 3, 2, 4, 5).reshape(B, T * rr, C, h, w)
         steps = (steps * smu.time_attention(steps)).permute(0, 2, 1, 3, 4)
         out = run.layout(smu.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
-    out = run.module(smu.attn_1, run.conv_bn(run.neuron(smu.lif_1, out), smu.conv_1, smu.bn_1))
-    out = run.module(smu.attn_2, run.conv_bn(run.neuron(smu.lif_2, out), smu.conv_2, smu.bn_2))
-    return run.module(smu.final_attn, run.upsample(out, r) + skip)
+    out = run.attention(smu.attn_1, run.conv_bn(run.neuron(smu.lif_1, out), smu.conv_1,
+                                                smu.bn_1))
+    out = run.attention(smu.attn_2, run.conv_bn(run.neuron(smu.lif_2, out), smu.conv_2,
+                                                smu.bn_2))
+    return run.attention(smu.final_attn, run.upsample(out, r) + skip)

@@ -150,13 +150,13 @@ def test_switches_and_api():
 
 
 # ---- paths that change rounding: fidelity on a trained tiny model ----------------------------
-@pytest.fixture(scope='module')
-def trained_tiny():
-    """spikerain-tiny after 30 Adam steps on synthetic rainy crops (fast training path)."""
+@pytest.fixture(scope='module', params=['spikerain-tiny', 'esdnet-tiny'])
+def trained_tiny(request):
+    """A tiny model after 30 Adam steps on synthetic rainy crops (fast training path)."""
     torch.manual_seed(0)
     pairs = synthetic_rainy_pairs(6, 48, seed=1)
     rainy = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-    model = enable_fast_training(build_model('spikerain-tiny').train())
+    model = enable_fast_training(build_model(request.param).train())
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = np.random.default_rng(0)
     losses = []
@@ -192,6 +192,8 @@ def test_fast_inference_fidelity_on_trained_model(trained_tiny):
         target = tensor_to_uint8(clean)
         gaps.append(calculate_psnr(tensor_to_uint8(fast_out.clamp(0, 1)), target)
                     - calculate_psnr(tensor_to_uint8(ref_out.clamp(0, 1)), target))
+    print(f'{type(model).__name__} (trained tiny) fast inference: worst spike agreement '
+          f'{worst:.6f}, PSNR differences {[round(g, 4) for g in gaps]} dB')
     assert worst >= 0.999, worst
     assert max(abs(g) for g in gaps) <= 0.05, gaps
 
@@ -409,3 +411,23 @@ def test_vlifnet_fast_training_fidelity_on_trained_weights(vlif_trained, rainy_p
     assert min(agreement.values()) >= 0.99, agreement
     assert cosine > 0.99
     assert torch.allclose(buffers[0], buffers[1], atol=1e-3, rtol=1e-2)
+
+
+@pytest.mark.parametrize('name', ['spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny'])
+def test_fast_paths_on_a_batch_match_the_plain_path(name):
+    """Batch of 2 (the gates are per sample): inference and one training step's gradients."""
+    torch.manual_seed(0)
+    model = build_model(name)
+    x = torch.rand(2, 3, 32, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model.eval()(x)
+        got = optimize_for_inference(model)(x)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    grads = []
+    for fast in (False, True):
+        m = copy.deepcopy(model).train()
+        if fast:
+            enable_fast_training(m)
+        m(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
