@@ -2,7 +2,8 @@
 
 A model added to ``models.MODEL_REGISTRY`` is covered here the day it is registered. Full-size
 configs are only built on the ``meta`` device (no memory, no time); forwards, gradients and
-checkpoints run on a small version of each config (width 16, one block per U-Net level).
+checkpoints run on a small version of each config (width 16, one block per U-Net level), once
+per distinct small network.
 """
 import re
 
@@ -31,7 +32,18 @@ def small_overrides(name: str) -> dict:
     return small
 
 
-@pytest.fixture(scope='module', params=NAMES)
+def distinct_small_models() -> list[str]:
+    """One name per distinct (class, small config): spikerain-s/-m/-l shrink to the same net."""
+    seen, names = set(), []
+    for name in NAMES:
+        key = (model_class(name), repr(sorted(model_config(name, **small_overrides(name)).items())))
+        if key not in seen:
+            seen.add(key)
+            names.append(name)
+    return names
+
+
+@pytest.fixture(scope='module', params=distinct_small_models())
 def small(request):
     """(name, overrides, eval-mode model) of the small version of one registered model."""
     name = request.param
@@ -41,7 +53,9 @@ def small(request):
 
 
 def test_registry_names_map_to_restorer_classes_and_configs():
-    assert NAMES == sorted(MODEL_REGISTRY) and len(NAMES) >= 9
+    assert sorted(MODEL_REGISTRY) == NAMES and len(NAMES) >= 9
+    every_class = {cls for cls, _ in MODEL_REGISTRY.values()}
+    assert {model_class(n) for n in distinct_small_models()} == every_class   # all of them run
     for name, (cls, defaults) in MODEL_REGISTRY.items():
         assert isinstance(cls, type) and issubclass(cls, SpikingRestorer), name
         assert model_class(name) is cls
@@ -55,7 +69,7 @@ def test_full_size_model_declares_the_contract(name):
     assert type(model) is MODEL_REGISTRY[name][0]
     assert model.model_name == name
     assert model.config == model_config(name) == MODEL_REGISTRY[name][1]
-    assert model.T == model.config['T'] and model.T >= 1
+    assert model.config['T'] == model.T and model.T >= 1
     assert model.in_channels == 3
     assert isinstance(model.size_multiple, int) and model.size_multiple >= 1
     assert any(is_spiking_neuron(m) for m in model.modules())

@@ -11,8 +11,8 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm

@@ -7,7 +7,7 @@ the overlaps are blended with smooth weights (a partition of unity) so that no s
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
