@@ -1,7 +1,7 @@
 # Entry points. Every target sets up .venv/ itself (idempotent, fast when already done).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-data photos test clean-demo
+.PHONY: setup demo demo-data photos test lint test-isolated clean-demo
 
 setup:
 	@bash tools/setup.sh
@@ -17,6 +17,14 @@ photos: setup
 
 test: setup
 	@$(PY) -m pytest -q tests
+
+lint: setup
+	@.venv/bin/ruff check .
+
+# The suite from a copy of the committed tree alone in a temp folder (nothing beside it, so no
+# test can lean on files outside the repository); reuses this checkout's .venv.
+test-isolated: setup
+	@bash tools/test_isolated.sh
 
 clean-demo:
 	rm -rf data/demo demo_output

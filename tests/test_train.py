@@ -178,3 +178,62 @@ def test_command_line_errors_are_one_line(tmp_path, args, match):
     assert proc.returncode != 0
     assert proc.stderr.strip().count('\n') == 0, proc.stderr
     assert match in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_extend_lengthens_a_finished_run_and_still_resumes_exactly(data, tmp_path):
+    quiet = dict(log=lambda s: None)
+    for run in ('a', 'b'):
+        Trainer(_cfg(data, tmp_path / run, iters=4, val_every='0'), **quiet).fit()
+    # without --extend a longer schedule is refused, with the hint
+    with pytest.raises(CheckpointError, match='total_iters 4 -> 7.*add --extend'):
+        Trainer(_cfg(data, tmp_path / 'a', iters=7, val_every='0'), **quiet)
+    # a: extended and run to the end in one go; b: extended, stopped after 1 step, resumed
+    trainer = Trainer(_cfg(data, tmp_path / 'a', iters=7, val_every='0', extend=True), **quiet)
+    lr_at_4 = trainer.optimizer.param_groups[0]['lr']
+    trainer.fit()
+    Trainer(_cfg(data, tmp_path / 'b', iters=7, val_every='0', extend=True, stop_after=1),
+            **quiet).fit()
+    resumed = Trainer(_cfg(data, tmp_path / 'b', iters=7, val_every='0'), **quiet)
+    assert resumed.progress['iteration'] == 5 and len(resumed.extensions) == 1
+    resumed.fit()
+    a = load_training_state(tmp_path / 'a' / 'model_last.pth')
+    b = load_training_state(tmp_path / 'b' / 'model_last.pth')
+    _assert_same_state(a, b)
+    assert a['progress']['iteration'] == 7
+    ext = a['train_config']['extensions']
+    assert [(e['iteration'], e['total_iters_before'], e['total_iters']) for e in ext] == \
+        [(4, 4, 7)]
+    assert ext[0]['lr'] == pytest.approx(lr_at_4)
+    history = yaml.safe_load((tmp_path / 'a' / 'schedule.yaml').read_text())
+    assert history['total_iters'] == 7 and history['extensions'][0]['iteration'] == 4
+    assert yaml.safe_load((tmp_path / 'a' / 'config.yaml').read_text())['extend'] is False
+
+
+def test_extension_schedule_decays_from_current_lr_to_min_lr():
+    from utils.training import build_extension_scheduler
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = build_extension_scheduler(opt, start_iteration=10, start_lr=4e-4, total_iters=14,
+                                      min_lr=1e-6)
+    lrs = [opt.param_groups[0]['lr']]
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]['lr'])
+    assert lrs[0] == pytest.approx(4e-4) and lrs[4] == pytest.approx(1e-6)
+    assert lrs[5] == pytest.approx(1e-6)               # past the end it stays at min_lr
+    assert all(x > y for x, y in zip(lrs[:4], lrs[1:4]))
+
+
+def test_command_line_is_generated_from_the_config_fields():
+    from dataclasses import fields as dc_fields
+    from train import build_parser
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions} - {'help', 'config', 'dim'}
+    names = {f.name for f in dc_fields(TrainConfig)}
+    assert dests == names                       # one declaration per option, none missing
+    for f in dc_fields(TrainConfig):
+        assert len(f.metadata['help']) > 10, f.name
+    defaults = TrainConfig()
+    for action in parser._actions:
+        if action.dest in names and action.dest != 'model_opt':
+            assert action.default == getattr(defaults, action.dest), action.dest

@@ -15,9 +15,9 @@ import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from tqdm import tqdm
 from models import build_model, model_config
 from utils import checkpoint as ckpt
 from utils.atomic import write_text_atomic
-from utils.errors import SpikeDerainError, UsageError
+from utils.train_config import ConfigError, TrainConfig
+from utils.errors import SpikeDerainError
 from utils import distributed as dist_utils
 from models.acceleration import enable_fast_training, supports_fast_path
 from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
@@ -36,113 +37,16 @@ from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImage
 from utils.energy import measure_firing_rates
 from utils.gpu import lif_kernel_report
 from models.weights import WeightsError, check_finite, load_weights
-from utils.image_io import NonFiniteImageError, tensor_to_uint8
+from utils.image_io import NonFiniteImageError
 from utils.paths import check_writes, split_folders
-from utils.inference import restore
-from utils.losses import LossSpecError, build_loss
-from utils.rain import parse_rain_kinds
-from utils.metrics import calculate_psnr, calculate_ssim
-from utils.training import (build_optimizer, build_scheduler, period_to_iters,
-                            steps_per_epoch)
-
-
-class ConfigError(UsageError):
-    """A training setting that cannot work; the message names the option (exit 2)."""
+from utils.losses import build_loss
+from utils.validation import score_model
+from utils.training import (build_extension_scheduler, build_optimizer, build_scheduler,
+                            period_to_iters, steps_per_epoch)
 
 
 class TrainingError(SpikeDerainError, RuntimeError):
     """A run that had to stop (non-finite loss, unusable validation image, ...)."""
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run. Defaults: the official SpikeRain recipe, plus flips/rotations."""
-    model: str = 'spikerain-s'
-    model_opt: dict = field(default_factory=dict)
-    init_weights: str | None = None
-    train_dir: str | None = None
-    clean_dir: str | None = None
-    rain: str = 'random'
-    clean_fraction: float = 0.1
-    samples_per_photo: int = 32
-    val_dir: str | None = None
-    dataset: str | None = None
-    data_root: str = 'data'
-    model_save_dir: str | None = None
-    batch_size: int = 16
-    global_batch_size: int | None = None
-    patch_size: int = 64
-    augment: bool = True
-    lr: float = 1e-3
-    min_lr: float = 1e-7
-    weight_decay: float = 0.01
-    num_epochs: int = 2000
-    iters: int | None = None
-    warmup: str = '5ep'
-    loss: str = 'ssim'
-    grad_clip: float = 0.0
-    accum_steps: int = 1
-    amp: bool = False
-    log_every: int = 10
-    tf32: bool = False
-    val_every: str = '1ep'
-    val_tile: int | None = None
-    val_images: int = 3
-    save_every: str = '1ep'
-    stop_after: int | None = None
-    resume: str = 'auto'
-    seed: int = 1234
-    device: str = 'auto'
-    workers: int = min(4, os.cpu_count() or 1)
-    tensorboard: bool = True
-    fast: bool = True
-
-    def validate(self) -> None:
-        """Reject impossible values with one message naming the option."""
-        def need(cond, name, what):
-            if not cond:
-                raise ConfigError(f'--{name} must be {what}, got {getattr(self, name)!r}')
-        for f in fields(self):              # nan/inf pass every comparison-free check below
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f'--{f.name} must be a finite number, got {value!r}')
-        for key, value in (self.model_opt or {}).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f'--model_opt {key}={value!r}: must be a finite number')
-        need(self.batch_size >= 1, 'batch_size', '>= 1')
-        need(self.global_batch_size is None or self.global_batch_size >= 1,
-             'global_batch_size', '>= 1')
-        need(self.log_every >= 1, 'log_every', '>= 1')
-        need(self.patch_size >= 8, 'patch_size', '>= 8 pixels')
-        need(self.lr > 0 and math.isfinite(self.lr), 'lr', '> 0')
-        need(0 <= self.min_lr <= self.lr, 'min_lr', 'between 0 and --lr')
-        need(self.weight_decay >= 0, 'weight_decay', '>= 0')
-        need(self.num_epochs >= 1, 'num_epochs', '>= 1')
-        need(self.iters is None or self.iters >= 1, 'iters', '>= 1')
-        need(self.grad_clip >= 0, 'grad_clip', '>= 0 (0 turns clipping off)')
-        need(self.accum_steps >= 1, 'accum_steps', '>= 1')
-        need(self.val_images >= 0, 'val_images', '>= 0')
-        need(self.val_tile is None or self.val_tile >= 8, 'val_tile', '>= 8 pixels')
-        need(self.stop_after is None or self.stop_after >= 1, 'stop_after', '>= 1')
-        need(self.workers >= 0, 'workers', '>= 0')
-        need(0 <= self.clean_fraction < 1, 'clean_fraction', 'in [0, 1)')
-        need(self.samples_per_photo >= 1, 'samples_per_photo', '>= 1')
-        try:
-            parse_rain_kinds(str(self.rain))
-        except ValueError as err:
-            raise ConfigError(f'--rain: {err}') from None
-        for name in ('warmup', 'val_every', 'save_every'):
-            try:
-                period_to_iters(getattr(self, name), 1, f'--{name}')
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-        try:
-            build_loss(self.loss)
-        except LossSpecError as err:
-            raise ConfigError(f'--loss: {err}') from None
-        if self.train_dir is None and self.dataset is None and self.clean_dir is None:
-            raise ConfigError('give --train_dir (a folder with input/ and target/), '
-                              '--clean_dir (a folder of clean photos) or --dataset NAME')
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -271,6 +175,9 @@ class Trainer:
         self.progress = dict(epoch=0, epoch_batch=0, iteration=0)
         self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)      # -inf: none yet
         self.saved_iteration: int | None = None
+        # where the schedule was lengthened (--extend): [{iteration, lr, total_iters_before,
+        # total_iters}], oldest first; the last one defines the remaining learning rates
+        self.extensions: list[dict] = []
         self._lock_run_dir()          # before reading or cleaning anything in the run folder
         try:
             self.resumed_from = self._resume()
@@ -351,13 +258,15 @@ class Trainer:
         """The run's options with folders resolved: config.yaml, usable as ``--config``."""
         data = asdict(self.cfg)
         data.update(train_dir=str(self.train_dir) if self.train_dir else None,
-                    clean_dir=str(self.clean_dir) if self.clean_dir else None, val_dir=str(self.val_dir) if self.val_dir
-                    else None, model_save_dir=str(self.run_dir), stop_after=None)
+                    clean_dir=str(self.clean_dir) if self.clean_dir else None,
+                    val_dir=str(self.val_dir) if self.val_dir else None,
+                    model_save_dir=str(self.run_dir), stop_after=None, extend=False)
         return data
 
     def record(self) -> dict:
         """What checkpoints store: the settings plus the resolved schedule and process count."""
-        return dict(self.settings(), world_size=self.info.world_size, schedule=self.schedule())
+        return dict(self.settings(), world_size=self.info.world_size, schedule=self.schedule(),
+                    extensions=[dict(e) for e in self.extensions])
 
     def _scalar(self, tag: str, value: float, step: int) -> None:
         if self.tb is not None:
@@ -380,25 +289,52 @@ class Trainer:
         state = ckpt.load_training_state(path)
         ckpt.check_same_model(state, self.cfg.model, self.model_cfg, str(path))
         saved = state.get('train_config', {})
-        if saved.get('schedule') != self.schedule() or any(
-                saved.get(k) != getattr(self.cfg, k) for k in _FIXED_KEYS):
-            old = {**saved.get('schedule', {}), **{k: saved.get(k) for k in _FIXED_KEYS}}
-            new = {**self.schedule(), **{k: getattr(self.cfg, k) for k in _FIXED_KEYS}}
-            diff = ', '.join(f'{k} {old.get(k)} -> {new[k]}' for k in new if old.get(k) != new[k])
+        old = {**saved.get('schedule', {}), **{k: saved.get(k) for k in _FIXED_KEYS}}
+        new = {**self.schedule(), **{k: getattr(self.cfg, k) for k in _FIXED_KEYS}}
+        diff = {k for k in new if old.get(k) != new[k]}
+        longer = diff == {'total_iters'} and new['total_iters'] > (old.get('total_iters') or 0)
+        if diff and not (longer and self.cfg.extend):
+            text = ', '.join(f'{k} {old.get(k)} -> {new[k]}' for k in new if k in diff)
+            hint = ('; to lengthen the saved schedule add --extend' if longer else
+                    '; use the settings of the saved run or start a new one')
             raise ckpt.CheckpointError(
-                f'{path}: cannot resume with a different schedule or batching ({diff}); '
-                f'use the settings of the saved run or start a new one')
+                f'{path}: cannot resume with a different schedule or batching ({text}){hint}')
+        self.extensions = [dict(e) for e in saved.get('extensions') or []]
+        if self.extensions:          # a run lengthened earlier: its scheduler is the extension's
+            self.scheduler = self._extension_scheduler(self.extensions[-1])
         ckpt.restore_training_state(state, model=self.net, optimizer=self.optimizer,
                                     scheduler=self.scheduler, scaler=self.scaler)
+        if diff:                     # --extend: a cosine from here to the new end
+            at = int(state['progress']['iteration'])
+            lr_now = float(self.optimizer.param_groups[0]['lr'])
+            self.extensions.append(dict(iteration=at, lr=lr_now,
+                                        total_iters_before=int(old['total_iters']),
+                                        total_iters=self.total_iters))
+            self.scheduler = self._extension_scheduler(self.extensions[-1])
+            self.log(f'extending the schedule at iteration {at}: {old["total_iters"]} -> '
+                     f'{self.total_iters} iterations (cosine from lr '
+                     f'{self.extensions[-1]["lr"]:.3g} to {self.cfg.min_lr:g})')
         self.progress = dict(state['progress'])
         self.best = dict(state['best'])
         self.saved_iteration = self.progress['iteration']
-        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'clean_fraction', 'val_dir', 'loss', 'grad_clip', 'patch_size',
+        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'clean_fraction', 'val_dir',
+                               'loss', 'grad_clip', 'patch_size',
                                'augment', 'weight_decay') if saved.get(k) != self.record()[k]]
         if changed:
             self.log('note: resuming with changed settings: ' + ', '.join(
                 f'{k} {saved.get(k)} -> {self.record()[k]}' for k in changed))
         return path
+
+    def _extension_scheduler(self, ext: dict):
+        return build_extension_scheduler(self.optimizer, ext['iteration'], ext['lr'],
+                                         ext['total_iters'], self.cfg.min_lr)
+
+    def _write_schedule_history(self) -> None:
+        """``schedule.yaml`` in the run folder: the schedule and every --extend, for readers."""
+        history = dict(total_iters=self.total_iters, warmup_iters=self.warmup_iters,
+                       lr=self.cfg.lr, min_lr=self.cfg.min_lr,
+                       extensions=[dict(e) for e in self.extensions])
+        write_text_atomic(self.run_dir / 'schedule.yaml', yaml.safe_dump(history, sort_keys=False))
 
     # -- checkpoints ------------------------------------------------------------------------
     def _check_weights(self, when: str) -> None:
@@ -521,28 +457,24 @@ class Trainer:
         net, it = self.net, self.progress['iteration']
         net.eval()
         indices = range(self.info.rank, len(self.val_set), self.info.world_size)
-        sums = [0.0, 0.0, 0.0]
-        shown = 0
         bar = tqdm(indices, desc='validate', unit='img', leave=False,
                    disable=not self.info.is_main, dynamic_ncols=True)
-        for i in bar:
-            inp, tgt, stem = self.val_set[i]
-            out = restore(net, inp[None].to(self.device), tile=self.cfg.val_tile)
-            try:
-                pred_u8, tgt_u8 = tensor_to_uint8(out), tensor_to_uint8(tgt)
-            except NonFiniteImageError as err:
-                self._stop_non_finite(f'validation output on {stem} ({err})')
-            try:
-                psnr, ssim = calculate_psnr(pred_u8, tgt_u8), calculate_ssim(pred_u8, tgt_u8)
-            except ValueError as err:
-                raise TrainingError(f'{self.val_dir}: image {stem}: {err}') from None
-            sums = [sums[0] + psnr, sums[1] + ssim, sums[2] + 1]
+        shown = [0]
+
+        def show(i, stem, inp, out, tgt, scores):
             if i == 0 and self.tb is not None:
                 self._log_firing_rates(net, inp)
-            if self.tb is not None and shown < self.cfg.val_images:
+            if self.tb is not None and shown[0] < self.cfg.val_images:
                 strip = torch.cat([inp, out[0].cpu(), tgt], dim=2).clamp(0, 1)
                 self.tb.add_image(f'val/{stem} (input | restored | target)', strip, it)
-                shown += 1
+                shown[0] += 1
+        try:
+            sums = score_model(net, self.val_set, self.device, bar, tile=self.cfg.val_tile,
+                               on_image=show)
+        except NonFiniteImageError as err:
+            self._stop_non_finite(f'validation output on {err}')
+        except ValueError as err:
+            raise TrainingError(f'{self.val_dir}: {err}') from None
         net.train()
         self._check_weights('after validation')
         total = dist_utils.all_reduce_sum(sums, self.device)
@@ -598,6 +530,7 @@ class Trainer:
             if stale:
                 self.log(f'removed {len(stale)} temp file(s) of a save interrupted earlier')
             _write_yaml_atomic(self.run_dir / 'config.yaml', self.settings())
+            self._write_schedule_history()
         self._open_tensorboard()
         start_it = prog['iteration']
         stop_at = self.total_iters if cfg.stop_after is None else min(

@@ -12,7 +12,7 @@ import re
 
 import torch
 import torch.nn as nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
 _PERIOD = re.compile(r'^\s*(?P<n>[0-9]*\.?[0-9]+)\s*(?P<unit>ep|it)?\s*$')
 
@@ -63,3 +63,27 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_iters: int, warmup_i
     warmup = LinearLR(optimizer, start_factor=1.0 / (warmup_iters + 1), end_factor=1.0,
                       total_iters=warmup_iters)
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_iters])
+
+
+def build_extension_scheduler(optimizer: torch.optim.Optimizer, start_iteration: int,
+                              start_lr: float, total_iters: int, min_lr: float) -> LambdaLR:
+    """The schedule of a run extended at ``start_iteration`` (``train.py --extend``): cosine
+    from the learning rate it had there down to ``min_lr`` at the new ``total_iters``.
+
+    The earlier part of the run keeps the schedule it was trained with; only the remaining
+    steps change, so the weights at the extension point are exactly those of the saved run.
+    Built on a fresh optimizer position (its step 0 is ``start_iteration``), then loaded with
+    the saved scheduler state when a run extended earlier is resumed.
+    """
+    span = max(1, int(total_iters) - int(start_iteration))
+
+    def factor(base_lr: float):
+        def at(step: int) -> float:
+            progress = min(step, span) / span
+            lr = min_lr + (start_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return lr / base_lr
+        return at
+
+    for group in optimizer.param_groups:
+        group.setdefault('initial_lr', group['lr'])
+    return LambdaLR(optimizer, [factor(g['initial_lr']) for g in optimizer.param_groups])

@@ -1,0 +1,236 @@
+"""Every training setting, declared once: its default, its help, and its checks.
+
+``train.py``'s command line is generated from :class:`TrainConfig`'s fields (:func:`add_options`),
+``--config FILE.yaml`` accepts the same names, and a run folder's ``config.yaml`` is the same
+dataclass written back, so an option cannot exist in one place and be missing in another.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import MISSING, dataclass, field, fields
+
+import yaml
+
+from models import available_models
+from utils.errors import UsageError
+from utils.losses import LossSpecError, build_loss
+from utils.rain import parse_rain_kinds
+from utils.training import period_to_iters
+
+
+class ConfigError(UsageError):
+    """A training setting that cannot work; the message names the option (exit 2)."""
+
+
+def opt(default, help: str, **cli):
+    """A setting: its default, its ``--help`` text, and extra argparse keywords (``cli``)."""
+    kw = dict(default_factory=default) if callable(default) else dict(default=default)
+    return field(metadata=dict(help=help, cli=cli), **kw)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Defaults: the official SpikeRain recipe, plus flips/rotations."""
+    model: str = opt('spikerain-s', 'model to train', choices=available_models())
+    model_opt: dict = opt(dict, 'override a model constructor option, e.g. T=2 or '
+                          'en_num_blocks=[1,1,1,1] (repeatable)', action='append',
+                          metavar='KEY=VALUE')
+    init_weights: str | None = opt(None, 'start from these weights (fine-tuning: a new run whose '
+                                   'optimizer and schedule start fresh; a resumed run ignores '
+                                   'it)', metavar='PATH')
+    train_dir: str | None = opt(None, 'training folder holding input/ and target/')
+    clean_dir: str | None = opt(None, 'folder of clean photos: every training sample is a new '
+                                'crop with synthetic rain drawn over it (mixable with '
+                                '--train_dir)')
+    rain: str = opt('random', "--clean_dir rain: 'random' (every parameter drawn per sample), "
+                    "'light', 'heavy', or several separated by commas (one drawn per sample)")
+    clean_fraction: float = opt(0.1, '--clean_dir: share of samples left without rain (teaches '
+                                'the model to leave clean images alone)')
+    samples_per_photo: int = opt(32, '--clean_dir: samples drawn from each photo per epoch')
+    val_dir: str | None = opt(None, 'validation folder holding input/ and target/ (whole '
+                              'images)')
+    dataset: str | None = opt(None, 'benchmark preset (Rain200L, Rain200H, Rain1200, ...): uses '
+                              'DATA_ROOT/NAME/train and DATA_ROOT/NAME/test unless '
+                              '--train_dir/--val_dir are given')
+    data_root: str = opt('data', 'folder holding the benchmark folders')
+    model_save_dir: str | None = opt(None, 'run folder for checkpoints, logs and config.yaml '
+                                     '[default: experiments/<model>_<dataset or training '
+                                     'folder>]')
+    batch_size: int = opt(16, 'patches per step per process (under torchrun the global batch '
+                          'is N times this; see --global_batch_size)')
+    global_batch_size: int | None = opt(None, "patches per step over all processes: sets "
+                                        "--batch_size to this / number of processes (must "
+                                        "divide evenly), so the papers' batch is the same on "
+                                        "any GPU count")
+    patch_size: int = opt(64, 'training patch side in pixels')
+    augment: bool = opt(True, 'random flips and 90-degree rotations of training patches')
+    lr: float = opt(1e-3, 'peak learning rate (AdamW)')
+    min_lr: float = opt(1e-7, 'learning rate at the end of the cosine')
+    weight_decay: float = opt(0.01, 'AdamW weight decay')
+    num_epochs: int = opt(2000, 'training length in epochs')
+    iters: int | None = opt(None, 'training length in optimizer steps (overrides --num_epochs)')
+    warmup: str = opt('5ep', 'linear warm-up length: N iterations or Nep epochs')
+    loss: str = opt('ssim', "loss: ssim (1-SSIM), psnr, l1, mse, charbonnier, or a weighted "
+                    "sum such as 'ssim+0.1*l1'")
+    grad_clip: float = opt(0.0, 'clip the gradient norm to this value (0: off)')
+    accum_steps: int = opt(1, 'accumulate gradients over this many batches per optimizer step')
+    amp: bool = opt(False, 'mixed precision (float16 autocast; CUDA only, ignored on the CPU)')
+    log_every: int = opt(10, 'read the loss back from the device (progress bar, TensorBoard, '
+                         'non-finite check) every N optimizer steps; the other steps never '
+                         'wait for the GPU')
+    tf32: bool = opt(False, 'allow TF32 convolutions/matmuls on a CUDA GPU (faster on Ampere or '
+                     'newer, less exact; default: off, true float32; see docs/training.md)')
+    val_every: str = opt('1ep', 'validate every N iterations or Nep epochs (0: only at the end)')
+    val_tile: int | None = opt(None, 'validate in tiles of this size (bounds GPU memory on large '
+                               'images) [default: whole images]')
+    val_images: int = opt(3, 'validation images shown in TensorBoard')
+    save_every: str = opt('1ep', 'write model_last.pth every N iterations or Nep epochs (0: '
+                          'only at the end); always written when the run ends')
+    stop_after: int | None = opt(None, 'end this run after N more iterations, saving its state '
+                                 '(for time-limited jobs; the same command continues it)')
+    resume: str = opt('auto', "'auto': continue from the run folder's model_last.pth if there "
+                      "is one; a path: continue from that file; 'none': refuse to touch an "
+                      "existing run")
+    extend: bool = opt(False, "allow resuming with a longer schedule (--iters/--num_epochs "
+                       "above the saved run's): the steps already taken stay, the learning "
+                       "rate follows a cosine from its current value to --min_lr at the new "
+                       "end; recorded in the run folder's schedule.yaml")
+    seed: int = opt(1234, 'seed of initialisation, shuffling and crops')
+    device: str = opt('auto', 'auto: CUDA when available, else CPU; cpu; cuda; cuda:N (one '
+                      'process only: under torchrun each process takes the GPU of its '
+                      'LOCAL_RANK)')
+    workers: int = opt(min(4, os.cpu_count() or 1), 'DataLoader worker processes')
+    tensorboard: bool = opt(True, 'log loss, lr, PSNR/SSIM, images and firing rates to '
+                            '<run folder>/tensorboard')
+    fast: bool = opt(True, 'fast training path (fused LIF, channels-last) where the model has '
+                     'one; --no-fast: the plain reference forward')
+
+    def validate(self) -> None:
+        """Reject impossible values with one message naming the option."""
+        def need(cond, name, what):
+            if not cond:
+                raise ConfigError(f'--{name} must be {what}, got {getattr(self, name)!r}')
+        for f in fields(self):              # nan/inf pass every comparison-free check below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f'--{f.name} must be a finite number, got {value!r}')
+        for key, value in (self.model_opt or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f'--model_opt {key}={value!r}: must be a finite number')
+        need(self.batch_size >= 1, 'batch_size', '>= 1')
+        need(self.global_batch_size is None or self.global_batch_size >= 1,
+             'global_batch_size', '>= 1')
+        need(self.log_every >= 1, 'log_every', '>= 1')
+        need(self.patch_size >= 8, 'patch_size', '>= 8 pixels')
+        need(self.lr > 0, 'lr', '> 0')
+        need(0 <= self.min_lr <= self.lr, 'min_lr', 'between 0 and --lr')
+        need(self.weight_decay >= 0, 'weight_decay', '>= 0')
+        need(self.num_epochs >= 1, 'num_epochs', '>= 1')
+        need(self.iters is None or self.iters >= 1, 'iters', '>= 1')
+        need(self.grad_clip >= 0, 'grad_clip', '>= 0 (0 turns clipping off)')
+        need(self.accum_steps >= 1, 'accum_steps', '>= 1')
+        need(self.val_images >= 0, 'val_images', '>= 0')
+        need(self.val_tile is None or self.val_tile >= 8, 'val_tile', '>= 8 pixels')
+        need(self.stop_after is None or self.stop_after >= 1, 'stop_after', '>= 1')
+        need(self.workers >= 0, 'workers', '>= 0')
+        need(0 <= self.clean_fraction < 1, 'clean_fraction', 'in [0, 1)')
+        need(self.samples_per_photo >= 1, 'samples_per_photo', '>= 1')
+        try:
+            parse_rain_kinds(str(self.rain))
+        except ValueError as err:
+            raise ConfigError(f'--rain: {err}') from None
+        for name in ('warmup', 'val_every', 'save_every'):
+            try:
+                period_to_iters(getattr(self, name), 1, f'--{name}')
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        try:
+            build_loss(self.loss)
+        except LossSpecError as err:
+            raise ConfigError(f'--loss: {err}') from None
+        if self.train_dir is None and self.dataset is None and self.clean_dir is None:
+            raise ConfigError('give --train_dir (a folder with input/ and target/), '
+                              '--clean_dir (a folder of clean photos) or --dataset NAME')
+
+
+# annotation (a string under ``from __future__ import annotations``) -> argparse type
+_TYPES = {'int': int, 'float': float, 'str': str}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--name`` per field of :class:`TrainConfig`, with its default and help."""
+    for f in fields(TrainConfig):
+        kw = dict(help=f.metadata['help'])
+        kw['default'] = f.default if f.default is not MISSING else []
+        kind = str(f.type).replace(' | None', '')
+        if kind == 'bool':
+            kw['action'] = argparse.BooleanOptionalAction
+        elif kind in _TYPES and kind != 'str':
+            kw['type'] = _TYPES[kind]
+        kw.update(f.metadata['cli'])
+        parser.add_argument(f'--{f.name}', **kw)
+
+
+def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Defaults from a YAML file, checked against the options (unknown key -> one line)."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as err:
+        raise ConfigError(f'--config {path}: cannot read ({err.strerror})') from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f'--config {path}: not valid YAML ({str(err).splitlines()[0]})') \
+            from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'--config {path}: expected a mapping of option: value')
+    actions = {a.dest: a for a in parser._actions if a.dest not in ('help', 'config')}
+    out = {}
+    for key, value in data.items():
+        action = actions.get(str(key).replace('-', '_'))
+        if action is None:
+            raise ConfigError(f'--config {path}: unknown key {key!r} (keys are the options of '
+                              f'train.py --help without --)')
+        try:
+            if action.dest == 'model_opt':
+                value = ([f'{k}={v}' for k, v in value.items()] if isinstance(value, dict)
+                         else list(value or []))
+            elif isinstance(action, argparse.BooleanOptionalAction):
+                if not isinstance(value, bool):
+                    raise ValueError('expected true or false')
+            elif value is not None and action.type is not None:
+                value = action.type(value)
+            elif value is not None:
+                value = str(value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f'--config {path}: key {key!r}: bad value {value!r} ({err})') \
+                from None
+        if action.choices is not None and value not in action.choices:
+            raise ConfigError(f'--config {path}: key {key!r}: {value!r} is not one of '
+                              f'{", ".join(map(str, action.choices))}')
+        out[action.dest] = value
+    return out
+
+
+def parse_model_opts(items: list[str], dim: int | None) -> dict:
+    """``['T=2', 'en_num_blocks=[1,1,1,1]']`` (+ ``--dim``) -> constructor keyword arguments."""
+    opts = {}
+    for item in items:
+        key, sep, value = str(item).partition('=')
+        if not sep or not key.strip():
+            raise ConfigError(f'--model_opt {item!r}: expected KEY=VALUE, e.g. dim=16')
+        opts[key.strip()] = yaml.safe_load(value)
+    if dim is not None:
+        opts['dim'] = dim
+    return opts
+
+
+def config_from_args(args: dict) -> TrainConfig:
+    """Parsed ``train.py`` options -> a checked :class:`TrainConfig`."""
+    args = dict(args)
+    args['model_opt'] = parse_model_opts(args.pop('model_opt') or [], args.pop('dim', None))
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in args.items() if k in names})
+    cfg.validate()
+    return cfg
