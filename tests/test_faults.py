@@ -130,9 +130,9 @@ def kill_testing(data: str, work: str, seed: int) -> dict:
     done = {p.name: p.stat().st_mtime_ns for p in out.glob('*.png')}
     missing = sorted({f'img{i:02d}.png' for i in range(TEST_IMAGES)} - set(done))
     # What a kill in the middle of a write leaves: a partial temp file next to the outputs.
-    cut_short = out / f'.{Path(missing[0]).stem}.abcd1234.png.tmp'
+    cut_short = out / f'.{missing[0]}.abcd1234.tmp'          # utils.atomic's temp name
     cut_short.write_bytes(b'\x89PNG\r\n\x1a\n partial')
-    foreign = out / '.not_ours.abcd1234.png.tmp'     # another program's temp: left alone
+    foreign = out / '.not_ours.png.abcd1234.tmp'     # not one of this run's outputs: left alone
     foreign.write_bytes(b'x')
     rerun = _finish(args, str(work), str(work / 'rerun'))
     return dict(ref=ref, killed_code=os.waitstatus_to_exitcode(status), done=done,
@@ -254,7 +254,7 @@ def test_interrupted_test_run_redoes_only_missing_outputs(faults):
     for name, stamp in done.items():                  # complete outputs were not redone
         assert test['after'][name] == stamp, name
     assert sorted(test['after']) == [f'img{i:02d}.png' for i in range(TEST_IMAGES)]
-    assert test['temps_after'] == ['.not_ours.abcd1234.png.tmp']
+    assert test['temps_after'] == ['.not_ours.png.abcd1234.tmp']
     out, ref = test['dir'] / 'out', test['dir'] / 'ref'
     for name in test['after']:                        # every output whole, as if never killed
         a, b = np.asarray(Image.open(out / name)), np.asarray(Image.open(ref / name))
