@@ -372,15 +372,11 @@ class FastRunner:
 
     @staticmethod
     def channel_max(x: torch.Tensor) -> torch.Tensor:
-        """Max over the channels of ``x [N,C,H,W]`` -> ``[N,H,W]``, by pairwise halving
-        (element-wise, vectorised) where C is a power of two."""
-        C = x.shape[1]
-        if C & (C - 1):
-            return x.amax(dim=1)
-        while x.shape[1] > 1:
-            half = x.shape[1] // 2
-            x = torch.maximum(x[:, :half], x[:, half:])
-        return x[:, 0]
+        """Max over the channels of ``x [N,C,H,W]`` -> ``[N,H,W]`` (same values as ``amax``;
+        the gradient goes to every channel holding the max)."""
+        if x.requires_grad and torch.is_grad_enabled():
+            return _ChannelMax.apply(x)
+        return _channel_max(x)
 
     # ---- spikingjelly's multi-dimensional attention (ESDNet, VLIF-Net) -------------------
     def attention(self, attn: nn.Module, z: torch.Tensor,
@@ -465,3 +461,30 @@ class FastRunner:
             finally:
                 self.update_stats = True
         return _checkpoint(run, x, use_reentrant=False)
+
+
+def _channel_max(x: torch.Tensor) -> torch.Tensor:
+    """Channel max by pairwise halving (element-wise, vectorised) where C is a power of two."""
+    C = x.shape[1]
+    if C & (C - 1):
+        return x.amax(dim=1)
+    while x.shape[1] > 1:
+        half = x.shape[1] // 2
+        x = torch.maximum(x[:, :half], x[:, half:])
+    return x[:, 0]
+
+
+class _ChannelMax(torch.autograd.Function):
+    """:func:`_channel_max` with a two-pass backward (``(x == max) · grad``) instead of a chain
+    of ``torch.maximum`` backwards."""
+
+    @staticmethod
+    def forward(ctx, x):
+        peak = _channel_max(x)
+        ctx.save_for_backward(x, peak)
+        return peak
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, peak = ctx.saved_tensors
+        return (x == peak.unsqueeze(1)) * grad.unsqueeze(1)
