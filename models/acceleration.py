@@ -15,8 +15,9 @@ name. Switches (:class:`FastOptions`):
 * ``fused_lif``: fused, in-place LIF and NI-LIF (same spikes bit for bit); VLIF's patch-to-time
   reorganisation reads strided views instead of copies.
 * ``channels_last``: every 4-D tensor and weight in channels-last layout. Changes rounding.
-* ``fast_attention``: SpikeRain's three attention gates from one set of channel sums. Changes
-  rounding.
+* ``fast_attention``: the attention gates from a few reductions instead of pooled copies
+  (SpikeRain's MDSA; spikingjelly's multi-dimensional attention in ESDNet and VLIF-Net, with
+  ReLU·gate + residual in one pass). Changes rounding.
 * ``fast_arithmetic``: other re-associated element-wise formulas and linear maps (VLIF's 1x1
   conv before its bilinear up-sampling, VLIF-Net's decompose-enhance in two passes). Changes
   rounding.
