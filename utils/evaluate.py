@@ -18,11 +18,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .atomic import write_text_atomic
+from .errors import InputError
 from .image_io import list_images, read_image_rgb
 from .metrics import calculate_psnr, calculate_ssim
 
 
-class PairingError(ValueError):
+class PairingError(InputError):
     """Restored and target folders whose files do not pair up one-to-one by stem."""
 
 

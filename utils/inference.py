@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .atomic import remove_stale_temps, write_text_atomic
+from .errors import InputError, SpikeDerainError
 from .image_io import (ImageReadError, NonFiniteImageError, is_image_file, is_out_of_space,
                        list_images, read_image_rgb, tensor_to_uint8, uint8_to_tensor,
                        write_png_atomic)
@@ -102,7 +103,7 @@ def output_is_complete(path: Path) -> bool:
         return False
 
 
-class OutputWriteError(OSError):
+class OutputWriteError(SpikeDerainError, OSError):
     """An output that cannot be written for a reason every later one shares (disk full, ...)."""
 
 
@@ -218,7 +219,7 @@ MANIFEST_NAME = '.spikederain-outputs.json'
 RECIPE_KEYS = ('weights_sha256', 'model', 'model_config', 'path', 'tile', 'tile_overlap')
 
 
-class OutputsMismatchError(ValueError):
+class OutputsMismatchError(InputError):
     """An output folder holding images made by other weights or settings than this run's."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from .errors import SpikeDerainError
 from .image_io import uint8_to_tensor
 
 # MATLAB rgb2ycbcr, Y row, scaled by 1000 so that the arithmetic is exact in integers.
@@ -84,7 +85,7 @@ def calculate_ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0,
 
 # --- LPIPS (optional: the `lpips` package and its backbone weights) -------------------------
 
-class LPIPSUnavailable(RuntimeError):
+class LPIPSUnavailable(SpikeDerainError, RuntimeError):
     """LPIPS cannot run here (package or backbone weights missing); the message says how to fix."""
 
 
