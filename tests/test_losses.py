@@ -86,3 +86,14 @@ def test_weighted_combination_is_the_weighted_sum():
 def test_bad_loss_strings_name_the_problem(spec):
     with pytest.raises(LossSpecError, match='ssim|loss'):
         build_loss(spec)
+
+
+def test_ssim_window_is_made_once_per_device():
+    # a window copied to the GPU every step would be a host sync per training step (issue 16)
+    from utils.losses import _window_on, ssim
+    _window_on.cache_clear()
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    first = ssim(a, b)
+    assert torch.equal(ssim(a, b), first)
+    info = _window_on.cache_info()
+    assert info.misses == 1 and info.hits == 1

@@ -8,6 +8,8 @@ float32 even under mixed precision, because SSIM's variance terms lose too much 
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 
@@ -20,6 +22,14 @@ from utils.errors import UsageError
 
 class LossSpecError(UsageError):
     """A loss string that cannot be parsed; the message lists the known loss names."""
+
+
+@functools.lru_cache(maxsize=32)
+def _window_on(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
+    """The depthwise window on ``device``, made once: copying it to a GPU every step is a host
+    sync (a pageable copy) per training step."""
+    window = gaussian_window(size, sigma).to(device)
+    return window.expand(channels, 1, size, size).contiguous()
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -38,8 +48,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, window_size: int = 11,
                          f'{list(pred.shape)} and {list(target.shape)}')
     pred, target = pred.float(), target.float()
     channels = pred.shape[1]
-    window = gaussian_window(window_size, sigma).to(pred.device)
-    window = window.expand(channels, 1, window_size, window_size)
+    window = _window_on(window_size, float(sigma), channels, pred.device)
 
     def blur(x):
         return F.conv2d(x, window, padding=window_size // 2, groups=channels)
