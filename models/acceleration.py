@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint as _checkpoint
 from spikingjelly.activation_based.layer import MultiDimensionalAttention
+from spikingjelly.activation_based.neuron import BaseNode
 
 from .fast_lif import (is_fusable, lif_spikes, lif_spikes_autograd, nilif_spikes,
                        nilif_supported)
@@ -269,9 +270,11 @@ class FastRunner:
             return self.vlif(neuron, x)
         if isinstance(neuron, NILIF):
             return self.nilif(neuron, x, r=1)
-        if is_fusable(neuron):
+        if isinstance(neuron, BaseNode):                  # fused where the settings allow
             return self.lif(neuron, x)
-        return self.module(neuron, x)
+        spikes = self.module(neuron, x)
+        self.log(neuron, spikes)
+        return spikes
 
     def lif(self, neuron: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None,
             log: bool = True) -> torch.Tensor:

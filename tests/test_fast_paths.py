@@ -431,3 +431,20 @@ def test_fast_paths_on_a_batch_match_the_plain_path(name):
         m(x).square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
+
+
+def test_neurons_without_a_fused_kernel_run_as_modules_on_the_fast_path():
+    """A LIF with other settings (tau 3) keeps spikingjelly's own code inside the fast path."""
+    torch.manual_seed(0)
+    model = build_model('esdnet-tiny').eval()
+    odd = model.encoder_level1[0].residual[0]
+    odd.tau = 3.0
+    x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(4))
+    fast = optimize_for_inference(model, fold_bn=False, patch_embed_once=False, **EXACT)
+    with torch.no_grad():
+        (plain, out), (quick, fast_out) = record_spikes(model, x), record_spikes(fast, x)
+    assert torch.equal(out, fast_out)
+    assert all(torch.equal(plain[k], quick[k]) for k in plain) and set(plain) == set(quick)
+    odd.tau = 2.0
+    with torch.no_grad():
+        assert not torch.equal(model(x), out)       # the odd neuron did change the output
