@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     if path == 'fast path':
         model = optimize_for_inference(model)
     tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
-    print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from {input_dir} '
+    print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from '
+          f'{input_dir} '
           f'-> {save}')
     try:
         summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,

@@ -40,7 +40,7 @@ def _fixture_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fixture_bytes(name: str) -> bytes:
     return lzma.decompress(_fixture_path(name).read_bytes())
 

@@ -19,20 +19,18 @@ def test_writes_whole_file_with_normal_permissions(tmp_path):
 
 def test_failure_inside_block_keeps_old_file_and_leaves_no_temp(tmp_path):
     path = write_bytes_atomic(tmp_path / 'w.pth', b'old')
-    with pytest.raises(RuntimeError):
-        with atomic_open(path, 'wb') as fh:
-            fh.write(b'new, half')
-            raise RuntimeError('boom')
+    with pytest.raises(RuntimeError), atomic_open(path, 'wb') as fh:
+        fh.write(b'new, half')
+        raise RuntimeError('boom')
     assert path.read_bytes() == b'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['w.pth']
 
 
 def test_os_error_names_the_destination(tmp_path):
     path = write_bytes_atomic(tmp_path / 'x.bin', b'old')
-    with pytest.raises(OSError) as info:
-        with atomic_open(path) as fh:
-            fh.write(b'y')
-            raise OSError(28, 'No space left on device')
+    with pytest.raises(OSError) as info, atomic_open(path) as fh:
+        fh.write(b'y')
+        raise OSError(28, 'No space left on device')
     assert info.value.filename == str(path)
     assert 'previous file is intact' in str(info.value)
     assert path.read_bytes() == b'old'
@@ -48,9 +46,8 @@ def test_remove_stale_temps_only_touches_named_outputs(tmp_path):
 
 
 def test_bad_mode_refused(tmp_path):
-    with pytest.raises(ValueError):
-        with atomic_open(tmp_path / 'a', 'a'):
-            pass
+    with pytest.raises(ValueError), atomic_open(tmp_path / 'a', 'a'):
+        pass
 
 
 def test_never_touches_the_umask_or_the_random_state(tmp_path, monkeypatch):
@@ -70,9 +67,8 @@ def test_never_touches_the_umask_or_the_random_state(tmp_path, monkeypatch):
 
 def test_error_about_another_file_is_not_renamed(tmp_path):
     dest = tmp_path / 'copy.png'
-    with pytest.raises(FileNotFoundError) as info:
-        with atomic_open(dest) as fh:
-            fh.write(open(tmp_path / 'missing.png', 'rb').read())
+    with pytest.raises(FileNotFoundError) as info, atomic_open(dest) as fh:
+        fh.write((tmp_path / 'missing.png').read_bytes())
     assert info.value.filename == str(tmp_path / 'missing.png')
     assert list(tmp_path.iterdir()) == []
 

@@ -150,7 +150,7 @@ def test_patch_shape_range_and_alignment(tmp_path):
     for i in range(len(ds)):
         x, y = ds[i]
         assert x.shape == y.shape == (3, 16, 16) and x.dtype == torch.float32
-        assert 0 <= x.min() and x.max() <= 1
+        assert x.min() >= 0 and x.max() <= 1
         # target = 255 - input survives the same crop/flip/rotation of both
         assert torch.allclose(x + y, torch.ones_like(x))
 
@@ -284,7 +284,8 @@ def test_clean_photo_pairs_are_a_function_of_seed_epoch_index(tmp_path):
     assert not torch.equal(again[0][1], first[0][1])
     kinds = {ds.make_pair(i, e)[2] for i in range(12) for e in range(6)}
     assert kinds == {'none', 'random', 'light', 'heavy'}
-    rainy, clean, kind = next(ds.make_pair(i, 0) for i in range(12) if ds.make_pair(i, 0)[2] == 'none')
+    rainy, clean, kind = next(ds.make_pair(i, 0) for i in range(12)
+                              if ds.make_pair(i, 0)[2] == 'none')
     assert np.array_equal(rainy, clean)
 
 

@@ -12,7 +12,8 @@ from utils.energy import (E_AC_PJ, E_MAC_PJ, count_macs, count_parameters, energ
                           measure_firing_rates, synthetic_rainy_images)
 
 
-@pytest.mark.parametrize('name,key', [('spikerain-s', 'spikerain_s'), ('spikerain-m', 'spikerain_m'),
+@pytest.mark.parametrize('name,key', [('spikerain-s', 'spikerain_s'),
+                                      ('spikerain-m', 'spikerain_m'),
                                       ('spikerain-l', 'spikerain_l'), ('esdnet', 'esdnet')])
 def test_params_and_macs_equal_official_stats(name, key):
     want = official_stats()[key]

@@ -23,7 +23,8 @@ def test_outputs_match_official(file, name, mode):
         with torch.no_grad():
             out = model(x)
         err = (out - y).abs().max().item()
-        assert torch.allclose(out, y, atol=1e-5, rtol=1e-4), f'{file} {mode} input {i}: max err {err}'
+        assert torch.allclose(out, y, atol=1e-5, rtol=1e-4), \
+            f'{file} {mode} input {i}: max err {err}'
 
 
 @pytest.mark.parametrize('file,name', CASES)

@@ -76,7 +76,7 @@ def test_more_density_more_rain():
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     sparse = render_streaks((64, 64), style, rng_a)
     dense = render_streaks((64, 64), replace(style, density=style.density * 4), rng_b)
-    assert 0 <= sparse.min() and dense.max() <= 1
+    assert sparse.min() >= 0 and dense.max() <= 1
     assert dense.mean() > 2 * sparse.mean()
 
 

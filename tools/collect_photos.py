@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in SPLITS:
         (args.out / split).mkdir(parents=True, exist_ok=True)
 
-    counts = {s: 0 for s in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
     expected: dict[str, set[str]] = {s: set() for s in SPLITS}
     written = 0
     for name, source in items.items():

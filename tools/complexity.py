@@ -162,7 +162,8 @@ def plot_rates(path: str, reports: dict[str, EnergyReport]) -> None:
         rates = list(r.neuron_rates.values())
         ax.bar(range(len(rates)), rates, width=0.9)
         ax.axhline(r.mean_firing_rate, color='k', lw=0.8, ls='--')
-        ax.set_title(f'{name}: firing rate per neuron layer (dashed: mean {r.mean_firing_rate:.3f})',
+        ax.set_title(f'{name}: firing rate per neuron layer '
+                     f'(dashed: mean {r.mean_firing_rate:.3f})',
                      fontsize=9)
         ax.set_xlim(-1, max(len(rates), 1))
         ax.set_ylabel('rate')

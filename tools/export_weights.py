@@ -22,7 +22,8 @@ def main(argv=None) -> int:
     p.add_argument('--checkpoint', required=True, help='model_best.pth or model_last.pth of a run')
     p.add_argument('--out', required=True, help='weights file to write (e.g. pretrained_models/'
                                                 'spikerain-s_demo.pth)')
-    p.add_argument('--model', default=None, help='model name, for checkpoints that do not record it')
+    p.add_argument('--model', default=None,
+                   help='model name, for checkpoints that do not record it')
     p.add_argument('--half', action='store_true', help='store floating tensors as fp16')
     p.add_argument('--note', default='', help='free text stored in the file (e.g. the recipe)')
     args = p.parse_args(argv)

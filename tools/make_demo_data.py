@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import skimage.data
-from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -2,8 +2,9 @@
 
 Every output (restored images, checkpoints, weights, reports, config.yaml, manifests) is written
 to a temp file beside its destination with normal permissions (0666 minus the umask: outputs are
-meant to be shared), flushed and fsync'ed, then renamed over the destination. A crash at any moment leaves the old file or the new one, never a partial file; a
-failed write removes its temp file and raises an ``OSError`` that names the destination.
+meant to be shared), flushed and fsync'ed, then renamed over the destination. A crash at any
+moment leaves the old file or the new one, never a partial file; a failed write removes its temp
+file and raises an ``OSError`` that names the destination.
 
 Temp files are named ``.<name>.<8 random hex characters>.tmp``; a process killed outright cannot
 remove its temp, so :func:`remove_stale_temps` lets the next run of the same job clean up.
@@ -17,7 +18,8 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
+from collections.abc import Iterable, Iterator
 
 _TEMP_NAME = re.compile(r'\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp')
 

@@ -63,7 +63,7 @@ class RunLock:
     def held(self) -> bool:
         return self.fd is not None
 
-    def acquire(self) -> 'RunLock':
+    def acquire(self) -> RunLock:
         if self.fd is not None:
             return self
         if not self.run_dir.is_dir():
@@ -112,7 +112,7 @@ class RunLock:
                 with contextlib.suppress(OSError):
                     self.run_dir.rmdir()      # only if the failed run left it empty
 
-    def __enter__(self) -> 'RunLock':
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -23,7 +23,8 @@ import argparse
 import os
 import signal
 import sys
-from typing import Callable, NoReturn
+from typing import NoReturn
+from collections.abc import Callable
 
 from tqdm import tqdm
 

@@ -211,7 +211,7 @@ def prepare_dataset(src: str | os.PathLike, dest: str | os.PathLike, convention:
 
     default_in, default_tgt = PAIR_CONVENTIONS[convention]
     pairs = match_pairs(src, input_pattern or default_in, target_pattern or default_tgt)
-    for key, rainy, clean in pairs:   # cheap header check first: fail before writing anything
+    for _key, rainy, clean in pairs:   # cheap header check first: fail before writing anything
         if image_size(rainy) != image_size(clean):
             (wr, hr), (wc, hc) = image_size(rainy), image_size(clean)
             raise DatasetError(f'{rainy} ({wr}x{hr}) and {clean} ({wc}x{hc}): sizes differ')

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -173,7 +173,8 @@ def _meta_counts(model: nn.Module, size: tuple[int, int], batch: int
             h.remove()
     root = type(meta).__name__
     totals = {k[len(root) + 1:] if k != root else '': sum(v.values())
-              for k, v in counter.get_flop_counts().items() if k == root or k.startswith(root + '.')}
+              for k, v in counter.get_flop_counts().items()
+              if k == root or k.startswith(root + '.')}
     own = dict(totals)
     for name, flops in totals.items():           # subtract each module from its nearest
         parent = name                              # counted ancestor (containers such as

@@ -159,7 +159,8 @@ class RandomRainRanges:
     ``d = i/(n-1)`` (0 nearest); far layers get shorter, thinner, fainter and denser streaks,
     scaled by ``1 - depth_shrink * d`` (``1 + d`` for density).
     """
-    density: tuple[float, float] = (0.0003, 0.012)  # seeds/pixel/layer, log-uniform: drizzle..downpour
+    # seeds/pixel/layer, log-uniform: drizzle..downpour
+    density: tuple[float, float] = (0.0003, 0.012)
     layers: tuple[int, int] = (1, 4)                  # streak layers, inclusive
     length: tuple[float, float] = (6.0, 70.0)         # nearest layer's streak length
     width: tuple[float, float] = (0.3, 1.8)           # nearest layer's Gaussian sigma across
@@ -183,7 +184,8 @@ RANDOM_RAIN = RandomRainRanges()
 @dataclass(frozen=True)
 class RainParams:
     """One drawn rain sample: what :func:`render_random_rain` draws."""
-    layers: tuple[tuple[float, float, float, float, float], ...]  # (density, length, width, angle, opacity)
+    # (density, length, width, angle, opacity) per layer
+    layers: tuple[tuple[float, float, float, float, float], ...]
     motion_blur: float
     brightness: float
     haze: float
