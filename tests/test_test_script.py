@@ -124,3 +124,17 @@ def test_bad_files_skip_existing_and_overwrite(tmp_path):
     assert (tmp_path / 'out' / 'small.png').stat().st_mtime_ns == stamp
     code, out, _ = run(*args, '--overwrite')
     assert code == 0 and 'restored 2 images' in out and 'skipped 0' in out
+
+
+@pytest.mark.parametrize('model', ['spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny'])
+def test_default_is_the_fast_path_and_exact_gives_the_reference(model, tmp_path):
+    # asserted, not assumed: what a user gets with no flags is the fast inference path
+    split = _split(tmp_path / 'split', sizes=((16, 16),))
+    code, out, err = run('--model', model, '--random_weights', '--data_path', split / 'input',
+                         '--save_path', tmp_path / 'fast')
+    assert code == 0, err
+    assert f'{model} (fast path)' in out + err
+    code, out, err = run('--model', model, '--random_weights', '--data_path', split / 'input',
+                         '--save_path', tmp_path / 'exact', '--exact')
+    assert code == 0, err
+    assert f'{model} (exact path)' in out + err
