@@ -138,3 +138,18 @@ def test_default_is_the_fast_path_and_exact_gives_the_reference(model, tmp_path)
                          '--save_path', tmp_path / 'exact', '--exact')
     assert code == 0, err
     assert f'{model} (exact path)' in out + err
+
+
+def test_precision_bf16_runs_the_fast_path_where_the_cpu_has_bf16(tmp_path):
+    from models.acceleration import bf16_supported
+    split = _split(tmp_path / 'split', sizes=((16, 16),))
+    base = ('--model', 'spikerain-tiny', '--random_weights', '--data_path', split / 'input')
+    code, _, err = run(*base, '--save_path', tmp_path / 'a', '--precision', 'bf16', '--exact')
+    assert code == 2 and 'cannot be combined with --exact' in err
+    code, out, err = run(*base, '--save_path', tmp_path / 'b', '--precision', 'bf16')
+    if bf16_supported():
+        assert code == 0, err
+        assert 'spikerain-tiny (fast path, bf16)' in out + err
+        assert (tmp_path / 'b' / 'img0.png').is_file()
+    else:                                   # a CPU without native bf16: one clear line, exit 2
+        assert code == 2 and 'no native bfloat16' in err and len(err.strip().splitlines()) == 1
