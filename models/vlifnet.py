@@ -111,7 +111,8 @@ class SMU(nn.Module):
         skip = self.initial_residual(x)                                  # [T, B, C, H, W]
         s = self.lif_node(unshuffle_to_time(skip, self.r)).transpose(0, 1)  # [B, T*r*r, C, h, w]
         s = (s * self.time_attention(s)).permute(0, 2, 1, 3, 4)          # [B, C, T*r*r, h, w]
-        out = self.temporal_compress(s).permute(2, 0, 1, 3, 4)           # [T, B, C, h, w]
+        # [T, B, C, h, w], contiguous: the next neuron's CUDA kernel recompiles for strided input
+        out = self.temporal_compress(s).permute(2, 0, 1, 3, 4).contiguous()
         out = self.attn_1(self.bn_1(self.conv_1(self.lif_1(out))))
         out = self.attn_2(self.bn_2(self.conv_2(self.lif_2(out))))
         return self.final_attn(upsample_bilinear_steps(out, self.r) + skip)

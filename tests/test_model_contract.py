@@ -188,3 +188,23 @@ def test_ann_twin_of_the_small_config_runs_and_reloads(small, tmp_path):
     with torch.no_grad():
         out = twin(img)
         assert out.shape == img.shape and torch.equal(rebuilt(img), out)
+
+
+def test_every_neuron_gets_a_contiguous_input(small):
+    # a strided view into a neuron makes spikingjelly's CUDA (Triton) kernel recompile for every
+    # new image size (issue 16); on the CPU it costs a hidden copy per step
+    name, _, model = small
+    strided = []
+
+    def check(module, args):
+        x = args[0]
+        if isinstance(x, torch.Tensor) and not x.is_contiguous():
+            strided.append(f'{type(module).__name__} {list(x.shape)} strides {x.stride()}')
+    hooks = [m.register_forward_pre_hook(check) for m in model.modules() if is_spiking_neuron(m)]
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, 24, 24))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert hooks and not strided, f'{name}: {strided[:3]}'
