@@ -85,6 +85,8 @@ class TrainConfig:
     val_every: str = opt('1ep', 'validate every N iterations or Nep epochs (0: only at the end)')
     val_tile: int | None = opt(None, 'validate in tiles of this size (bounds GPU memory on large '
                                'images) [default: whole images]')
+    val_batch_size: int = opt(4, 'validation images of one size restored per forward pass '
+                              '(what keeps a GPU busy; 1: one at a time)')
     val_images: int = opt(3, 'validation images shown in TensorBoard')
     save_every: str = opt('1ep', 'write model_last.pth every N iterations or Nep epochs (0: '
                           'only at the end); always written when the run ends')
@@ -132,6 +134,7 @@ class TrainConfig:
         need(self.grad_clip >= 0, 'grad_clip', '>= 0 (0 turns clipping off)')
         need(self.accum_steps >= 1, 'accum_steps', '>= 1')
         need(self.val_images >= 0, 'val_images', '>= 0')
+        need(self.val_batch_size >= 1, 'val_batch_size', '>= 1')
         need(self.val_tile is None or self.val_tile >= 8, 'val_tile', '>= 8 pixels')
         need(self.stop_after is None or self.stop_after >= 1, 'stop_after', '>= 1')
         need(self.workers >= 0, 'workers', '>= 0')

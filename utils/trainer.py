@@ -470,7 +470,7 @@ class Trainer:
                 shown[0] += 1
         try:
             sums = score_model(net, self.val_set, self.device, bar, tile=self.cfg.val_tile,
-                               on_image=show)
+                               on_image=show, batch_size=self.cfg.val_batch_size)
         except NonFiniteImageError as err:
             self._stop_non_finite(f'validation output on {err}')
         except ValueError as err:

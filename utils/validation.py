@@ -26,32 +26,50 @@ def score_pair(restored: np.ndarray, target: np.ndarray) -> dict:
                 ssim=calculate_ssim(restored, target, crop_border=0, test_y=True))
 
 
+def _same_size_runs(dataset, indices: Iterable[int], batch_size: int):
+    """Consecutive items of one image size, at most ``batch_size`` at a time (validation images
+    come in any size; a batch needs one)."""
+    run: list = []
+    for i in indices:
+        item = (i, *dataset[i])
+        if run and (len(run) == batch_size or run[0][1].shape != item[1].shape):
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
 @torch.no_grad()
 def score_model(net: nn.Module, dataset, device: torch.device, indices: Iterable[int],
-                tile: int | None = None,
-                on_image: Callable[..., None] | None = None
-                ) -> list[float]:
+                tile: int | None = None, on_image: Callable[..., None] | None = None,
+                batch_size: int = 1) -> list[float]:
     """Restore ``dataset[i]`` (input, target, stem) for each index and score it.
 
     Returns ``[sum of PSNR, sum of SSIM, count]`` (sums, so processes can add theirs up).
+    Consecutive images of one size are restored ``batch_size`` at a time (one forward: what
+    keeps a GPU busy; the scores are those of one image at a time up to float rounding).
     ``on_image(i, stem, input, restored, target, scores)`` runs after each image (TensorBoard
     strips, firing rates). A non-finite output raises :class:`utils.image_io.NonFiniteImageError`
-    (``'STEM (what)'``); an
-    image that cannot be scored raises ``ValueError`` naming its stem.
+    (``'STEM (what)'``); an image that cannot be scored raises ``ValueError`` naming its stem.
     """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     sums = [0.0, 0.0, 0.0]
-    for i in indices:
-        inp, tgt, stem = dataset[i]
-        out = restore(net, inp[None].to(device), tile=tile)
-        try:
-            pred_u8 = tensor_to_uint8(out)
-        except NonFiniteImageError as err:
-            raise NonFiniteImageError(f'{stem} ({err})') from None
-        try:
-            scores = score_pair(pred_u8, tensor_to_uint8(tgt))
-        except ValueError as err:
-            raise ValueError(f'image {stem}: {err}') from None
-        sums = [sums[0] + scores['psnr'], sums[1] + scores['ssim'], sums[2] + 1]
-        if on_image is not None:
-            on_image(i, stem, inp, out, tgt, scores)
+    for run in _same_size_runs(dataset, indices, batch_size):
+        batch = torch.stack([inp for _, inp, _, _ in run]).to(device)
+        outs = restore(net, batch, tile=tile)
+        for (i, inp, tgt, stem), out in zip(run, outs):
+            out = out[None]
+            try:
+                pred_u8 = tensor_to_uint8(out)
+            except NonFiniteImageError as err:
+                raise NonFiniteImageError(f'{stem} ({err})') from None
+            try:
+                scores = score_pair(pred_u8, tensor_to_uint8(tgt))
+            except ValueError as err:
+                raise ValueError(f'image {stem}: {err}') from None
+            sums = [sums[0] + scores['psnr'], sums[1] + scores['ssim'], sums[2] + 1]
+            if on_image is not None:
+                on_image(i, stem, inp, out, tgt, scores)
     return sums
