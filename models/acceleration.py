@@ -7,10 +7,10 @@ a separate pass, NCHW convolutions run ~3x slower than channels-last ones on a C
 
 A model joins the fast path by defining ``fast_forward(self, img, run)`` beside its reference
 ``forward_padded`` (see :class:`models.base.SpikingRestorer`); ``run`` is a :class:`FastRunner`,
-which gives it the shared pieces: fused neurons in place of the neuron modules (:mod:`models.fast_lif`),
-convs and BNs on time-flattened ``[T*B,C,H,W]`` tensors in the chosen layout and precision,
-checkpointed segments, and spike recording for fidelity checks. Nothing here knows a model by
-name. Switches (:class:`FastOptions`):
+which gives it the shared pieces: fused neurons in place of the neuron modules
+(:mod:`models.fast_lif`), convs and BNs on time-flattened ``[T*B,C,H,W]`` tensors in the
+chosen layout and precision, checkpointed segments, and spike recording for fidelity checks.
+Nothing here knows a model by name. Switches (:class:`FastOptions`):
 
 * ``fused_lif``: fused, in-place LIF and NI-LIF (same spikes bit for bit); VLIF's patch-to-time
   reorganisation reads strided views instead of copies.

@@ -4,7 +4,7 @@ Module names follow the official implementation so its checkpoints load as they 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -5,7 +5,7 @@ as they are. Shapes: spiking tensors ``[T,B,C,H,W]``; C is the level width (dim,
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

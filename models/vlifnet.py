@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -225,7 +225,7 @@ class VLIFNet(SpikingRestorer):
 
     @staticmethod
     def convert_official_state_dict(sd: Mapping[str, torch.Tensor]
-                                    ) -> 'OrderedDict[str, torch.Tensor]':
+                                    ) -> OrderedDict[str, torch.Tensor]:
         """Rename the official down/up-sampling keys to ours; other keys pass unchanged."""
         out = OrderedDict()
         for key, value in sd.items():

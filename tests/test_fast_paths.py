@@ -280,7 +280,8 @@ def test_fused_nilif_equals_the_module_bit_for_bit(r, channels_last):
 
 def _vlif_golden_model(train: bool):
     ref = load_reference('vlifnet_tiny')
-    return ref, load_weights(build_model('vlif-net', **ref['config']), ref['state_dict']).train(train)
+    model = load_weights(build_model('vlif-net', **ref['config']), ref['state_dict'])
+    return ref, model.train(train)
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])

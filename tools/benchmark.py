@@ -172,7 +172,8 @@ def summary(args, device: str, per_model: dict) -> list[str]:
         row += f'{floor["median_s"]:>9.3f}' if floor else f'{"-":>9}'
         for v in inf:
             got = r.get(('inference', v))
-            row += f'{got["median_s"] / floor["median_s"]:>9.2f}x' if got and floor else f'{"-":>10}'
+            ratio = f'{got["median_s"] / floor["median_s"]:.2f}x' if got and floor else '-'
+            row += f'{ratio:>10}'
         base = r.get(('training', 'plain'))
         for v in train:
             got = r.get(('training', v))
