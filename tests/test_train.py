@@ -237,3 +237,13 @@ def test_command_line_is_generated_from_the_config_fields():
     for action in parser._actions:
         if action.dest in names and action.dest != 'model_opt':
             assert action.default == getattr(defaults, action.dest), action.dest
+
+
+def test_checkpoint_option_recomputes_blocks_on_the_fast_path(data, tmp_path):
+    from models.acceleration import fast_options
+    trainer = Trainer(_cfg(data, tmp_path / 'ck', iters=2, val_every='0', checkpoint=True),
+                      log=lambda s: None)
+    assert trainer.fast and fast_options(trainer.net).checkpoint
+    assert trainer.fit()['finished']
+    with pytest.raises(ConfigError, match='--checkpoint .*--no-fast'):
+        _cfg(data, tmp_path / 'x', checkpoint=True, fast=False).validate()
