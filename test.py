@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32',
                    help='bf16: the fast path with bfloat16 convolutions (neuron state stays '
                         'float32), on CPUs with native bf16 only; faster but less faithful than '
-                        'fp32 (measured 96-99%% spike agreement, 0.06-0.17 dB on the shipped '
+                        'fp32 (measured 96-99%% spike agreement, up to 0.4 dB on the shipped '
                         'weights; docs/efficiency.md), so opt-in (default: %(default)s)')
     p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
     return p.parse_args(argv)

@@ -53,7 +53,8 @@ class SpikingRestorer(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() != 4 or img.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects images shaped [B,{self.in_channels},H,W], '
+            raise ValueError(f'{type(self).__name__} expects images shaped '
+                             f'[B,{self.in_channels},H,W], '
                              f'got {list(img.shape)}')
         h, w = img.shape[-2:]
         x = pad_to_multiple(img, self.size_multiple)

@@ -60,7 +60,8 @@ class ESDNet(SpikingRestorer):
                  de_num_blocks: Sequence[int] = (2, 2, 2, 2), bias: bool = False, T: int = 4):
         super().__init__()
         if dim < 16:
-            raise ValueError(f'ESDNet needs dim >= 16 (attention reduces channels by 16), got {dim}')
+            raise ValueError(f'ESDNet needs dim >= 16 (attention reduces channels by 16), '
+                             f'got {dim}')
         self.in_channels, self.T = inp_channels, T
 
         def blocks(n, c):

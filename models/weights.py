@@ -11,7 +11,8 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -51,7 +52,7 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def extract_state_dict(obj: Any, source: str = 'checkpoint') -> 'OrderedDict[str, torch.Tensor]':
+def extract_state_dict(obj: Any, source: str = 'checkpoint') -> OrderedDict[str, torch.Tensor]:
     """Find the state dict inside a checkpoint object and strip wrapper prefixes."""
     sd = obj
     for _ in range(3):               # {'state_dict': {...}} or {'model': {'state_dict': ...}}

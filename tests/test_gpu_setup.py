@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from utils.distributed import resolve_device
@@ -50,9 +51,12 @@ def test_train_test_and_evaluation_turn_tf32_off(tmp_path, monkeypatch):
     assert parse_config(['--train_dir', 'x', '--tf32']).tf32 is True
     assert test_script.parse_args(['--data_path', 'x']).tf32 is False
     assert evaluation.parse_args(['--restored', 'a', '--target_path', 'b', '--tf32']).tf32
-    # test.py: configure_numerics runs before anything reads the (missing) input
-    test_script.main(['--data_path', str(tmp_path / 'missing'), '--random_weights',
-                      '--device', 'cpu'])
+    # test.py: configure_numerics runs before anything reads the (missing) input, which then
+    # raises (scripts raise; run_main prints the one line)
+    from utils.errors import InputError
+    with pytest.raises(InputError, match='missing'):
+        test_script.main(['--data_path', str(tmp_path / 'missing'), '--model', 'spikerain-tiny',
+                          '--random_weights', '--device', 'cpu'])
     assert calls == [False]
 
 
