@@ -53,8 +53,7 @@ def test_train_test_and_evaluation_turn_tf32_off(tmp_path, monkeypatch):
     assert evaluation.parse_args(['--restored', 'a', '--target_path', 'b', '--tf32']).tf32
     # test.py: configure_numerics runs before anything reads the (missing) input, which then
     # raises (scripts raise; run_main prints the one line)
-    from utils.errors import InputError
-    with pytest.raises(InputError, match='missing'):
+    with pytest.raises(ValueError, match='missing: no such file'):
         test_script.main(['--data_path', str(tmp_path / 'missing'), '--model', 'spikerain-tiny',
                           '--random_weights', '--device', 'cpu'])
     assert calls == [False]
