@@ -74,20 +74,20 @@ def find_inputs(data_path: str | Path) -> tuple[list[Path], Path]:
     path = Path(data_path)
     if path.is_file():
         if not is_image_file(path):
-            raise ValueError(f'{path}: not an image file (expected one of the usual extensions)')
+            raise InputError(f'{path}: not an image file (expected one of the usual extensions)')
         return [path], path.parent
     if not path.is_dir():
-        raise ValueError(f'{path}: no such file or folder')
+        raise InputError(f'{path}: no such file or folder')
     files = list_images(path)
     if not files and (path / 'input').is_dir():
         path = path / 'input'
         files = list_images(path)
     if not files:
-        raise ValueError(f'{path}: no images found')
+        raise InputError(f'{path}: no images found')
     seen: dict[str, Path] = {}
     for f in files:
         if f.stem in seen:
-            raise ValueError(f'{path}: {seen[f.stem].name} and {f.name} would both be restored to '
+            raise InputError(f'{path}: {seen[f.stem].name} and {f.name} would both be restored to '
                              f'{f.stem}.png; rename one')
         seen[f.stem] = f
     return files, path
