@@ -247,3 +247,24 @@ def test_checkpoint_option_recomputes_blocks_on_the_fast_path(data, tmp_path):
     assert trainer.fit()['finished']
     with pytest.raises(ConfigError, match='--checkpoint .*--no-fast'):
         _cfg(data, tmp_path / 'x', checkpoint=True, fast=False).validate()
+
+
+def test_precision_bf16_trains_with_bfloat16_autocast_where_the_cpu_has_it(data, tmp_path):
+    from models.acceleration import bf16_supported
+    cfg = _cfg(data, tmp_path / 'bf', iters=2, val_every='0', precision='bf16')
+    if not bf16_supported():                      # a CPU without native bf16: refused up front
+        with pytest.raises(ConfigError, match='--precision bf16'):
+            Trainer(cfg, log=lambda s: None)
+        return
+    trainer = Trainer(cfg, log=lambda s: None)
+    seen = []
+    trainer.net.register_forward_pre_hook(lambda m, args: seen.append(
+        torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu')))
+    assert trainer.fit()['finished']
+    assert seen[:2] == [torch.bfloat16] * 2       # both steps under bf16 autocast ...
+    assert seen[2:] == [False]                     # ... validation in float32
+    state = load_training_state(tmp_path / 'bf' / 'model_last.pth')
+    assert all(v.dtype == torch.float32 for v in state['state_dict'].values()
+               if v.is_floating_point())           # weights stay float32
+    with pytest.raises(ConfigError, match='choose one'):
+        _cfg(data, tmp_path / 'x', precision='bf16', amp=True).validate()

@@ -76,6 +76,10 @@ class TrainConfig:
                     "sum such as 'ssim+0.1*l1'")
     grad_clip: float = opt(0.0, 'clip the gradient norm to this value (0: off)')
     accum_steps: int = opt(1, 'accumulate gradients over this many batches per optimizer step')
+    precision: str = opt('fp32', "bf16: convolutions in bfloat16 autocast (neuron state stays "
+                         "float32), on CPUs with native bf16 or on a GPU; faster, less exact; "
+                         "validation stays float32; --amp is the CUDA float16 alternative",
+                         choices=('fp32', 'bf16'))
     amp: bool = opt(False, 'mixed precision (float16 autocast; CUDA only, ignored on the CPU)')
     log_every: int = opt(10, 'read the loss back from the device (progress bar, TensorBoard, '
                          'non-finite check) every N optimizer steps; the other steps never '
@@ -138,6 +142,9 @@ class TrainConfig:
         need(self.accum_steps >= 1, 'accum_steps', '>= 1')
         need(self.val_images >= 0, 'val_images', '>= 0')
         need(self.val_batch_size >= 1, 'val_batch_size', '>= 1')
+        if self.precision == 'bf16' and self.amp:
+            raise ConfigError('--precision bf16 and --amp (float16) are two kinds of mixed '
+                              'precision; choose one')
         if self.checkpoint and not self.fast:
             raise ConfigError('--checkpoint recomputes blocks of the fast training path; it '
                               'cannot be combined with --no-fast')

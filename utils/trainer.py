@@ -31,7 +31,7 @@ from utils.atomic import write_text_atomic
 from utils.train_config import ConfigError, TrainConfig
 from utils.errors import SpikeDerainError
 from utils import distributed as dist_utils
-from models.acceleration import enable_fast_training, supports_fast_path
+from models.acceleration import bf16_supported, enable_fast_training, supports_fast_path
 from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
                             PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
@@ -120,6 +120,9 @@ class Trainer:
         self.last_path = self.run_dir / ckpt.LAST_NAME
         self.best_path = self.run_dir / ckpt.BEST_NAME
         self.amp = cfg.amp and self.device.type == 'cuda'
+        if cfg.precision == 'bf16' and self.device.type == 'cpu' and not bf16_supported():
+            raise ConfigError('--precision bf16: this CPU has no native bfloat16 convolutions '
+                              '(AVX-512 BF16 or AMX); use the default fp32')
         if cfg.amp and not self.amp:
             self.log('note: --amp needs a CUDA device; training in float32')
         if cfg.global_batch_size is not None:      # the papers' batch on any number of GPUs
@@ -369,11 +372,19 @@ class Trainer:
         no_sync = getattr(self.model, 'no_sync', None)
         ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
         with ctx:
-            with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+            with self._autocast():
                 out = self.model(inp)
             loss = self.criterion(out, tgt)
             self.scaler.scale(loss / group).backward()
         return loss.detach()
+
+    def _autocast(self):
+        """float16 autocast for --amp (CUDA), bfloat16 for --precision bf16, else nothing."""
+        if self.amp:
+            return torch.autocast('cuda', dtype=torch.float16)
+        if self.cfg.precision == 'bf16':
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _optimizer_step(self) -> None:
         if self.cfg.grad_clip > 0:
