@@ -45,6 +45,8 @@ TRAINING_VARIANTS = {
             'attention/arithmetic, patch embed once',
     'fast_checkpoint': 'enable_fast_training(checkpoint=True): the above + per-block '
                        'recomputation (saves memory, costs time)',
+    'bf16': 'train.py --precision bf16: the fast path under bfloat16 autocast (float32 '
+            'neuron state); CPUs with native bf16 or GPUs',
 }
 # Variants that need the model's fast forward (the others run any model).
 NEEDS_FAST_FORWARD = {'channels_last', 'fused_exact', 'fast', 'bf16', 'fast_checkpoint'}
@@ -134,7 +136,7 @@ def build_variant(job: Job) -> nn.Module:
         model.train()
         default_fast = (job.variant == 'default' and train_py_uses_fast_path()
                         and supports_fast_path(model))
-        if job.variant in ('fast', 'fast_checkpoint') or default_fast:
+        if job.variant in ('fast', 'fast_checkpoint', 'bf16') or default_fast:
             enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint')
         elif job.variant not in ('plain', 'default'):
             raise ValueError(f'unknown training variant {job.variant!r}')
@@ -235,9 +237,13 @@ def prepare(job: Job):
     target = torch.rand(shape, generator=gen).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
+    bf16 = job.variant == 'bf16'
+
     def step():
         opt.zero_grad(set_to_none=True)
-        F.l1_loss(model(x), target).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        F.l1_loss(out.float(), target).backward()
         opt.step()
     return step, {}
 
