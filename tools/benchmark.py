@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from models.acceleration import bf16_supported, supports_fast_path  # noqa: E402
 from utils.benchmarking import (INFERENCE_VARIANTS, NEEDS_FAST_FORWARD,  # noqa: E402
                                 TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
                                 run_isolated)
+from utils.atomic import write_text_atomic  # noqa: E402
 from utils.cli import describe, print_error, run_main  # noqa: E402
 
 ALL_MODELS = ('spikerain-s', 'esdnet', 'vlif-net')     # --model all
@@ -187,16 +187,7 @@ def summary(args, device: str, per_model: dict) -> list[str]:
 
 
 def write_json(path: str, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def main(argv=None) -> int:
