@@ -27,13 +27,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-# argparse that reports a bad option in one line, exit 2 (no usage dump): utils.cli.run_main.
-OneLineParser = ArgumentParser
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The options are TrainConfig's fields (utils/train_config.py), plus --config and --dim."""
-    p = OneLineParser(prog='train.py', description=__doc__, formatter_class=HelpFormatter)
+    # utils.cli's ArgumentParser: a bad option is one line and exit 2 (no usage dump)
+    p = ArgumentParser(prog='train.py', description=__doc__, formatter_class=HelpFormatter)
     p.add_argument('--config', help='YAML file of settings (keys are these options without --); '
                    'command-line options override it, e.g. configs/spikerain-s_rain200h.yaml')
     p.add_argument('--dim', type=int,

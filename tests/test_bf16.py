@@ -10,17 +10,13 @@ within 0.17 dB), with some margin.
 """
 import numpy as np
 import pytest
-import skimage.data
-import torch
 
 import models.acceleration as acceleration
 from conftest import ROOT
+from spike_fidelity import spike_fidelity, unseen_rainy_photos
 from models import build_from_checkpoint, build_model
 from models.acceleration import (BF16_WEIGHT, bf16_supported, fast_options,
-                                 optimize_for_inference, record_spikes)
-from utils.heldout import heldout_pairs
-from utils.image_io import resize_longest, tensor_to_uint8, uint8_to_tensor
-from utils.metrics import calculate_psnr
+                                 optimize_for_inference)
 
 WORST_LAYER_AGREEMENT = 0.85
 MEAN_AGREEMENT = 0.95
@@ -37,9 +33,7 @@ def test_bf16_is_refused_where_the_cpu_has_no_bf16(monkeypatch):
 
 @pytest.fixture(scope='module')
 def rainy_photos():
-    photos = [(n, resize_longest(getattr(skimage.data, n)(), 64)) for n in ('coffee', 'rocket')]
-    return [(uint8_to_tensor(rainy), clean)
-            for _, _, rainy, clean in heldout_pairs(photos, ('light', 'heavy'), seed=0)]
+    return unseen_rainy_photos(64)
 
 
 @pytest.mark.parametrize('name', ['vlif-net-tiny', 'spikerain-s'])
@@ -52,22 +46,11 @@ def test_bf16_fidelity_on_trained_weights(name, rainy_photos):
     fast = optimize_for_inference(model, precision='bf16')
     assert fast_options(fast).precision == 'bf16'
     assert any(getattr(m, BF16_WEIGHT, None) is not None for m in fast.modules())
-    worst, same, total, gaps, moved = 1.0, 0, 0, [], 0.0
-    for rainy, clean in rainy_photos:
-        with torch.no_grad():
-            ref_spikes, ref_out = record_spikes(model, rainy)
-            got_spikes, got_out = record_spikes(fast, rainy)
-        assert set(ref_spikes) == set(got_spikes)
-        for layer, s in ref_spikes.items():
-            equal = (s == got_spikes[layer])
-            worst = min(worst, equal.float().mean().item())
-            same, total = same + int(equal.sum()), total + equal.numel()
-        moved = max(moved, (got_out - ref_out).abs().max().item())
-        gaps.append(calculate_psnr(tensor_to_uint8(got_out.clamp(0, 1)), clean)
-                    - calculate_psnr(tensor_to_uint8(ref_out.clamp(0, 1)), clean))
-    print(f'{name} bf16: worst layer spike agreement {worst:.4f}, all spikes {same / total:.4f}, '
+    got = spike_fidelity(model, fast, rainy_photos)
+    worst, mean, gaps = got['worst'], got['mean'], got['gaps']
+    print(f'{name} bf16: worst layer spike agreement {worst:.4f}, all spikes {mean:.4f}, '
           f'PSNR differences {[round(g, 3) for g in gaps]} dB')
-    assert moved > 0                           # the bf16 convs really ran
+    assert got['moved'] > 0                    # the bf16 convs really ran
     assert worst >= WORST_LAYER_AGREEMENT, worst
-    assert same / total >= MEAN_AGREEMENT, same / total
+    assert mean >= MEAN_AGREEMENT, mean
     assert np.max(np.abs(gaps)) <= MAX_PSNR_GAP_DB, gaps

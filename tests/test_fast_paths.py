@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-import skimage.data
 
 from conftest import ROOT, load_reference
+from spike_fidelity import plain_vs_fast_training, spike_fidelity, unseen_rainy_photos
 from models import build_model, load_weights
 from models.acceleration import (disable_fast_path, enable_fast_training, fast_options,
                                  fold_batchnorm, optimize_for_inference, record_spikes)
@@ -25,11 +25,8 @@ from models.base import SpikingRestorer
 from models.fast_lif import lif_spikes, lif_spikes_autograd, nilif_spikes
 from models.spiking import (NILIF, StepBatchNorm2d, conv2d, make_lif, time_to_unshuffled,
                             unshuffle_to_time)
-from utils.heldout import heldout_pairs
-from utils.image_io import resize_longest, uint8_to_tensor
+from utils.image_io import uint8_to_tensor
 from utils.energy import synthetic_rainy_pairs
-from utils.image_io import tensor_to_uint8
-from utils.metrics import calculate_psnr
 
 EXACT = dict(channels_last=False, fast_attention=False, fast_arithmetic=False)  # no rounding change
 V_TH, ALPHA, T = 0.15, 4.0, 4
@@ -181,17 +178,8 @@ def test_fast_training_path_learns(trained_tiny):
 def test_fast_inference_fidelity_on_trained_model(trained_tiny):
     model, _ = trained_tiny
     fast = optimize_for_inference(model)
-    worst, gaps = 1.0, []
-    for rainy, clean in synthetic_rainy_pairs(2, 48, seed=7):
-        with torch.no_grad():
-            ref_spikes, ref_out = record_spikes(model, rainy)
-            fast_spikes, fast_out = record_spikes(fast, rainy)
-        assert set(ref_spikes) == set(fast_spikes)
-        for name, s in ref_spikes.items():
-            worst = min(worst, (s == fast_spikes[name]).float().mean().item())
-        target = tensor_to_uint8(clean)
-        gaps.append(calculate_psnr(tensor_to_uint8(fast_out.clamp(0, 1)), target)
-                    - calculate_psnr(tensor_to_uint8(ref_out.clamp(0, 1)), target))
+    got = spike_fidelity(model, fast, synthetic_rainy_pairs(2, 48, seed=7))
+    worst, gaps = got['worst'], got['gaps']
     print(f'{type(model).__name__} (trained tiny) fast inference: worst spike agreement '
           f'{worst:.6f}, PSNR differences {[round(g, 4) for g in gaps]} dB')
     assert worst >= 0.999, worst
@@ -202,18 +190,10 @@ def test_fast_training_forward_fidelity_on_trained_model(trained_tiny):
     """The channels-last training path: same spikes (>= 99.9 %) and nearly the same gradients."""
     model, _ = trained_tiny
     rainy, clean = synthetic_rainy_pairs(1, 32, seed=9)[0]
-    grads, spikes = [], []
-    for fast in (False, True):
-        m = copy.deepcopy(model).train()
-        if fast:
-            enable_fast_training(m)
-        s, out = record_spikes(m, rainy)
-        F.l1_loss(out, clean).backward()
-        spikes.append(s)
-        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
-    for name, s in spikes[0].items():
-        assert (s == spikes[1][name]).float().mean() >= 0.999, name
-    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+    got = plain_vs_fast_training(model, rainy, clean)
+    for name, agreement in got['agreement'].items():
+        assert agreement >= 0.999, name
+    assert got['cosine'] > 0.99
 
 
 # ---- a model without a fast forward ------------------------------------------------------------
@@ -352,31 +332,14 @@ def vlif_trained():
 @pytest.fixture(scope='module')
 def rainy_photos():
     """Unseen photos (scikit-image coffee and rocket, 64 px) under light and heavy rain."""
-    photos = [(n, resize_longest(getattr(skimage.data, n)(), 64)) for n in ('coffee', 'rocket')]
-    return [(uint8_to_tensor(rainy), clean)
-            for _, _, rainy, clean in heldout_pairs(photos, ('light', 'heavy'), seed=0)]
-
-
-def fidelity(reference: nn.Module, candidate: nn.Module, pairs) -> tuple[float, list[float]]:
-    """Worst per-layer spike agreement and the restored-image PSNR differences (dB)."""
-    worst, gaps = 1.0, []
-    for rainy, clean in pairs:
-        with torch.no_grad():
-            ref_spikes, ref_out = record_spikes(reference, rainy)
-            got_spikes, got_out = record_spikes(candidate, rainy)
-        assert set(ref_spikes) == set(got_spikes)
-        for name, s in ref_spikes.items():
-            worst = min(worst, (s == got_spikes[name]).float().mean().item())
-        target = clean if isinstance(clean, np.ndarray) else tensor_to_uint8(clean)
-        gaps.append(calculate_psnr(tensor_to_uint8(got_out.clamp(0, 1)), target)
-                    - calculate_psnr(tensor_to_uint8(ref_out.clamp(0, 1)), target))
-    return worst, gaps
+    return unseen_rainy_photos(64)
 
 
 def test_vlifnet_fast_inference_fidelity_on_trained_weights(vlif_trained, rainy_photos):
     fast = optimize_for_inference(vlif_trained)
     assert fast_options(fast).fast_arithmetic and fast_options(fast).channels_last
-    worst, gaps = fidelity(vlif_trained, fast, rainy_photos)
+    got = spike_fidelity(vlif_trained, fast, rainy_photos)
+    worst, gaps = got['worst'], got['gaps']
     print(f'vlif-net-tiny fast inference: worst spike agreement {worst:.6f}, '
           f'PSNR differences {[round(g, 4) for g in gaps]} dB')
     assert worst >= 0.999, worst
@@ -393,20 +356,8 @@ def test_vlifnet_fast_training_fidelity_on_trained_weights(vlif_trained, rainy_p
     the exact (NCHW) training path is held to the plain one bit for bit above.
     """
     rainy, clean = rainy_photos[1]
-    target = uint8_to_tensor(clean)
-    grads, spikes, buffers = [], [], []
-    for fast in (False, True):
-        m = copy.deepcopy(vlif_trained).train()
-        if fast:
-            enable_fast_training(m)
-        s, out = record_spikes(m, rainy)
-        F.l1_loss(out, target).backward()
-        spikes.append(s)
-        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
-        buffers.append(torch.cat([b.float().flatten() for b in m.buffers()]))
-    agreement = {name: (s == spikes[1][name]).float().mean().item()
-                 for name, s in spikes[0].items()}
-    cosine = F.cosine_similarity(grads[0], grads[1], dim=0).item()
+    got = plain_vs_fast_training(vlif_trained, rainy, uint8_to_tensor(clean))
+    agreement, cosine, buffers = got['agreement'], got['cosine'], got['buffers']
     print(f'vlif-net-tiny fast training: worst spike agreement {min(agreement.values()):.6f}, '
           f'gradient cosine {cosine:.6f}')
     assert min(agreement.values()) >= 0.99, agreement

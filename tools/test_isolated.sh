@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite from a clone of the committed tree, alone in an empty temp folder, so a
-# test that reads anything outside the repository (such as ../shared) fails here. The clone
+# test that reads anything outside the repository (a sibling folder) fails here. The clone
 # borrows this checkout's .venv (a symlink), so nothing is installed twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."

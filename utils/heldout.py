@@ -18,8 +18,9 @@ import torch
 from utils.image_io import (list_images, read_image_rgb, resize_longest, tensor_to_uint8,
                             uint8_to_tensor)
 from utils.inference import restore
-from utils.metrics import calculate_psnr, calculate_ssim
+from utils.metrics import calculate_psnr
 from utils.rain import make_rainy
+from utils.validation import score_pair
 
 KINDS = ('light', 'heavy', 'random', 'clean')
 
@@ -88,9 +89,9 @@ def score_model(model: torch.nn.Module, pairs, device: torch.device | str = 'cpu
     report = HeldoutReport()
     for name, kind, inp, clean in (progress(pairs) if progress else pairs):
         out = restore(model, uint8_to_tensor(inp).to(device))
-        out_u8 = tensor_to_uint8(out)
+        scores = score_pair(tensor_to_uint8(out), clean)       # the same rule as validation
         input_psnr = min(calculate_psnr(inp, clean), PSNR_CAP)
         report.rows.append(dict(name=name, kind=kind, input_psnr=input_psnr,
-                                restored_psnr=min(calculate_psnr(out_u8, clean), PSNR_CAP),
-                                restored_ssim=calculate_ssim(out_u8, clean)))
+                                restored_psnr=min(scores['psnr'], PSNR_CAP),
+                                restored_ssim=scores['ssim']))
     return report
