@@ -66,6 +66,7 @@ class FastOptions:
     fast_arithmetic: bool = True
     patch_embed_once: bool = True
     checkpoint: bool = False
+    recompute: bool = True
     precision: str = 'fp32'
 
 
@@ -282,7 +283,8 @@ class FastRunner:
     def lif(self, neuron: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None,
             log: bool = True) -> torch.Tensor:
         """Spikes of LIF ``neuron`` for input ``x`` (written into ``out`` when given)."""
-        if not (self.opts.fused_lif and is_fusable(neuron)):
+        fused = self.opts.fused_lif and is_fusable(neuron)
+        if not fused:
             spikes = self.module(neuron, x)
         elif self.grad and x.requires_grad:
             spikes = lif_spikes_autograd(x, self.T, float(neuron.v_threshold),
@@ -293,14 +295,15 @@ class FastRunner:
             spikes = out.copy_(spikes)
         if log:
             self.log(neuron, spikes)
-        return spikes
+        return mark_spikes(spikes) if fused else spikes      # fused: 0/1 by construction
 
     def nilif(self, neuron: NILIF, x: torch.Tensor, r: int = 2) -> torch.Tensor:
         """NI-LIF spikes of ``x [T*B,C,H,W]`` run over each r x r patch as r² extra steps (VLIF's
         reorganisation; r = 1: plain NI-LIF), returned in the pixel-unshuffled layout
         ``[T*B, C*r*r, H/r, W/r]`` (channel ``c*r*r + i*r + j`` holds patch pixel (i, j))."""
         T = self.T
-        if self.opts.fused_lif and nilif_supported(neuron):
+        fused = self.opts.fused_lif and nilif_supported(neuron)
+        if fused:
             spikes = nilif_spikes(x, T, r, neuron.levels, neuron.decay,
                                   self.grad and x.requires_grad, self.fmt)
         else:
@@ -312,7 +315,7 @@ class FastRunner:
             B, C = N // T, C4 // (r * r)
             plain = spikes.reshape(T, B, C, r * r, h, w).permute(0, 3, 1, 2, 4, 5)
             self.log(neuron, plain.reshape(T * r * r * B, C, h, w))
-        return spikes
+        return mark_spikes(spikes, int(neuron.levels)) if fused else spikes
 
     def vlif(self, neuron: VLIFNeuron, x: torch.Tensor) -> torch.Tensor:
         """VLIF: NI-LIF over each r x r patch, then back to full resolution."""
@@ -328,6 +331,13 @@ class FastRunner:
         z = self.layout(F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False))
         return self.conv(z, neuron.channel_adjust)
 
+    @staticmethod
+    def cat_spikes(parts: list[torch.Tensor]) -> torch.Tensor:
+        """``torch.cat(parts, dim=1)``, still tagged as spikes when every part is."""
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        levels = {spike_levels(p) for p in parts}
+        return mark_spikes(out, levels.pop()) if len(levels) == 1 and None not in levels else out
+
     def log(self, neuron: nn.Module, spikes: torch.Tensor) -> None:
         if self.record is not None:
             self.record[self.neuron_names[neuron]] = spikes.detach().clone()
@@ -337,6 +347,11 @@ class FastRunner:
         """``conv(x)``; in bf16 precision the conv runs in bfloat16 (on the weight copy made by
         :func:`optimize_for_inference`) and returns float32."""
         if self.conv_dtype is None:
+            levels = spike_levels(x)
+            if (levels and self.grad and torch.is_grad_enabled() and conv.weight.requires_grad
+                    and x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)):
+                return _SpikeConv.apply(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                                        conv.dilation, conv.groups, levels)
             return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
                             conv.dilation, conv.groups)
         weight = getattr(conv, BF16_WEIGHT, None)
@@ -445,8 +460,14 @@ class FastRunner:
                                          align_corners=False))
 
     def up(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``UpSample``: bilinear x2 -> LIF -> conv -> BN."""
-        return self.segment(lambda t: self.lif_conv_bn(mod.up, self.upsample(t)), x)
+        """``UpSample``: bilinear x2 -> LIF -> conv -> BN (training keeps the input, not its
+        up-sampled copy)."""
+        lif, conv, norm = mod.up
+
+        def fn(t):
+            return self.norm(self.conv(self.recompute(
+                lambda v: self.neuron(lif, self.upsample(v)), t), conv), norm)
+        return self.segment(fn, x)
 
     def blocks(self, seq: nn.Sequential, x: torch.Tensor, block_forward) -> torch.Tensor:
         """``block_forward(block, x)`` for each block of ``seq``, each one a segment."""
@@ -459,15 +480,80 @@ class FastRunner:
         is kept, and the recomputation in the backward pass leaves the BN statistics alone."""
         if not (self.grad and self.opts.checkpoint and x.requires_grad):
             return fn(x)
+        return self._checkpointed(fn, x)
+
+    def recompute(self, fn, *inputs: torch.Tensor) -> torch.Tensor:
+        """``fn(*inputs)`` for cheap work between convs (BN, neurons, attention, element-wise
+        maths): when training with ``recompute``, its intermediate tensors are not kept for the
+        backward pass but recomputed there from ``inputs`` (which the convs around it keep
+        anyway), so a block keeps little more than its conv outputs."""
+        if not (self.grad and self.opts.recompute and not self.opts.checkpoint
+                and any(t.requires_grad for t in inputs)):
+            return fn(*inputs)
+        return self._checkpointed(fn, *inputs)
+
+    def _checkpointed(self, fn, *inputs: torch.Tensor) -> torch.Tensor:
+        """``fn(*inputs)`` under non-reentrant checkpointing; BN statistics are updated in the
+        first pass only."""
         first = [True]
 
-        def run(inp):
+        def run(*args):
             self.update_stats, first[0] = first[0], False
             try:
-                return fn(inp)
+                return fn(*args)
             finally:
                 self.update_stats = True
-        return _checkpoint(run, x, use_reentrant=False)
+        return _checkpoint(run, *inputs, use_reentrant=False)
+
+
+# ---- convs on spikes keep their input as small integers ------------------------------------
+SPIKE_LEVELS = 'fast_spike_levels'     # attribute of a tensor of spikes k/L: its L
+
+
+def mark_spikes(spikes: torch.Tensor, levels: int = 1) -> torch.Tensor:
+    """Tag ``spikes`` (values k/``levels``, k = 0..levels) so a conv on them saves them as
+    integers; returns ``spikes``. A concatenation of spikes can be tagged too."""
+    if 0 < levels <= 255:
+        setattr(spikes, SPIKE_LEVELS, levels)
+    return spikes
+
+
+def spike_levels(x: torch.Tensor) -> int | None:
+    return getattr(x, SPIKE_LEVELS, None)
+
+
+class _SpikeConv(torch.autograd.Function):
+    """``F.conv2d`` on spikes that keeps its input for the backward pass as ``uint8`` counts
+    (a quarter of float32) and rebuilds the same float values there: the gradients are the ones
+    autograd computes, bit for bit (the same ``convolution_backward`` call)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, levels):
+        counts = (x * levels).round_() if levels != 1 else x
+        ctx.save_for_backward(counts.to(torch.uint8), weight)
+        ctx.conf = (stride, padding, dilation, groups, levels, x.dtype,
+                    None if bias is None else bias.shape)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        counts, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, levels, dtype, bias_shape = ctx.conf
+        x = counts.to(dtype)
+        if levels != 1:
+            x = torch.div(x, float(levels))     # as the neuron made them: k / L
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                bias_shape is not None and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=_memory_format(x)), x, weight,
+            list(bias_shape) if bias_shape is not None else None, list(stride), list(padding),
+            list(dilation), False, [0, 0], groups, mask)
+        return gx, gw, gb, None, None, None, None, None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
 
 
 def _channel_max(x: torch.Tensor) -> torch.Tensor:

@@ -110,8 +110,12 @@ class ESDNet(SpikingRestorer):
 
 
 def _residual_block_fast(run, block: SpikingResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    """In training, the block keeps its input, the spikes (as integers) and its three conv
+    outputs; BN, the second LIF and the attention are recomputed in the backward pass."""
     r, sc = block.residual, block.shortcut
-    a = run.conv_bn(run.neuron(r[0], x), r[1], r[2])
-    a = run.conv_bn(run.neuron(r[3], a), r[4], r[5])
-    u = a + run.conv_bn(x, sc[0], sc[1])
-    return run.attention(block.attn, u, residual=x)
+    a = run.conv(run.neuron(r[0], x), r[1])
+    a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
+    return run.recompute(
+        lambda y, s, res: run.attention(block.attn, run.norm(y, r[5]) + run.norm(s, sc[1]),
+                                        residual=res),
+        a, run.conv(x, sc[0]), x)

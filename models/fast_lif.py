@@ -84,19 +84,22 @@ def _charge(x: torch.Tensor, T: int, v_th: float) -> tuple[torch.Tensor, torch.T
 
 
 class _LIFFunction(torch.autograd.Function):
-    """LIF with spikingjelly's sigmoid surrogate; saves only H (one tensor like the input)."""
+    """LIF with spikingjelly's sigmoid surrogate. Saves only its input and recharges H from it
+    in the backward pass (a few element-wise passes): the input is usually kept anyway (by the
+    shortcut conv beside it, or by the layer before), so the neuron then costs no memory."""
 
     @staticmethod
     def forward(ctx, x, T, v_th, alpha):
-        spikes, h_all = _charge(x, T, v_th)
-        ctx.save_for_backward(h_all)
+        spikes, _ = _charge(x, T, v_th)
+        ctx.save_for_backward(x)
         ctx.T, ctx.v_th, ctx.alpha = T, v_th, alpha
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        h_all, = ctx.saved_tensors
+        x, = ctx.saved_tensors
         T, v_th, alpha = ctx.T, ctx.v_th, ctx.alpha
+        _, h_all = _charge(x, T, v_th)                     # the same ops: the same H
         grad_x = torch.empty_like(h_all)
         hs, gs, gx = _steps(h_all, T), _steps(grad_spikes, T), _steps(grad_x, T)
         carry = None                                       # dL/dV[t] from step t+1

@@ -171,10 +171,9 @@ def _dsrb_fast(run, block: DSRB, x: torch.Tensor) -> torch.Tensor:
     if run.grad:
         parts = [run.lif(lff_lif, x, log=False)]
         for layer in block.layers:
-            inp = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-            y = run.norm(run.conv(inp, layer[1]), layer[2])
+            y = run.norm(run.conv(run.cat_spikes(parts), layer[1]), layer[2])
             parts.append(run.lif(layer[0], y, log=False))
-        spikes = torch.cat(parts, dim=1)
+        spikes = run.cat_spikes(parts)
     else:
         N, C, H, W = x.shape
         spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=x.dtype,

@@ -246,13 +246,24 @@ def _decompose_enhance_fast(run, x: torch.Tensor, high: torch.Tensor, a: torch.T
 
 
 def _sdem_fast(run, block: SDEM, x: torch.Tensor) -> torch.Tensor:
-    out = _decompose_enhance_fast(run, x, run.neuron(block.lif_1, x), block.high_freq_scale_1,
-                                  block.low_freq_scale_1)
-    out = run.conv_bn(out, block.conv1, block.bn1)
-    out = _decompose_enhance_fast(run, out, run.neuron(block.lif_2, out),
-                                  block.high_freq_scale_2, block.low_freq_scale_2)
-    out = run.conv_bn(out, block.conv2, block.bn2) + run.conv_bn(x, *block.shortcut)
-    return run.attention(block.attn, out, residual=x)
+    """In training, the SDEM keeps its input and the outputs of its convs (and the inputs of
+    the two real-valued ones); neurons, BN, decompose-enhance and attention are recomputed in
+    the backward pass."""
+    def group_1(t):
+        return _decompose_enhance_fast(run, t, run.neuron(block.lif_1, t),
+                                       block.high_freq_scale_1, block.low_freq_scale_1)
+
+    def group_2(y):
+        t = run.norm(y, block.bn1)
+        return _decompose_enhance_fast(run, t, run.neuron(block.lif_2, t),
+                                       block.high_freq_scale_2, block.low_freq_scale_2)
+
+    def join(y, s, res):
+        return run.attention(block.attn, run.norm(y, block.bn2) + run.norm(s, block.shortcut[1]),
+                             residual=res)
+    out = run.conv(run.recompute(group_1, x), block.conv1)
+    out = run.conv(run.recompute(group_2, out), block.conv2)
+    return run.recompute(join, out, run.conv(x, block.shortcut[0]), x)
 
 
 def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
@@ -262,27 +273,40 @@ def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
     T, r = run.T, smu.r
     rr = r * r
     skip = _sdem_fast(run, smu.initial_residual, x)
-    s = run.nilif(smu.lif_node, skip, r)                           # [T*B, C*rr, h, w]
-    N, Crr, h, w = s.shape
-    B, C = N // T, Crr // rr
-    if run.opts.fast_arithmetic:
-        s6 = s.view(T, B, C, rr, h, w)
-        mlp = smu.time_attention.sharedMLP
-        w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
-
-        def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
-            return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
-        peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
-        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
-        gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)   # still [T*B, C*rr] layout
-        merge = smu.temporal_compress[0].weight.reshape(C, C * rr, 1, 1)
-        out = torch.relu_(run.conv_weight(run.layout(gated.reshape(N, Crr, h, w)), merge))
-    else:
+    if not run.opts.fast_arithmetic:
+        s = run.nilif(smu.lif_node, skip, r)                       # [T*B, C*rr, h, w]
+        N, Crr, h, w = s.shape
+        B, C = N // T, Crr // rr
         steps = s.view(T, B, C, rr, h, w).permute(1, 0, 3, 2, 4, 5).reshape(B, T * rr, C, h, w)
         steps = (steps * smu.time_attention(steps)).permute(0, 2, 1, 3, 4)
         out = run.layout(smu.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
-    out = run.attention(smu.attn_1, run.conv_bn(run.neuron(smu.lif_1, out), smu.conv_1,
-                                                smu.bn_1))
-    out = run.attention(smu.attn_2, run.conv_bn(run.neuron(smu.lif_2, out), smu.conv_2,
-                                                smu.bn_2))
-    return run.attention(smu.final_attn, run.upsample(out, r) + skip)
+    else:
+        merge = smu.temporal_compress[0].weight
+        out = torch.relu_(run.conv_weight(run.recompute(lambda t: _gated_patch_steps(run, smu, t),
+                                                        skip),
+                                          merge.reshape(merge.shape[0], -1, 1, 1)))
+    out = run.conv(run.recompute(lambda t: run.neuron(smu.lif_1, t), out), smu.conv_1)
+    out = run.conv(run.recompute(lambda y: run.neuron(smu.lif_2, run.attention(
+        smu.attn_1, run.norm(y, smu.bn_1))), out), smu.conv_2)
+    return run.recompute(lambda y, s: run.attention(
+        smu.final_attn, run.upsample(run.attention(smu.attn_2, run.norm(y, smu.bn_2)), r) + s),
+        out, skip)
+
+
+def _gated_patch_steps(run, smu: SMU, skip: torch.Tensor) -> torch.Tensor:
+    """NI-LIF over the r x r patch steps of ``skip``, each step scaled by the SMU's step gate,
+    in the unshuffled layout ``[T*B, C*r*r, h, w]`` (the merge conv's input)."""
+    T, rr = run.T, smu.r * smu.r
+    s = run.nilif(smu.lif_node, skip, smu.r)
+    N, Crr, h, w = s.shape
+    B, C = N // T, Crr // rr
+    s6 = s.view(T, B, C, rr, h, w)
+    mlp = smu.time_attention.sharedMLP
+    w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
+
+    def gate_mlp(v):                                                # v: [T, B, rr] -> [B, S]
+        return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
+    peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
+    gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
+    gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)       # still [T*B, C*rr] layout
+    return run.layout(gated.reshape(N, Crr, h, w))

@@ -25,9 +25,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import available_models, build_model  # noqa: E402
 from models.acceleration import bf16_supported, supports_fast_path  # noqa: E402
-from utils.benchmarking import (INFERENCE_VARIANTS, NEEDS_FAST_FORWARD,  # noqa: E402
-                                TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
-                                run_isolated)
+from utils.benchmarking import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV,  # noqa: E402
+                                NEEDS_FAST_FORWARD, TRAINING_VARIANTS, Job,
+                                interleaved_times, peak_memory, run_isolated)
 from utils.atomic import write_text_atomic  # noqa: E402
 from utils.cli import describe, print_error, run_main  # noqa: E402
 
@@ -115,6 +115,10 @@ def measure(args: argparse.Namespace, model: str, device: str) -> dict:
     results = {}
     for key, job in zip(tqdm(plan, desc=f'peak memory on {device}', leave=False), jobs):
         results[key] = run_isolated(peak_memory, job, what=f'{job.task} {job.variant}')
+        if device == 'cpu' and not key[0].startswith('floor'):   # on a GPU peak is live
+            live = run_isolated(peak_memory, job, what=f'{job.task} {job.variant} (live)',
+                                env=LIVE_MEMORY_ENV)
+            results[key]['live_bytes'] = live['peak_bytes']
     print(f'timing {len(jobs)} measurements in rounds on {device}...', file=sys.stderr)
     for key, timing in zip(plan, run_isolated(interleaved_times, jobs, what='timing')):
         results[key].update(timing)
@@ -139,18 +143,30 @@ def report(args, device: str, results: dict, model: str = '') -> list[str]:
         lines.append(f'\n{title} on {device} ({floor["threads"]} threads); conv floor '
                      f'{floor["median_s"]:.3f} s over {floor["conv_calls"]} conv calls '
                      f'(channels-last{", forward+backward" if task == "training" else ""})')
+        live = any('live_bytes' in results[(task, v)] for v in variants)
         head = (f'  {"variant":<16}{"median s":>10}{"/ floor":>9}{"speed-up":>10}'
-                f'{"peak MB":>10}{"mem ratio":>11}')
+                f'{"peak MB":>10}{"mem ratio":>11}' + (f'{"live MB":>9}{"live ratio":>12}'
+                                                       if live else ''))
         lines += [head, '  ' + '-' * (len(head) - 2)]
         for v in variants:
             r = results[(task, v)]
             speed = f'{base["median_s"] / r["median_s"]:.2f}x' if base else '-'
-            mem = (f'{r["peak_bytes"] / base["peak_bytes"]:.2f}' if base and base['peak_bytes']
-                   else '-')
-            lines.append(f'  {v:<16}{r["median_s"]:>10.3f}{r["median_s"] / floor["median_s"]:>9.2f}'
-                         f'{speed:>10}{_mb(r["peak_bytes"]):>10}{mem:>11}')
+            row = (f'  {v:<16}{r["median_s"]:>10.3f}{r["median_s"] / floor["median_s"]:>9.2f}'
+                   f'{speed:>10}{_mb(r["peak_bytes"]):>10}{_ratio(r, base, "peak_bytes"):>11}')
+            if live:
+                row += (f'{_mb(r.get("live_bytes", 0)):>9}'
+                        f'{_ratio(r, base, "live_bytes"):>12}')
+            lines.append(row)
         lines += [f'    {v}: {described[v]}' for v in variants]
+        if live:
+            lines.append('    peak MB: the process high-water mark under the default malloc; '
+                         'live MB: the same with every block of 128 KiB or more mapped on its '
+                         'own, i.e. the tensors alive at the peak (what a GPU reports)')
     return lines
+
+
+def _ratio(r: dict, base: dict | None, key: str) -> str:
+    return f'{r[key] / base[key]:.2f}' if base and base.get(key) and key in r else '-'
 
 
 def summary(args, device: str, per_model: dict) -> list[str]:
@@ -164,7 +180,7 @@ def summary(args, device: str, per_model: dict) -> list[str]:
              f'floor; training step (batch {args.batch}, patch {args.patch}) as speed-up and peak '
              f'memory vs plain']
     head = f'  {"model":<14}{"floor s":>9}' + ''.join(f'{v:>10}' for v in inf)
-    head += ''.join(f'{"train " + v:>16}{"mem":>6}' for v in train)
+    head += ''.join(f'{"train " + v:>16}{"mem":>6}{"live":>6}' for v in train)
     lines += [head, '  ' + '-' * (len(head) - 2)]
     for model, r in per_model.items():
         row = f'  {model:<14}'
@@ -178,10 +194,10 @@ def summary(args, device: str, per_model: dict) -> list[str]:
         for v in train:
             got = r.get(('training', v))
             if got and base:
-                mem = got['peak_bytes'] / base['peak_bytes'] if base['peak_bytes'] else float('nan')
-                row += f'{base["median_s"] / got["median_s"]:>15.2f}x{mem:>6.2f}'
+                row += (f'{base["median_s"] / got["median_s"]:>15.2f}x'
+                        f'{_ratio(got, base, "peak_bytes"):>6}{_ratio(got, base, "live_bytes"):>6}')
             else:
-                row += f'{"-":>16}{"-":>6}'
+                row += f'{"-":>16}{"-":>6}{"-":>6}'
         lines.append(row)
     return lines
 

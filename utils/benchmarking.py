@@ -7,7 +7,11 @@ is overhead around the arithmetic that cannot be avoided.
 
 Peak memory is measured for each variant in a fresh process (``multiprocessing`` spawn), on
 its first call: the process's own high-water mark, not memory an earlier variant left in the
-allocator. Times are measured for all variants together in another fresh process, in rounds
+allocator. On a CPU it is measured twice: as the process sees it (glibc's default malloc keeps
+freed blocks of up to 32 MiB in its heap, so the high-water mark includes holes), and *live*,
+with every block of 128 KiB or more mapped on its own (``LIVE_MEMORY_ENV``), so the mark follows
+the tensors alive at each moment, as ``torch.cuda.max_memory_allocated`` does on a GPU.
+Times are measured for all variants together in another fresh process, in rounds
 (one call of each variant per round), so that load from other users of a shared machine hits
 every variant alike; the ratios between them are what to compare.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing as mp
+import os
 import queue as queue_module
 import resource
 import statistics
@@ -42,22 +47,34 @@ TRAINING_VARIANTS = {
     'default': "what train.py does with no flags: enable_fast_training() where the model has "
                "a fast forward (TrainConfig.fast), else the plain path",
     'fast': 'enable_fast_training() defaults: fused neuron autograd, channels-last, fast '
-            'attention/arithmetic, patch embed once',
+            'attention/arithmetic, patch embed once, spikes kept as integers, the work between '
+            'convs recomputed in the backward pass',
+    'fast_keep': 'enable_fast_training(recompute=False): the above, but every intermediate '
+                 'tensor kept for the backward pass (faster, more memory)',
     'fast_checkpoint': 'enable_fast_training(checkpoint=True): the above + per-block '
                        'recomputation (saves memory, costs time)',
     'bf16': 'train.py --precision bf16: the fast path under bfloat16 autocast (float32 '
             'neuron state); CPUs with native bf16 or GPUs',
 }
 # Variants that need the model's fast forward (the others run any model).
-NEEDS_FAST_FORWARD = {'channels_last', 'fused_exact', 'fast', 'bf16', 'fast_checkpoint'}
+NEEDS_FAST_FORWARD = {'channels_last', 'fused_exact', 'fast', 'bf16', 'fast_checkpoint',
+                      'fast_keep'}
+# glibc: map every block of 128 KiB or more on its own, so that freeing it returns it at once
+LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072',
+                   'GLIBC_TUNABLES': 'glibc.malloc.mmap_threshold=131072'}
+
+
+def train_py_default(name: str):
+    """train.py's default for one of its settings (a field of TrainConfig)."""
+    from dataclasses import fields
+
+    from utils.train_config import TrainConfig
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 def train_py_uses_fast_path() -> bool:
     """train.py's default for its fast training path (the ``fast`` field of TrainConfig)."""
-    from dataclasses import fields
-
-    from utils.train_config import TrainConfig
-    return bool(next(f.default for f in fields(TrainConfig) if f.name == 'fast'))
+    return bool(train_py_default('fast'))
 
 
 @dataclass(frozen=True)
@@ -136,8 +153,11 @@ def build_variant(job: Job) -> nn.Module:
         model.train()
         default_fast = (job.variant == 'default' and train_py_uses_fast_path()
                         and supports_fast_path(model))
-        if job.variant in ('fast', 'fast_checkpoint', 'bf16') or default_fast:
-            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint')
+        if job.variant in ('fast', 'fast_checkpoint', 'fast_keep', 'bf16') or default_fast:
+            recompute = (bool(train_py_default('recompute')) if job.variant == 'default'
+                         else job.variant != 'fast_keep')
+            enable_fast_training(model, checkpoint=job.variant == 'fast_checkpoint',
+                                 recompute=recompute)
         elif job.variant not in ('plain', 'default'):
             raise ValueError(f'unknown training variant {job.variant!r}')
     return model
@@ -296,12 +316,22 @@ def _child(func, args, queue) -> None:
         queue.put(('error', f'{type(err).__name__}: {err}'))
 
 
-def run_isolated(func, *args, what: str = 'measurement'):
-    """``func(*args)`` in a fresh spawned process (clean peak memory, no shared warm state)."""
+def run_isolated(func, *args, what: str = 'measurement', env: dict | None = None):
+    """``func(*args)`` in a fresh spawned process (clean peak memory, no shared warm state),
+    with ``env`` added to its environment."""
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(func, args, queue))
-    proc.start()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     while True:
         try:
             status, result = queue.get(timeout=2.0)

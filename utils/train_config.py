@@ -111,6 +111,10 @@ class TrainConfig:
     checkpoint: bool = opt(False, 'fast path only: keep only each block\'s input and recompute the '
                            'block in the backward pass (ESDNet/VLIF-Net training memory about '
                            '0.24x of the plain path instead of ~0.5x; steps about a third slower)')
+    recompute: bool = opt(True, 'fast path only: keep conv outputs and recompute the cheap '
+                          'work between convs (BN, neurons, attention) in the backward pass: '
+                          'same gradients, about 0.6-0.7x the memory of keeping everything, '
+                          'steps 5-10%% slower on a CPU; --no-recompute keeps it all')
     tensorboard: bool = opt(True, 'log loss, lr, PSNR/SSIM, images and firing rates to '
                             '<run folder>/tensorboard')
     fast: bool = opt(True, 'fast training path (fused LIF, channels-last) where the model has '

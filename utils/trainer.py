@@ -163,7 +163,7 @@ class Trainer:
                 raise ConfigError(f'--init_weights: {err}') from None
         self.fast = cfg.fast and supports_fast_path(model)
         if self.fast:
-            enable_fast_training(model, checkpoint=cfg.checkpoint)
+            enable_fast_training(model, checkpoint=cfg.checkpoint, recompute=cfg.recompute)
         elif cfg.fast:
             self.log(f'note: {cfg.model} has no fast training path; training on the plain forward')
         self.model = model            # wrapped in DDP below, once the checkpoint is loaded
