@@ -254,6 +254,7 @@ class FastRunner:
         self.conv_dtype = torch.bfloat16 if options.precision == 'bf16' else None
         self.grad = torch.is_grad_enabled()
         self.update_stats = True
+        self.in_region = False          # inside a checkpointed/recomputed region
 
     # ---- layout -------------------------------------------------------------------------
     def layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,8 +288,10 @@ class FastRunner:
         if not fused:
             spikes = self.module(neuron, x)
         elif self.grad and x.requires_grad:
+            # inside a recomputed region everything is transient: keep H, skip the recharge
             spikes = lif_spikes_autograd(x, self.T, float(neuron.v_threshold),
-                                         float(neuron.surrogate_function.alpha))
+                                         float(neuron.surrogate_function.alpha),
+                                         keep_input=not self.in_region)
         else:
             spikes = lif_spikes(x, self.T, float(neuron.v_threshold), out)
         if out is not None and spikes is not out:
@@ -499,10 +502,11 @@ class FastRunner:
 
         def run(*args):
             self.update_stats, first[0] = first[0], False
+            outer, self.in_region = self.in_region, True
             try:
                 return fn(*args)
             finally:
-                self.update_stats = True
+                self.update_stats, self.in_region = True, outer
         return _checkpoint(run, *inputs, use_reentrant=False)
 
 

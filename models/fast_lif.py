@@ -84,22 +84,23 @@ def _charge(x: torch.Tensor, T: int, v_th: float) -> tuple[torch.Tensor, torch.T
 
 
 class _LIFFunction(torch.autograd.Function):
-    """LIF with spikingjelly's sigmoid surrogate. Saves only its input and recharges H from it
-    in the backward pass (a few element-wise passes): the input is usually kept anyway (by the
-    shortcut conv beside it, or by the layer before), so the neuron then costs no memory."""
+    """LIF with spikingjelly's sigmoid surrogate. Saves one tensor: the charged potential H, or
+    (``keep_input``) only its input, from which the backward pass recharges H (a few
+    element-wise passes). The input is usually kept anyway (by the shortcut conv beside it, or
+    by the layer before), so the neuron then costs no memory."""
 
     @staticmethod
-    def forward(ctx, x, T, v_th, alpha):
-        spikes, _ = _charge(x, T, v_th)
-        ctx.save_for_backward(x)
-        ctx.T, ctx.v_th, ctx.alpha = T, v_th, alpha
+    def forward(ctx, x, T, v_th, alpha, keep_input):
+        spikes, h_all = _charge(x, T, v_th)
+        ctx.save_for_backward(x if keep_input else h_all)
+        ctx.T, ctx.v_th, ctx.alpha, ctx.keep_input = T, v_th, alpha, keep_input
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        x, = ctx.saved_tensors
+        saved, = ctx.saved_tensors
         T, v_th, alpha = ctx.T, ctx.v_th, ctx.alpha
-        _, h_all = _charge(x, T, v_th)                     # the same ops: the same H
+        h_all = _charge(saved, T, v_th)[1] if ctx.keep_input else saved   # the same H
         grad_x = torch.empty_like(h_all)
         hs, gs, gx = _steps(h_all, T), _steps(grad_spikes, T), _steps(grad_x, T)
         carry = None                                       # dL/dV[t] from step t+1
@@ -115,14 +116,17 @@ class _LIFFunction(torch.autograd.Function):
                 gh.addcmul_(carry, reset_grad)
             if t:
                 carry = torch.mul(gh, 0.5, out=carry)     # dH[t]/dV[t-1] = 1 - 1/tau
-        return grad_x, None, None, None
+        return grad_x, None, None, None, None
 
 
-def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float) -> torch.Tensor:
-    """Differentiable fused LIF (surrogate gradients as spikingjelly's, within rounding)."""
+def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float,
+                        keep_input: bool = True) -> torch.Tensor:
+    """Differentiable fused LIF (surrogate gradients as spikingjelly's, within rounding).
+    ``keep_input``: save ``x`` for the backward pass rather than the potential (see
+    :class:`_LIFFunction`)."""
     if x.dtype in _HALF:         # the cast is differentiable: the gradient comes back in x.dtype
-        return _LIFFunction.apply(x.float(), T, v_th, alpha).to(x.dtype)
-    return _LIFFunction.apply(x, T, v_th, alpha)
+        return _LIFFunction.apply(x.float(), T, v_th, alpha, False).to(x.dtype)
+    return _LIFFunction.apply(x, T, v_th, alpha, keep_input)
 
 
 # ---- NI-LIF (VLIF-Net's multi-level neuron), optionally over VLIF's r x r patch steps ----------

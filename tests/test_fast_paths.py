@@ -60,11 +60,15 @@ def test_fused_lif_surrogate_gradient_matches_spikingjelly():
     a = x.clone().requires_grad_(True)
     lif = make_lif()
     lif(a.unflatten(0, (T, 2))).flatten(0, 1).backward(grad_out)
-    b = x.clone().requires_grad_(True)
-    spikes = lif_spikes_autograd(b, T, V_TH, ALPHA)
-    spikes.backward(grad_out)
-    assert torch.equal(spikes.detach(), lif_spikes(x, T, V_TH))
-    assert torch.allclose(b.grad, a.grad, atol=1e-6, rtol=1e-5)
+    grads = []
+    for keep_input in (True, False):          # recharged from the input, or the kept potential
+        b = x.clone().requires_grad_(True)
+        spikes = lif_spikes_autograd(b, T, V_TH, ALPHA, keep_input=keep_input)
+        spikes.backward(grad_out)
+        assert torch.equal(spikes.detach(), lif_spikes(x, T, V_TH))
+        assert torch.allclose(b.grad, a.grad, atol=1e-6, rtol=1e-5)
+        grads.append(b.grad)
+    assert torch.equal(grads[0], grads[1])
     assert a.grad.abs().max() > 0.1
 
 
