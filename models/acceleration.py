@@ -26,9 +26,14 @@ Nothing here knows a model by name. Switches (:class:`FastOptions`):
   before it. Changes rounding.
 * ``precision='bf16'`` (inference only): convs in bfloat16 (channels-last, oneDNN), neuron
   membranes and everything between convs in float32. Changes rounding.
+* ``recompute`` (training, on by default): the work between convs (BN, neurons, attention,
+  element-wise maths; regions a model's fast forward marks with :meth:`FastRunner.recompute`)
+  keeps only its inputs and is recomputed in the backward pass. Same gradients bit for bit,
+  much less memory, a little more time. Whatever the switches, a conv on spikes keeps them as
+  ``uint8`` counts and a fused LIF its input rather than its potential (exact too).
 * ``checkpoint`` (training only, off by default: it saves memory, not time): each block keeps
-  only its input and is recomputed during the backward pass; BatchNorm running statistics are
-  updated once, in the first pass.
+  only its input and is recomputed during the backward pass, convs included; BatchNorm running
+  statistics are updated once, in the first pass.
 
 Paths that change rounding flip the few spikes whose potential sits within rounding of a
 threshold; ``tests/test_fast_paths.py`` checks them on trained models (spike agreement and
@@ -131,12 +136,12 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, precision: st
                            **options) -> nn.Module:
     """A fast inference copy of ``model`` (eval mode; the original is untouched).
 
-    ``options`` are :class:`FastOptions` fields (all on by default; ``checkpoint`` is for
-    training). ``precision='bf16'`` runs the convs in bfloat16 (refused where the CPU has no
-    native bf16; see :func:`bf16_supported`). The copy has the same call signature; with
-    ``fold_bn`` its BatchNorms are gone, so it is for inference only (its state dict no longer
-    matches the model's). A model without a fast forward gets a one-line warning and a plain
-    eval copy.
+    ``options`` are :class:`FastOptions` fields (all on by default; ``checkpoint`` and
+    ``recompute`` are for training). ``precision='bf16'`` runs the convs in bfloat16 (refused
+    where the CPU has no native bf16; see :func:`bf16_supported`). The copy has the same call
+    signature; with ``fold_bn`` its BatchNorms are gone, so it is for inference only (its state
+    dict no longer matches the model's). A model without a fast forward gets a one-line warning
+    and a plain eval copy.
     """
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
@@ -148,7 +153,8 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, precision: st
                          '(oneDNN reports no AVX-512 BF16/AMX)')
     if fold_bn:
         fold_batchnorm(fast)
-    opts = FastOptions(**{**options, 'checkpoint': False, 'precision': precision})
+    opts = FastOptions(**{**options, 'checkpoint': False, 'recompute': False,
+                          'precision': precision})
     _attach(fast, opts)
     if precision == 'bf16':      # bf16 copies beside the fp32 weights (heads stay fp32)
         for conv in fast.modules():

@@ -79,6 +79,8 @@ def test_default_variants_are_what_the_scripts_do():
         assert not any(isinstance(m, nn.BatchNorm2d) for m in infer.modules())   # BN folded
         train = build_variant(Job('training', name, 'default'))
         assert train.fast_path is not None and train.training, name
+        assert train.fast_path.options.recompute, name
+        assert not build_variant(Job('training', name, 'fast_keep')).fast_path.options.recompute
     assert build_variant(Job('inference', 'vlif-net-tiny', 'plain')).fast_path is None
 
 

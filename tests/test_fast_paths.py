@@ -140,7 +140,8 @@ def test_switches_and_api():
     fast = optimize_for_inference(model)
     assert model.fast_path is None and fast.fast_path is not None and not fast.training
     opts = fast_options(fast)
-    assert opts.fused_lif and opts.channels_last and not opts.checkpoint
+    assert opts.fused_lif and opts.channels_last and not opts.checkpoint and not opts.recompute
+    assert fast_options(enable_fast_training(copy.deepcopy(model))).recompute   # training default
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())      # all folded
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())         # original kept
     enable_fast_training(model, checkpoint=True)

@@ -245,6 +245,11 @@ def test_checkpoint_option_recomputes_blocks_on_the_fast_path(data, tmp_path):
                       log=lambda s: None)
     assert trainer.fast and fast_options(trainer.net).checkpoint
     assert trainer.fit()['finished']
+    default = Trainer(_cfg(data, tmp_path / 'd', iters=1, val_every='0'), log=lambda s: None)
+    assert default.fast and fast_options(default.net).recompute      # train.py's default
+    keep = Trainer(_cfg(data, tmp_path / 'k', iters=1, val_every='0', recompute=False),
+                   log=lambda s: None)
+    assert not fast_options(keep.net).recompute
     with pytest.raises(ConfigError, match='--checkpoint .*--no-fast'):
         _cfg(data, tmp_path / 'x', checkpoint=True, fast=False).validate()
 
