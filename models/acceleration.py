@@ -169,9 +169,8 @@ def enable_fast_training(model: nn.Module, checkpoint: bool = False, **options) 
 
     Call before building the optimizer or after, the parameters stay the same objects. A model
     without a fast forward gets a one-line warning and stays on its plain forward.
-    ``checkpoint=True`` trades time for memory: measured 2026-12-02 (batch 4, 64 px, 1 thread)
-    ESDNet/VLIF-Net peak memory went from ~0.53x to ~0.24x of the plain path's, the VLIF-Net
-    step ~1/3 slower.
+    ``recompute`` (on by default) and ``checkpoint=True`` trade time for memory; what each
+    costs and saves is measured in docs/efficiency.md (``tools/benchmark.py``).
     """
     if not _notice_unsupported(model):
         return model

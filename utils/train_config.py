@@ -109,12 +109,13 @@ class TrainConfig:
                       'LOCAL_RANK)')
     workers: int = opt(min(4, os.cpu_count() or 1), 'DataLoader worker processes')
     checkpoint: bool = opt(False, 'fast path only: keep only each block\'s input and recompute the '
-                           'block in the backward pass (ESDNet/VLIF-Net training memory about '
-                           '0.24x of the plain path instead of ~0.5x; steps about a third slower)')
+                           'whole block, convs included, in the backward pass (least memory; '
+                           'steps about a third slower)')
     recompute: bool = opt(True, 'fast path only: keep conv outputs and recompute the cheap '
                           'work between convs (BN, neurons, attention) in the backward pass: '
-                          'same gradients, about 0.6-0.7x the memory of keeping everything, '
-                          'steps 5-10%% slower on a CPU; --no-recompute keeps it all')
+                          'the same gradients; ESDNet/VLIF-Net keep 0.63x/0.48x of the live '
+                          'memory, steps 1%%/17%% slower on a 2-core CPU; --no-recompute keeps '
+                          'everything')
     tensorboard: bool = opt(True, 'log loss, lr, PSNR/SSIM, images and firing rates to '
                             '<run folder>/tensorboard')
     fast: bool = opt(True, 'fast training path (fused LIF, channels-last) where the model has '
