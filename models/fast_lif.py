@@ -49,8 +49,8 @@ def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
     slower than arithmetic on a CPU).
     """
-    if x.dtype in _HALF:
-        spikes = lif_spikes(x.float(), T, v_th)
+    if x.dtype in _HALF or (out is not None and out.dtype != x.dtype):
+        spikes = lif_spikes(x.float(), T, v_th)        # 0/1: exact in any dtype of ``out``
         return spikes.to(x.dtype) if out is None else out.copy_(spikes)
     out = torch.empty_like(x) if out is None else out
     xs, os = _steps(x, T), _steps(out, T)

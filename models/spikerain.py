@@ -163,7 +163,8 @@ class SpikeRain(SpikingRestorer):
 def _dsrb_fast(run, block: DSRB, x: torch.Tensor) -> torch.Tensor:
     """Dense block: each channel becomes spikes once. The LIF is element-wise and starts from
     rest, so LIF(concat(parts)) == concat(LIF(part)); at inference the spikes go into one
-    buffer instead of five concatenations."""
+    buffer instead of five concatenations, held in the convs' dtype (bfloat16 on the bf16 path
+    halves the copies of its channel prefixes that each conv reads)."""
     if not run.opts.fused_lif:
         return run.module(block, x)
     lff_lif, lff_conv = block.lff
@@ -176,7 +177,7 @@ def _dsrb_fast(run, block: DSRB, x: torch.Tensor) -> torch.Tensor:
         spikes = run.cat_spikes(parts)
     else:
         N, C, H, W = x.shape
-        spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=x.dtype,
+        spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=run.conv_dtype or x.dtype,
                              device=x.device, memory_format=run.fmt)
         run.lif(lff_lif, x, out=spikes[:, :C], log=False)
         c = C

@@ -52,6 +52,10 @@ def test_fused_lif_spikes_equal_spikingjelly_bit_for_bit():
     buf = torch.zeros(T * 2, 9, 6, 7).contiguous(memory_format=torch.channels_last)
     lif_spikes(x, T, V_TH, out=buf[:, 2:7])
     assert torch.equal(buf[:, 2:7], ref) and buf[:, :2].abs().sum() == 0
+    # into a bfloat16 buffer (the bf16 path's dense blocks): 0/1 are exact there
+    half = torch.zeros_like(buf, dtype=torch.bfloat16)
+    lif_spikes(x, T, V_TH, out=half[:, 2:7])
+    assert half.dtype == torch.bfloat16 and torch.equal(half[:, 2:7].float(), ref)
 
 
 def test_fused_lif_surrogate_gradient_matches_spikingjelly():
