@@ -44,13 +44,13 @@ def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
 def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = None
                ) -> torch.Tensor:
     """Spikes of ``x [T*B, ...]`` from rest (no autograd). ``out`` may be a strided view
-    (e.g. a channel slice of a dense block's spike buffer) and is returned.
+    (e.g. a channel slice of a dense block's spike buffer) of any float dtype, and is returned.
 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
     slower than arithmetic on a CPU).
     """
     if x.dtype in _HALF or (out is not None and out.dtype != x.dtype):
-        spikes = lif_spikes(x.float(), T, v_th)        # 0/1: exact in any dtype of ``out``
+        spikes = lif_spikes(x.float(), T, v_th)        # 0/1: exact in any float dtype
         return spikes.to(x.dtype) if out is None else out.copy_(spikes)
     out = torch.empty_like(x) if out is None else out
     xs, os = _steps(x, T), _steps(out, T)
