@@ -26,7 +26,9 @@ from models.acceleration import optimize_for_inference, supports_fast_path  # no
 from utils.atomic import write_text_atomic  # noqa: E402
 from utils.cli import ArgumentParser, run_main  # noqa: E402
 from utils.errors import InputError, UsageError  # noqa: E402
-from utils.heldout import KINDS, heldout_pairs, load_photos, score_model  # noqa: E402
+from utils.heldout import (ALL_KINDS, KINDS, family_kinds, heldout_pairs, load_photos,  # noqa: E402
+                           score_model)
+from utils.rain import FAMILIES  # noqa: E402
 from utils.image_io import write_png_atomic  # noqa: E402
 
 
@@ -39,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--size', type=int, default=256, help='longest side of each test image')
     p.add_argument('--limit', type=int, default=None, help='use only the first N photos')
     p.add_argument('--kinds', default=','.join(KINDS),
-                   help=f'comma-separated kinds from {", ".join(KINDS)}')
+                   help='comma-separated rain kinds of utils/rain.py (light, heavy, random, a '
+                   'family such as lens, or FAMILY:light / FAMILY:heavy) and clean')
+    p.add_argument('--holdout_family', choices=FAMILIES,
+                   help='judge on this family only: its light and heavy levels and clean photos '
+                   '(replaces --kinds; for weights trained with train.py --holdout_family)')
     p.add_argument('--seed', type=int, default=0, help='seed of the rain')
     p.add_argument('--exact', action='store_true',
                    help='plain reference forward instead of the fast inference path')
@@ -51,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise UsageError(f'--kinds {args.kinds!r}: use some of {", ".join(KINDS)}')
+    if args.holdout_family:
+        kinds = (*family_kinds(args.holdout_family), 'clean')
+    bad = [k for k in kinds if k not in ALL_KINDS]
+    if not kinds or bad:
+        raise UsageError(f'--kinds {args.kinds!r}: {", ".join(bad) or "empty"} unknown; use '
+                         f'some of {", ".join(ALL_KINDS)}')
     if args.size < 16:
         raise UsageError(f'--size must be >= 16, got {args.size}')
     if not Path(args.photos).is_dir():
@@ -69,6 +79,9 @@ def main(argv=None) -> int:
             write_png_atomic(args.save_pairs / 'target' / f'{name}_{kind}.png', clean)
         print(f'{args.save_pairs}: {len(pairs)} pairs written')
     if not args.weights:
+        if not args.save_pairs:
+            raise UsageError('nothing to do: give --weights to judge, --save_pairs DIR to write '
+                             'the pairs, or both')
         return 0
     torch.set_grad_enabled(False)
     model = build_from_checkpoint(args.weights).eval()

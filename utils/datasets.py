@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from utils.errors import InputError, UsageError
 from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image_rgb
-from utils.rain import make_rainy, parse_rain_kinds
+from utils.rain import make_rain_pair, parse_rain_kinds
 
 # Operating-system clutter that may sit next to images; anything else must be an image.
 IGNORED_NAMES = frozenset({'thumbs.db', 'desktop.ini'})
@@ -312,9 +312,9 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
 
     Sample ``index`` of an epoch is photo ``index % n``: a random crop at a random scale (a
     ``p/scale`` square shrunk to ``p``, so one large photo gives patches at several zooms), one
-    of the 8 flips/rotations, then rain of a kind drawn from ``rain`` (``random`` and/or the
-    presets) -- or, with probability ``clean_fraction``, no rain at all, which teaches the model
-    to leave a clean image alone. Everything is a pure function of ``(seed, epoch, index)``, so
+    of the 8 flips/rotations, then rain of a kind drawn from ``rain`` (families, ``random``
+    and/or the presets; never a kind of the ``holdout`` family) -- or, with probability
+    ``clean_fraction``, no rain at all, which teaches the model to leave a clean image alone. Everything is a pure function of ``(seed, epoch, index)``, so
     resumed runs and any number of workers see the same samples. Photos are decoded once per
     process and kept in memory.
     """
@@ -322,14 +322,15 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
     def __init__(self, folder: str | os.PathLike, patch_size: int = 64,
                  rain: str | tuple[str, ...] = 'random', augment: bool = True, seed: int = 0,
                  scales: tuple[float, ...] = (1.0, 0.5, 0.25), clean_fraction: float = 0.1,
-                 samples_per_photo: int = 32):
+                 samples_per_photo: int = 32, holdout: str | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DatasetError(f'{self.folder}: clean photo folder not found')
         try:
-            kinds = parse_rain_kinds(rain)
+            kinds = parse_rain_kinds(rain, holdout)
         except ValueError as err:
             raise DatasetError(str(err)) from None
+        self.holdout = holdout
         if int(patch_size) < 1:
             raise DatasetError(f'patch_size must be a positive integer, got {patch_size}')
         if not 0.0 <= clean_fraction < 1.0:
@@ -385,7 +386,8 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
             return clean, clean, 'none'
         kind = self.rain[int(rng.integers(len(self.rain)))]
         rain_seed = [self.seed, epoch, int(index), int(rng.integers(2 ** 31))]
-        return make_rainy(clean, kind, rain_seed), clean, kind
+        rainy, target = make_rain_pair(clean, kind, rain_seed)
+        return rainy, target, kind
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rainy, clean, _ = self.make_pair(index)

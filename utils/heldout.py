@@ -1,7 +1,8 @@
 """Held-out deraining check: does a model remove rain from unseen photos and leave clean ones alone?
 
 From a folder of clean photos (never used for training) it makes, for every photo, one image per
-rain kind (``light``, ``heavy``, ``random``) plus the clean photo itself, restores each with the
+rain kind (``light``, ``heavy``, ``random``, or any kind of :mod:`utils.rain`, such as a held-out
+family at its ``:light``/``:heavy`` level) plus the clean photo itself, restores each with the
 model and scores input and output against the clean photo (Y-PSNR, the published protocol). The
 report is what the shipped weights are judged by: mean gain per kind, the worst light-rain image,
 and the PSNR of a restored clean image. Pure functions of (photos, seed), so runs compare.
@@ -19,22 +20,49 @@ from utils.image_io import (list_images, read_image_rgb, resize_longest, tensor_
                             uint8_to_tensor)
 from utils.inference import restore
 from utils.metrics import calculate_psnr
-from utils.rain import make_rainy
+from utils.rain import RAIN_KINDS, make_rain_pair
 from utils.validation import score_pair
 
 KINDS = ('light', 'heavy', 'random', 'clean')
+ALL_KINDS = (*RAIN_KINDS, 'clean')
+
+
+def family_kinds(family: str) -> tuple[str, ...]:
+    """What a held-out family is judged on: its light and heavy levels."""
+    return f'{family}:light', f'{family}:heavy'
 
 
 def heldout_pairs(photos: list[tuple[str, np.ndarray]], kinds=KINDS, seed: int = 0
                   ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """``(name, kind, input, clean)`` for every photo and kind (``clean``: input = clean)."""
+    """``(name, kind, input, target)`` for every photo and kind (``clean``: input = target =
+    the photo; a family's target is the photo through that sample's camera)."""
     out = []
     for name, clean in photos:
         photo_id = zlib.crc32(name.encode())
         for k, kind in enumerate(kinds):
-            rainy = clean if kind == 'clean' else make_rainy(clean, kind, [seed, photo_id, k])
-            out.append((name, kind, rainy, clean))
+            if kind == 'clean':
+                out.append((name, kind, clean, clean))
+            else:
+                out.append((name, kind, *make_rain_pair(clean, kind, [seed, photo_id, k])))
     return out
+
+
+class HeldoutPairSet(torch.utils.data.Dataset):
+    """Pairs made in memory from clean photos, as validation images: ``(input [3,H,W],
+    target [3,H,W], 'NAME_KIND')`` (what :class:`utils.datasets.PairedImageDataset` gives)."""
+
+    def __init__(self, folder: str | Path, kinds, size: int = 192, seed: int = 1):
+        photos = load_photos(folder, size)
+        if not photos:
+            raise ValueError(f'{folder}: no images')
+        self.pairs = heldout_pairs(photos, tuple(kinds), seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        name, kind, inp, target = self.pairs[index]
+        return uint8_to_tensor(inp)[0], uint8_to_tensor(target)[0], f'{name}_{kind}'
 
 
 def load_photos(folder: str | Path, size: int = 256, limit: int | None = None
@@ -87,10 +115,10 @@ def score_model(model: torch.nn.Module, pairs, device: torch.device | str = 'cpu
     """Restore every pair's input with ``model`` (eval mode) and score input and output."""
     model.eval()
     report = HeldoutReport()
-    for name, kind, inp, clean in (progress(pairs) if progress else pairs):
+    for name, kind, inp, target in (progress(pairs) if progress else pairs):
         out = restore(model, uint8_to_tensor(inp).to(device))
-        scores = score_pair(tensor_to_uint8(out), clean)       # the same rule as validation
-        input_psnr = min(calculate_psnr(inp, clean), PSNR_CAP)
+        scores = score_pair(tensor_to_uint8(out), target)      # the same rule as validation
+        input_psnr = min(calculate_psnr(inp, target), PSNR_CAP)
         report.rows.append(dict(name=name, kind=kind, input_psnr=input_psnr,
                                 restored_psnr=min(scores['psnr'], PSNR_CAP),
                                 restored_ssim=scores['ssim']))

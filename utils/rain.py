@@ -13,12 +13,14 @@ three blend modes) so that a model trained on it meets rain it has not seen.
 """
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from PIL import Image
 from scipy.signal import fftconvolve
 
 BLENDS = ('screen', 'additive')
@@ -285,22 +287,371 @@ def add_random_rain(img: np.ndarray, seed: int | Sequence[int] = 0,
     return np.clip(np.round(rainy * 255.0), 0, 255).astype(np.uint8)
 
 
-RAIN_KINDS = ('random', *RAIN_PRESETS)
+# ----------------------------------------------------------------------------------------------
+# Rain families: five ways of *making* rain, so a model can be judged on one it never saw
+# ----------------------------------------------------------------------------------------------
+# Each family renders rain by a different mechanism (not by other parameter values of one
+# mechanism). ``heaviness`` in [0, 1] goes from drizzle to downpour inside every family; the
+# ``light`` and ``heavy`` levels are fixed sub-ranges of it, used for evaluation. Across families
+# the look varies the same way (blend, colour, brightness) and so does the camera (background
+# defocus, sensor noise, JPEG), so a family cannot be recognised by those.
+FAMILIES = ('streaks', 'particles', 'benchmark', 'lens', 'veil')
+FAMILY_LEVELS = {'light': (0.05, 0.3), 'heavy': (0.65, 0.95)}
+LOOK_BLENDS = ('screen', 'additive', 'alpha')
 
 
-def parse_rain_kinds(rain: str | Sequence[str]) -> tuple[str, ...]:
-    """``'random,light'`` (or a sequence) -> checked kinds; ValueError naming the unknown ones."""
+@dataclass(frozen=True)
+class CameraRanges:
+    """What the camera adds around every family's rain (probabilities and uniform ranges).
+
+    Defocus blurs the scene itself (input and target alike). Noise is one realization added to
+    both, so the model learns to keep a photo's grain, not to denoise. JPEG compresses input and
+    target separately at one quality, as two shots of one camera would be.
+    """
+    defocus_probability: float = 0.2
+    defocus: tuple[float, float] = (0.5, 1.8)          # Gaussian sigma, px
+    noise_probability: float = 0.35
+    read_noise: tuple[float, float] = (0.002, 0.012)   # sigma, in [0, 1] units
+    shot_noise: tuple[float, float] = (0.0, 0.0004)    # variance per unit of signal
+    jpeg_probability: float = 0.3
+    jpeg_quality: tuple[int, int] = (70, 95)
+
+
+CAMERA = CameraRanges()
+
+
+def _lerp(low: float, high: float, t: float) -> float:
+    return low + (high - low) * t
+
+
+def _look(rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    """A blend and an RGB rain colour: grey to white, slightly blue or warm."""
+    blend = LOOK_BLENDS[int(rng.choice(3, p=[0.45, 0.2, 0.35]))]
+    tint = np.array([rng.uniform(-0.06, 0.03), 0.0, rng.uniform(-0.02, 0.08)])
+    colour = np.clip(rng.uniform(0.6, 1.0) * (1.0 + tint), 0.0, 1.0)
+    return blend, colour.astype(np.float32)
+
+
+def composite(clean: np.ndarray, layer: np.ndarray, blend: str,
+              colour: np.ndarray) -> np.ndarray:
+    """Rain ``layer`` (``HxW`` in [0, 1]) over ``clean`` (``HxWx3``) in a colour.
+
+    ``screen`` and ``additive`` only brighten; ``alpha`` lays the rain colour over the scene,
+    which darkens where the scene is brighter than the rain (rain against a bright sky).
+    """
+    s = layer[..., None]
+    if blend == 'screen':
+        out = 1.0 - (1.0 - clean) * (1.0 - s * colour)
+    elif blend == 'additive':
+        out = clean + s * colour
+    elif blend == 'alpha':
+        out = clean * (1.0 - s) + colour * s
+    else:
+        raise ValueError(f'unknown blend {blend!r}; use one of {", ".join(LOOK_BLENDS)}')
+    return np.clip(out, 0.0, 1.0)
+
+
+def _streaks_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.ndarray:
+    """Sparse seeds smeared by a tapered line kernel, in depth layers (the project's original
+    model, Rain200-like), without haze or lens drops: those are other families."""
+    shape = clean.shape[:2]
+    n = int(rng.integers(1, 2 + round(3 * h)))
+    density = math.exp(_lerp(math.log(1.5e-3), math.log(1.2e-2), h)) * rng.uniform(0.7, 1.3)
+    length = rng.uniform(10, 30) + 40 * h * rng.random()
+    width = rng.uniform(0.3, 0.7) + 1.0 * h * rng.random()
+    angle, jitter = rng.uniform(-35, 35), rng.uniform(0, 10)
+    opacity = min(1.0, rng.uniform(0.4, 0.75) + 0.25 * h)
+    layer = np.zeros(shape, np.float32)
+    for i in range(n):
+        d = i / (n - 1) if n > 1 else 0.0
+        shrink = 1.0 - 0.6 * d
+        streaks = streak_layer(shape, rng, density * (1 + d) / n ** 0.5, max(2.0, length * shrink),
+                               angle + rng.uniform(-jitter, jitter), max(0.2, width * shrink),
+                               (0.5 * opacity * shrink, opacity * shrink))
+        layer = 1.0 - (1.0 - layer) * (1.0 - streaks)
+    return composite(clean, layer, *_look(rng))
+
+
+def _splat_segments(shape: tuple[int, int], p0: np.ndarray, p1: np.ndarray,
+                    weight: np.ndarray) -> np.ndarray:
+    """Line segments ``p0 -> p1`` (``N x 2`` as y, x) drawn with bilinear splats, ``weight``
+    per pixel of length (so a segment's ink is ``weight * length``)."""
+    h, w = shape
+    length = np.hypot(*(p1 - p0).T)
+    steps = np.maximum(2, np.ceil(length * 1.5).astype(int) + 1)
+    idx = np.repeat(np.arange(len(p0)), steps)
+    t = (np.arange(idx.size) - np.repeat(np.cumsum(steps) - steps, steps)) / np.repeat(steps - 1, steps)
+    pts = p0[idx] + (p1 - p0)[idx] * t[:, None]
+    ink = np.repeat(weight * np.maximum(length, 1.0) / steps, steps)
+    y0, x0 = np.floor(pts[:, 0]).astype(int), np.floor(pts[:, 1]).astype(int)
+    fy, fx = pts[:, 0] - y0, pts[:, 1] - x0
+    out = np.zeros(h * w, np.float64)
+    for oy, ox, wgt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                        (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yy, xx = y0 + oy, x0 + ox
+        keep = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        out += np.bincount(yy[keep] * w + xx[keep], (ink * wgt)[keep], minlength=h * w)
+    return out.reshape(h, w)
+
+
+def _particles_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.ndarray:
+    """Drops as particles in a 3-D volume in front of a pinhole camera: each falls (with wind)
+    during the exposure and its projected path is the streak. Depth sets size, length, density
+    and defocus (a focus distance and an aperture); wind toward the camera makes streaks fan out
+    from a vanishing point (perspective)."""
+    hh, ww = clean.shape[:2]
+    f = max(hh, ww) * rng.uniform(0.6, 1.4)                  # focal length, px
+    cy, cx = hh / 2 + rng.uniform(-0.2, 0.2) * hh, ww / 2 + rng.uniform(-0.2, 0.2) * ww
+    z_near, z_far = 0.5, rng.uniform(5.0, 20.0)              # metres
+    count = int(hh * ww * math.exp(_lerp(math.log(0.06), math.log(0.35), h)))
+    zn3, zf3 = z_near ** 3, z_far ** 3                        # uniform in the view volume
+    z = (rng.random(count) * (zf3 - zn3) + zn3) ** (1 / 3)
+    y, x = rng.uniform(-0.3 * hh, 1.1 * hh, count), rng.uniform(-0.2 * ww, 1.2 * ww, count)
+    world = np.stack([(y - cy) * z / f, (x - cx) * z / f, z], 1)
+    diameter = np.clip(rng.lognormal(math.log(_lerp(0.8, 2.2, h)), 0.4, count), 0.3, 5.0) / 1e3
+    fall = 9.65 - 10.3 * np.exp(-600 * diameter)              # terminal speed, m/s
+    wind = np.array([0.0, rng.normal(0, 2.0), rng.normal(0, 1.5)])
+    exposure = math.exp(rng.uniform(math.log(1 / 400), math.log(1 / 40)))
+    move = (np.stack([fall, np.zeros(count), np.zeros(count)], 1) + wind
+            + rng.normal(0, 0.3, (count, 3))) * exposure
+    end = world + move
+    end[:, 2] = np.maximum(end[:, 2], 0.3)
+    p0 = np.stack([y, x], 1)
+    p1 = np.stack([end[:, 0] * f / end[:, 2] + cy, end[:, 1] * f / end[:, 2] + cx], 1)
+    # Drops are far below a pixel at these image sizes; ``gain`` stands for the sensor
+    # resolution the photo was shrunk from (a drop lights a whole pixel of the small image).
+    width = np.clip(f * diameter / z * rng.uniform(4.0, 10.0), 0.3, 6.0)
+    length = np.hypot(*(p1 - p0).T)
+    alpha = np.clip(rng.uniform(1.5, 4.0) * width / np.maximum(length, 1.0), 0.12, 0.9)
+    alpha *= rng.uniform(0.6, 1.0, count)
+    focus, aperture = rng.uniform(1.0, 10.0), rng.uniform(0.002, 0.012)
+    blur = np.hypot(width / 2.5, np.minimum(f * aperture * np.abs(1 / z - 1 / focus) / 2.5, 10))
+    ink = alpha * width
+    layer = np.zeros((hh, ww), np.float64)
+    edges = (0.0, 0.6, 1.2, 2.4, 4.8, np.inf)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (blur >= lo) & (blur < hi) & (length < 2 * (hh + ww))
+        if not sel.any():
+            continue
+        drawn = _splat_segments((hh, ww), p0[sel], p1[sel], ink[sel])
+        sigma = float(np.median(blur[sel]))
+        layer += gaussian_filter(drawn, sigma) if sigma > 0.3 else drawn
+    layer = np.clip(layer, 0.0, 1.0).astype(np.float32)
+    return composite(clean, layer, *_look(rng))
+
+
+def _box_line_kernel(length: float, angle: float) -> np.ndarray:
+    """Photoshop-style motion blur: a uniform (untapered) line, normalised to sum 1."""
+    kernel = line_kernel(length, angle, 0.0)
+    kernel = (kernel > 0.05).astype(np.float64) * np.maximum(kernel, 0.5)
+    return kernel / kernel.sum()
+
+
+def _benchmark_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.ndarray:
+    """The recipe behind Rain100/Rain200 (Photoshop rain): a dense noise field at a grain size,
+    levels that keep its brightest part, a small blur, a uniform motion blur, then levels again
+    for contrast. Heavy rain stacks up to five layers of different directions (Rain100H)."""
+    hh, ww = clean.shape[:2]
+    n = 1 if h < 0.4 else int(rng.integers(1, 2 + round(4 * (h - 0.4) / 0.6)))
+    base_angle = rng.uniform(-30, 30)
+    layer = np.zeros((hh, ww), np.float32)
+    for i in range(n):
+        grain = rng.uniform(1.0, 1.8)
+        small = rng.random((int(hh / grain) + 2, int(ww / grain) + 2))
+        noise = np.asarray(Image.fromarray(small.astype(np.float32)).resize(
+            (int(round((small.shape[1]) * grain)), int(round(small.shape[0] * grain))),
+            Image.BILINEAR))[:hh, :ww]
+        keep = math.exp(_lerp(math.log(0.025), math.log(0.08), h)) * rng.uniform(0.7, 1.3)
+        drops = np.clip((noise - (1 - keep)) / keep, 0.0, 1.0)
+        drops = gaussian_filter(drops, rng.uniform(0.3, 0.6))
+        angle = base_angle + (rng.uniform(-25, 25) if i else 0.0)
+        length = rng.uniform(10, 25) + 30 * h * rng.random()
+        streak = fftconvolve(drops, _box_line_kernel(length, angle), mode='same')
+        white = max(float(np.quantile(streak, 0.995)), 1e-4) * rng.uniform(0.6, 1.0)
+        black = white * rng.uniform(0.1, 0.4)
+        streak = np.clip((streak - black) / (white - black), 0.0, 1.0) ** rng.uniform(0.8, 1.6)
+        streak *= rng.uniform(0.4, 0.7) if i else rng.uniform(0.5, 0.9)
+        layer = 1.0 - (1.0 - layer) * (1.0 - streak.astype(np.float32))
+    return composite(clean, layer, *_look(rng))
+
+
+def _lens_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.ndarray:
+    """Water on the lens or the window: out-of-focus drops that refract an inverted, shrunk and
+    blurred view of the scene (dark rim, a highlight), and smears where drops ran down."""
+    hh, ww = clean.shape[:2]
+    scale = max(hh, ww) / 256
+    blurred = gaussian_filter(clean, (rng.uniform(1.5, 4.0),) * 2 + (0.0,))
+    out = clean.copy()
+    for _ in range(int(rng.integers(0, 1 + round(5 * h)))):        # smears (running drops)
+        cx, top = rng.uniform(0, ww), rng.uniform(-0.2 * hh, 0.6 * hh)
+        half, run = rng.uniform(2, 6) * scale, rng.uniform(0.2, 0.8) * hh
+        yy, xx = np.mgrid[0:hh, 0:ww]
+        wiggle = cx + 3 * scale * np.sin(yy / (rng.uniform(8, 30) * scale) + rng.uniform(0, 6))
+        across = np.clip(1 - np.abs(xx - wiggle) / half, 0, 1)
+        along = ((yy >= top) & (yy <= top + run)).astype(np.float64)
+        a = (rng.uniform(0.3, 0.7) * across * along)[..., None]
+        out = out * (1 - a) + np.clip(blurred + 0.04, 0, 1) * a
+    area = hh * ww / 1e4
+    count = int(area * math.exp(_lerp(math.log(6), math.log(30), h)) * rng.uniform(0.7, 1.3))
+    rmax = _lerp(8, 22, h) * scale
+    for _ in range(count):
+        r = math.exp(rng.uniform(math.log(2.0 * scale), math.log(rmax)))
+        cy, cx = rng.uniform(0, hh), rng.uniform(0, ww)
+        ry, rx = r * rng.uniform(0.7, 1.0), r
+        y0, y1 = max(0, int(cy - ry - 2)), min(hh, int(cy + ry + 3))
+        x0, x1 = max(0, int(cx - rx - 2)), min(ww, int(cx + rx + 3))
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+        rn = np.hypot((yy - cy) / ry, (xx - cx) / rx)                # 0 centre, 1 edge
+        alpha = np.clip((1 - rn) / rng.uniform(0.1, 0.4), 0, 1)[..., None]
+        k = rng.uniform(0.3, 0.9)                                     # refraction: inverted view
+        sy = np.clip(cy - (yy - cy) * k * 1.5, 0, hh - 1)
+        sx = np.clip(cx - (xx - cx) * k * 1.5, 0, ww - 1)
+        inside = blurred[sy.round().astype(int), sx.round().astype(int)]
+        shade = 1 - rng.uniform(0.1, 0.4) * np.clip(rn, 0, 1)[..., None] ** 3
+        glint = np.exp(-((yy - cy + 0.4 * ry) ** 2 + (xx - cx + 0.3 * rx) ** 2)
+                       / (2 * (0.15 * r) ** 2))[..., None] * rng.uniform(0.2, 0.6)
+        drop = np.clip(inside * shade + glint, 0, 1)
+        out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + drop * alpha
+    return np.clip(out, 0.0, 1.0)
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Low-frequency noise scaled to [0, 1]."""
+    field = gaussian_filter(rng.standard_normal(shape), sigma)
+    return (field - field.min()) / max(float(np.ptp(field)), 1e-9)
+
+
+def _veil_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.ndarray:
+    """Rain accumulation as atmospheric scattering, ``I = J t + A (1 - t)``, with
+    ``t = exp(-beta d)`` over a made-up depth map (a ground plane up to a horizon, sky beyond,
+    uneven with smooth noise), plus the fine texture of distant rain that grows with depth."""
+    hh, ww = clean.shape[:2]
+    rows = np.arange(hh, dtype=np.float64)[:, None] / hh
+    horizon = rng.uniform(0.1, 0.7)
+    ground = np.clip(0.08 / np.maximum(rows - horizon, 0.08 / 1.0), 0, 1)
+    depth = np.broadcast_to(np.where(rows > horizon, ground, 1.0), (hh, ww))
+    depth = np.clip(depth * (0.7 + 0.6 * _smooth_noise((hh, ww), rng, max(hh, ww) / 8)), 0, 1.3)
+    beta = _lerp(0.05, 1.4, h) * rng.uniform(0.7, 1.3)
+    t = np.exp(-beta * depth)[..., None]
+    air = np.clip(rng.uniform(0.65, 0.95) * (1 + np.array([-0.03, 0.0, 0.04])
+                                             * rng.uniform(0, 1)), 0, 1)
+    foggy = clean * t + air * (1 - t)
+    # Distant rain: noise smeared along one direction (an elongated Gaussian), bright part only.
+    angle = math.radians(rng.uniform(-25, 25))
+    size = int(6 * _lerp(4, 10, h))
+    yy, xx = np.mgrid[-size:size + 1, -size:size + 1]
+    along = yy * math.cos(angle) + xx * math.sin(angle)
+    across = -yy * math.sin(angle) + xx * math.cos(angle)
+    kernel = np.exp(-along ** 2 / (2 * _lerp(4, 10, h) ** 2) - across ** 2 / (2 * 0.6 ** 2))
+    texture = fftconvolve(rng.standard_normal((hh, ww)), kernel / np.sqrt((kernel ** 2).sum()),
+                          mode='same')
+    amount = _lerp(0.01, 0.08, h) * rng.uniform(0.5, 1.0)
+    texture = np.clip(texture, 0, None) * amount * (1 - t[..., 0])
+    return np.clip(foggy + texture[..., None], 0.0, 1.0)
+
+
+FAMILY_RENDERERS = {'streaks': _streaks_family, 'particles': _particles_family,
+                    'benchmark': _benchmark_family, 'lens': _lens_family, 'veil': _veil_family}
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format='JPEG', quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('RGB'))
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def family_pair(img: np.ndarray, family: str, heaviness: float, seed: int | Sequence[int] = 0,
+                camera: CameraRanges = CAMERA) -> tuple[np.ndarray, np.ndarray]:
+    """``(rainy, target)`` uint8 from an ``HxWx3`` uint8 photo: rain of ``family`` at
+    ``heaviness`` in [0, 1], inside one camera (see :class:`CameraRanges`). The target is the
+    photo as that camera saw it without rain. Same inputs -> identical output."""
+    if family not in FAMILY_RENDERERS:
+        raise ValueError(f'unknown rain family {family!r}; use one of {", ".join(FAMILIES)}')
+    if not 0.0 <= heaviness <= 1.0:
+        raise ValueError(f'heaviness must be in [0, 1], got {heaviness}')
+    img = _check_image(img)
+    rng = np.random.default_rng(seed)
+    cam = np.random.default_rng(rng.integers(2 ** 63))    # the camera draws apart from the rain
+    clean = img.astype(np.float32) / 255.0
+    if cam.random() < camera.defocus_probability:
+        clean = gaussian_filter(clean, (cam.uniform(*camera.defocus),) * 2 + (0.0,))
+    rainy = FAMILY_RENDERERS[family](clean, rng, float(heaviness)).astype(np.float32)
+    if cam.random() < camera.noise_probability:
+        var = cam.uniform(*camera.read_noise) ** 2 + cam.uniform(*camera.shot_noise) * clean
+        noise = cam.standard_normal(clean.shape).astype(np.float32) * np.sqrt(var)
+        clean, rainy = clean + noise, rainy + noise
+    clean8, rainy8 = _to_uint8(clean), _to_uint8(rainy)
+    if cam.random() < camera.jpeg_probability:
+        quality = int(cam.integers(camera.jpeg_quality[0], camera.jpeg_quality[1] + 1))
+        clean8, rainy8 = _jpeg(clean8, quality), _jpeg(rainy8, quality)
+    return rainy8, clean8
+
+
+# ----------------------------------------------------------------------------------------------
+# Kinds: what --rain names (a family, a family at a level, the presets, the original random model)
+# ----------------------------------------------------------------------------------------------
+LEGACY_KINDS = ('random', *RAIN_PRESETS)        # the original model: the streaks family's kin
+RAIN_KINDS = (*LEGACY_KINDS, *FAMILIES,
+              *(f'{f}:{level}' for f in FAMILIES for level in FAMILY_LEVELS))
+ALL_FAMILIES = 'families'                       # shorthand for every family at any heaviness
+
+
+def family_of(kind: str) -> str:
+    """The family a kind belongs to: ``'lens:heavy'`` -> ``'lens'``; the presets and ``random``
+    are made by seeds and line kernels, so they count as ``'streaks'``."""
+    if kind in LEGACY_KINDS:
+        return 'streaks'
+    family = kind.split(':')[0]
+    if family not in FAMILIES:
+        raise ValueError(f'rain kind {kind!r} unknown')
+    return family
+
+
+def parse_rain_kinds(rain: str | Sequence[str], holdout: str | None = None) -> tuple[str, ...]:
+    """``'random,light'`` (or a sequence) -> checked kinds; ``families`` expands to all five
+    families. ``holdout`` drops every kind of that family (leave-one-family-out training).
+    ValueError naming what is wrong."""
     kinds = tuple(k.strip() for k in rain.split(',')) if isinstance(rain, str) else tuple(rain)
+    kinds = tuple(k2 for k in kinds for k2 in (FAMILIES if k == ALL_FAMILIES else (k,)))
     bad = [k for k in kinds if k not in RAIN_KINDS]
     if not kinds or bad:
         what = ', '.join(bad) if bad else repr(rain)
         raise ValueError(f'rain kind {what} unknown; use one or more of '
-                         f'{", ".join(RAIN_KINDS)} separated by commas')
+                         f'{", ".join(RAIN_KINDS[:3 + len(FAMILIES)])}, FAMILY:light, '
+                         f'FAMILY:heavy or {ALL_FAMILIES}, separated by commas')
+    if holdout is not None:
+        if holdout not in FAMILIES:
+            raise ValueError(f'held-out family {holdout!r} unknown; use one of '
+                             f'{", ".join(FAMILIES)}')
+        kinds = tuple(k for k in kinds if family_of(k) != holdout)
+        if not kinds:
+            raise ValueError(f'every rain kind in {rain!r} is of the held-out family {holdout}: '
+                             f'nothing left to train on')
     return kinds
 
 
-def make_rainy(img: np.ndarray, kind: str, seed: int | Sequence[int] = 0) -> np.ndarray:
-    """Rain of one kind: ``'random'`` or a preset name (``'light'``, ``'heavy'``)."""
+def make_rain_pair(img: np.ndarray, kind: str, seed: int | Sequence[int] = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(rainy, target)`` uint8 for one kind. Families draw their heaviness from the seed
+    (over [0, 1], or the ``:light``/``:heavy`` sub-range); the original kinds keep the photo as
+    target."""
     if kind == 'random':
-        return add_random_rain(img, seed)
-    return add_rain(img, kind, seed)
+        return add_random_rain(img, seed), _check_image(img)
+    if kind in RAIN_PRESETS:
+        return add_rain(img, kind, seed), _check_image(img)
+    family, _, level = kind.partition(':')
+    if family not in FAMILIES or (level and level not in FAMILY_LEVELS):
+        raise ValueError(f'rain kind {kind!r} unknown; use one of {", ".join(RAIN_KINDS)}')
+    heaviness = np.random.default_rng(seed).uniform(*FAMILY_LEVELS.get(level, (0.0, 1.0)))
+    return family_pair(img, family, float(heaviness), [*np.atleast_1d(seed), 7919])
+
+
+def make_rainy(img: np.ndarray, kind: str, seed: int | Sequence[int] = 0) -> np.ndarray:
+    """The rainy half of :func:`make_rain_pair` (for the original kinds, the whole story)."""
+    return make_rain_pair(img, kind, seed)[0]

@@ -16,7 +16,7 @@ import yaml
 from models import available_models
 from utils.errors import UsageError
 from utils.losses import LossSpecError, build_loss
-from utils.rain import parse_rain_kinds
+from utils.rain import FAMILIES, parse_rain_kinds
 from utils.training import period_to_iters
 
 
@@ -44,8 +44,17 @@ class TrainConfig:
     clean_dir: str | None = opt(None, 'folder of clean photos: every training sample is a new '
                                 'crop with synthetic rain drawn over it (mixable with '
                                 '--train_dir)')
-    rain: str = opt('random', "--clean_dir rain: 'random' (every parameter drawn per sample), "
-                    "'light', 'heavy', or several separated by commas (one drawn per sample)")
+    rain: str = opt('random', "--clean_dir rain: a family (streaks, particles, benchmark, lens, "
+                    "veil; 'families' for all five), 'random' (the original model, every "
+                    "parameter drawn per sample), 'light', 'heavy', or several separated by "
+                    "commas (one drawn per sample); see docs/data.md")
+    holdout_family: str | None = opt(None, 'leave-one-family-out: --clean_dir never draws rain of '
+                                     'this family, and validation (unless --val_dir is given) '
+                                     'is --val_photos under this family only, light and heavy',
+                                     choices=FAMILIES)
+    val_photos: str = opt('data/photos/val', '--holdout_family: clean photos the validation '
+                          'pairs are made from (never trained on)')
+    val_size: int = opt(192, '--holdout_family: longest side of those validation images')
     clean_fraction: float = opt(0.1, '--clean_dir: share of samples left without rain (teaches '
                                 'the model to leave clean images alone)')
     samples_per_photo: int = opt(32, '--clean_dir: samples drawn from each photo per epoch')
@@ -159,9 +168,13 @@ class TrainConfig:
         need(0 <= self.clean_fraction < 1, 'clean_fraction', 'in [0, 1)')
         need(self.samples_per_photo >= 1, 'samples_per_photo', '>= 1')
         try:
-            parse_rain_kinds(str(self.rain))
+            parse_rain_kinds(str(self.rain), self.holdout_family)
         except ValueError as err:
             raise ConfigError(f'--rain: {err}') from None
+        if self.holdout_family and (self.clean_dir is None or self.train_dir or self.dataset):
+            raise ConfigError('--holdout_family needs --clean_dir alone: rain in --train_dir or '
+                              '--dataset pairs cannot be held out')
+        need(self.val_size >= 16, 'val_size', '>= 16 pixels')
         for name in ('warmup', 'val_every', 'save_every'):
             try:
                 period_to_iters(getattr(self, name), 1, f'--{name}')

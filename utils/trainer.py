@@ -36,6 +36,7 @@ from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImage
                             PairedPatchDataset, resolve_split_dir)
 from utils.energy import measure_firing_rates
 from utils.gpu import lif_kernel_report
+from utils.heldout import HeldoutPairSet, family_kinds
 from models.weights import WeightsError, check_finite, load_weights
 from utils.image_io import NonFiniteImageError
 from utils.paths import check_writes, split_folders
@@ -114,6 +115,9 @@ class Trainer:
         val = cfg.val_dir or (resolve_split_dir(cfg.dataset, cfg.data_root, 'test')
                               if cfg.dataset else None)
         self.val_dir = Path(val) if val else None
+        # leave-one-family-out: validation pairs made from clean photos under the held-out family
+        self.val_photos = (Path(cfg.val_photos) if cfg.holdout_family and self.val_dir is None
+                           else None)
         self.run_dir = Path(cfg.model_save_dir) if cfg.model_save_dir else default_run_dir(cfg)
         self._check_run_dir()
         self.lock = ckpt.RunLock(self.run_dir)
@@ -134,7 +138,7 @@ class Trainer:
 
         seed_everything(cfg.seed)
         self.train_set = self._training_set()
-        self.val_set = PairedImageDataset(self.val_dir) if self.val_dir else None
+        self.val_set = self._validation_set()
         self.sampler = dist_utils.EpochSampler(len(self.train_set), self.info, cfg.seed)
         self.batches_per_epoch = math.ceil(self.sampler.epoch_length / cfg.batch_size)
         self.steps_per_epoch = steps_per_epoch(self.sampler.epoch_length, cfg.batch_size,
@@ -198,7 +202,7 @@ class Trainer:
         """The run folder may not be, or lie inside, a folder the run reads."""
         reads = []
         for option, folder in (('--train_dir', self.train_dir), ('--clean_dir', self.clean_dir),
-                               ('--val_dir', self.val_dir)):
+                               ('--val_dir', self.val_dir), ('--val_photos', self.val_photos)):
             if folder is not None:
                 reads.append((option, folder))
                 reads += [(f'{option} {f.name}/ folder', f) for f in split_folders(folder)]
@@ -225,13 +229,32 @@ class Trainer:
         if self.clean_dir is not None:
             sets.append(CleanPhotoRainDataset(
                 self.clean_dir, cfg.patch_size, cfg.rain, cfg.augment, cfg.seed,
-                clean_fraction=cfg.clean_fraction, samples_per_photo=cfg.samples_per_photo))
+                clean_fraction=cfg.clean_fraction, samples_per_photo=cfg.samples_per_photo,
+                holdout=cfg.holdout_family))
         return sets[0] if len(sets) == 1 else MixedTrainingSet(sets)
+
+    def _validation_set(self):
+        """--val_dir's pairs; with --holdout_family (and no --val_dir), --val_photos under the
+        held-out family's light and heavy levels, made in memory; else none."""
+        if self.val_dir is not None:
+            return PairedImageDataset(self.val_dir)
+        if self.val_photos is None:
+            return None
+        if not self.val_photos.is_dir():
+            raise ConfigError(f'--val_photos {self.val_photos}: folder not found (make photos '
+                              f'creates data/photos/val)')
+        try:
+            return HeldoutPairSet(self.val_photos, family_kinds(self.cfg.holdout_family),
+                                  self.cfg.val_size, seed=1)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f'--val_photos: {err}') from None
 
     def data_text(self) -> str:
         parts = [str(self.train_dir)] if self.train_dir is not None else []
         if self.clean_dir is not None:
-            parts.append(f'{self.clean_dir} (clean photos, rain {self.cfg.rain})')
+            held = (f', family {self.cfg.holdout_family} held out'
+                    if self.cfg.holdout_family else '')
+            parts.append(f'{self.clean_dir} (clean photos, rain {self.cfg.rain}{held})')
         return ' + '.join(parts)
 
     # -- small helpers --------------------------------------------------------------------
@@ -263,6 +286,7 @@ class Trainer:
         data.update(train_dir=str(self.train_dir) if self.train_dir else None,
                     clean_dir=str(self.clean_dir) if self.clean_dir else None,
                     val_dir=str(self.val_dir) if self.val_dir else None,
+                    val_photos=str(self.val_photos) if self.val_photos else None,
                     model_save_dir=str(self.run_dir), stop_after=None, extend=False)
         return data
 
@@ -320,7 +344,8 @@ class Trainer:
         self.progress = dict(state['progress'])
         self.best = dict(state['best'])
         self.saved_iteration = self.progress['iteration']
-        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'clean_fraction', 'val_dir',
+        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'holdout_family',
+                               'clean_fraction', 'val_dir', 'val_photos',
                                'loss', 'grad_clip', 'patch_size',
                                'augment', 'weight_decay') if saved.get(k) != self.record()[k]]
         if changed:
@@ -485,7 +510,7 @@ class Trainer:
         except NonFiniteImageError as err:
             self._stop_non_finite(f'validation output on {err}')
         except ValueError as err:
-            raise TrainingError(f'{self.val_dir}: {err}') from None
+            raise TrainingError(f'{self.val_dir or self.val_photos}: {err}') from None
         net.train()
         self._check_weights('after validation')
         total = dist_utils.all_reduce_sum(sums, self.device)
