@@ -75,8 +75,9 @@ def main(argv=None) -> int:
     pairs = heldout_pairs(photos, kinds, args.seed)
     if args.save_pairs:
         for name, kind, inp, clean in pairs:
-            write_png_atomic(args.save_pairs / 'input' / f'{name}_{kind}.png', inp)
-            write_png_atomic(args.save_pairs / 'target' / f'{name}_{kind}.png', clean)
+            stem = f'{name}_{kind.replace(":", "-")}'     # no ':' in file names (Windows)
+            write_png_atomic(args.save_pairs / 'input' / f'{stem}.png', inp)
+            write_png_atomic(args.save_pairs / 'target' / f'{stem}.png', clean)
         print(f'{args.save_pairs}: {len(pairs)} pairs written')
     if not args.weights:
         if not args.save_pairs:
