@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.cli import ArgumentParser, run_main
-from utils.dataset_prepare import CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE, prepare_dataset
-from utils.datasets import (DATASET_PRESETS, SPLITS, find_pairs, resolve_split_dir,
-                            summarize_pairs)
-from utils.errors import UsageError
+from utils.core.cli import ArgumentParser, run_main
+from utils.data.prepare import CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE, prepare_dataset
+from utils.data.datasets import (DATASET_PRESETS, SPLITS, find_pairs, resolve_split_dir,
+                                 summarize_pairs)
+from utils.core.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import ArgumentParser, run_main
-from utils.distributed import configure_numerics, resolve_device
-from utils.errors import SpikeDerainError, UsageError
-from utils.evaluate import (evaluate_pairs, format_table, pair_by_stem, psnr_text,
-                            write_csv_report, write_json_report)
-from utils.metrics import LPIPSMetric, LPIPSUnavailable
-from utils.paths import check_writes
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.device import configure_numerics, resolve_device
+from utils.core.errors import SpikeDerainError, UsageError
+from utils.eval.folders import (evaluate_pairs, format_table, pair_by_stem, psnr_text,
+                                write_csv_report, write_json_report)
+from utils.eval.metrics import LPIPSMetric, LPIPSUnavailable
+from utils.core.paths import check_writes
 
 
 def parse_args(argv=None) -> argparse.Namespace:

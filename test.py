@@ -14,16 +14,16 @@ import torch
 
 from models import available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
-from utils.distributed import configure_numerics, resolve_device
-from utils.gpu import lif_kernel_report
-from utils.cli import ArgumentParser, describe, run_main
-from utils.errors import InputError, SpikeDerainError, UsageError
-from utils.evaluate import evaluate_pairs, pair_with_targets, psnr_text, target_folder
-from utils.inference import (check_output_manifest, file_sha256, find_inputs, output_path,
-                             restore_files, write_manifest)
-from utils.image_io import check_writable, remove_interrupted_writes
-from utils.tiling import check_tiling
-from utils.paths import check_writes, split_folders
+from utils.core.device import configure_numerics, resolve_device
+from utils.core.device import lif_kernel_report
+from utils.core.cli import ArgumentParser, describe, run_main
+from utils.core.errors import InputError, SpikeDerainError, UsageError
+from utils.eval.folders import evaluate_pairs, pair_with_targets, psnr_text, target_folder
+from utils.inference.outputs import (check_output_manifest, file_sha256, find_inputs,
+                                     output_path, restore_files, write_manifest)
+from utils.data.image_io import check_writable, remove_interrupted_writes
+from utils.inference.tiling import check_tiling
+from utils.core.paths import check_writes, split_folders
 
 # Folder names that say nothing about the data set; the default save path skips them.
 _GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from utils import distributed as dist_utils
-from utils.cli import ArgumentParser, run_main
-from utils.train_config import TrainConfig, add_options, config_from_args, load_config_file
-from utils.trainer import Trainer
+from utils.train import distributed as dist_utils
+from utils.core.cli import ArgumentParser, run_main
+from utils.train.config import TrainConfig, add_options, config_from_args, load_config_file
+from utils.train.trainer import Trainer
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -28,8 +28,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options are TrainConfig's fields (utils/train_config.py), plus --config and --dim."""
-    # utils.cli's ArgumentParser: a bad option is one line and exit 2 (no usage dump)
+    """The options are TrainConfig's fields (utils/train/config.py), plus --config and --dim."""
+    # utils.core.cli's ArgumentParser: a bad option is one line and exit 2 (no usage dump)
     p = ArgumentParser(prog='train.py', description=__doc__, formatter_class=HelpFormatter)
     p.add_argument('--config', help='YAML file of settings (keys are these options without --); '
                    'command-line options override it, e.g. configs/spikerain-s_rain200h.yaml')
@@ -50,7 +50,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Errors are raised; utils.cli.run_main prints the one line and exits: 0 done (or
+    """Errors are raised; utils.core.cli.run_main prints the one line and exits: 0 done (or
     --stop_after reached), 1 error, 2 bad option or config value, 130 interrupted by Ctrl-C /
     SIGINT, 143 terminated by SIGTERM; after 130 or 143 the run folder's model_last.pth is the
     last complete checkpoint and the same command continues."""

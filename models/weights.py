@@ -17,8 +17,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from utils.atomic import write_bytes_atomic
-from utils.errors import SpikeDerainError
+from utils.core.atomic import write_bytes_atomic
+from utils.core.errors import SpikeDerainError
 
 # Keys under which training scripts (ours, the official repos, BasicSR) nest the weights.
 _NESTING_KEYS = ('state_dict', 'params_ema', 'params', 'model_state_dict', 'model', 'net',
@@ -155,7 +155,7 @@ CHECKPOINT_FORMAT = 'spikederain-weights-v1'
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path``, complete or not at all (:mod:`utils.atomic`).
+    """``torch.save`` ``obj`` to ``path``, complete or not at all (:mod:`utils.core.atomic`).
 
     The object is serialised in memory first, so a failed write (no space left, read-only, a
     file-size limit) is an ``OSError`` naming ``path`` -- torch.save writing to a full disk

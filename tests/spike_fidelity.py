@@ -9,9 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.acceleration import enable_fast_training, record_spikes
-from utils.heldout import heldout_pairs
-from utils.image_io import resize_longest, tensor_to_uint8, uint8_to_tensor
-from utils.metrics import calculate_psnr
+from utils.eval.heldout import heldout_pairs
+from utils.data.image_io import resize_longest, tensor_to_uint8, uint8_to_tensor
+from utils.eval.metrics import calculate_psnr
 
 
 def unseen_rainy_photos(size: int = 64) -> list:

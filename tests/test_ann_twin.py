@@ -5,8 +5,8 @@ import torch.nn as nn
 
 from models import build_from_checkpoint, build_model, is_ann_twin, model_config, save_weights
 from models.acceleration import supports_fast_path
-from utils.energy import energy_report, is_spiking_neuron
-from utils.trainer import TrainConfig, Trainer
+from utils.efficiency.energy import energy_report, is_spiking_neuron
+from utils.train.trainer import TrainConfig, Trainer
 
 TINY = ('spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny')
 

@@ -1,11 +1,12 @@
-"""utils.atomic: complete files or none, normal permissions, errors that name the file."""
+"""utils.core.atomic: complete files or none, normal permissions, errors that name the file."""
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from utils.atomic import atomic_open, remove_stale_temps, write_bytes_atomic, write_text_atomic
+from utils.core.atomic import (atomic_open, remove_stale_temps, write_bytes_atomic,
+                               write_text_atomic)
 
 
 def test_writes_whole_file_with_normal_permissions(tmp_path):
@@ -74,14 +75,14 @@ def test_error_about_another_file_is_not_renamed(tmp_path):
 
 
 def test_temp_names_are_the_ones_remove_stale_temps_cleans(tmp_path):
-    from utils.atomic import _create_temp
+    from utils.core.atomic import _create_temp
     fd, tmp = _create_temp(tmp_path, 'model_last.pth')
     os.close(fd)
     assert remove_stale_temps(tmp_path, ['model_last.pth']) == [Path(tmp)]
 
 
 def test_check_writable_names_the_folder(tmp_path):
-    from utils.atomic import check_writable
+    from utils.core.atomic import check_writable
     check_writable(tmp_path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(OSError) as info:

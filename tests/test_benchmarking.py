@@ -1,4 +1,4 @@
-"""utils/benchmarking.py and tools/benchmark.py: conv floor, timings, peak memory, ratios."""
+"""utils/efficiency/benchmark.py, tools/benchmark.py: conv floor, timings, peak memory, ratios."""
 import os
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from models import build_model
-from utils.benchmarking import (Job, interleaved_times, peak_memory, read_peak, reset_peak,
-                                record_conv_calls)
+from utils.efficiency.benchmark import (Job, interleaved_times, peak_memory, read_peak,
+                                        reset_peak, record_conv_calls)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -71,7 +71,7 @@ def test_cli_rejects_bad_options():
 
 def test_default_variants_are_what_the_scripts_do():
     """'default' = test.py's fast inference and train.py's fast training, for every model."""
-    from utils.benchmarking import build_variant, train_py_uses_fast_path
+    from utils.efficiency.benchmark import build_variant, train_py_uses_fast_path
     assert train_py_uses_fast_path()
     for name in ('spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny'):
         infer = build_variant(Job('inference', name, 'default'))
@@ -86,7 +86,7 @@ def test_default_variants_are_what_the_scripts_do():
 
 def test_bf16_variant_runs_bfloat16_convs():
     from models.acceleration import BF16_WEIGHT, bf16_supported
-    from utils.benchmarking import build_variant
+    from utils.efficiency.benchmark import build_variant
     if not bf16_supported():
         with pytest.raises(ValueError, match='bf16'):
             build_variant(Job('inference', 'vlif-net-tiny', 'bf16'))

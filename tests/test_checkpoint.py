@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from models import build_from_checkpoint, build_model, save_weights
-from utils.checkpoint import (CheckpointError, capture_rng_state, check_same_model,
-                              load_training_state, restore_rng_state, restore_training_state,
-                              save_training_state)
-from utils.training import build_optimizer, build_scheduler
+from utils.train.checkpoint import (CheckpointError, capture_rng_state, check_same_model,
+                                    load_training_state, restore_rng_state, restore_training_state,
+                                    save_training_state)
+from utils.train.recipe import build_optimizer, build_scheduler
 
 
 def _parts(seed=0):

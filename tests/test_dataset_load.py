@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.dataset_prepare import match_pairs, pattern_regex, prepare_dataset
-from utils.datasets import DatasetError, find_pairs, read_pair
-from utils.image_io import read_image_rgb, write_png_atomic
+from utils.data.prepare import match_pairs, pattern_regex, prepare_dataset
+from utils.data.datasets import DatasetError, find_pairs, read_pair
+from utils.data.image_io import read_image_rgb, write_png_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from utils.datasets import (DATASET_PRESETS, DatasetError, PairedImageDataset, PairedPatchDataset,
-                            find_pairs, pad_to_min_size, resolve_split_dir, summarize_pairs)
-from utils.image_io import write_png_atomic
+from utils.data.datasets import (DATASET_PRESETS, DatasetError, PairedImageDataset,
+                                 PairedPatchDataset, find_pairs, pad_to_min_size,
+                                 resolve_split_dir, summarize_pairs)
+from utils.data.image_io import write_png_atomic
 
 
 def _img(h, w, value=None, seed=0):
@@ -254,7 +255,7 @@ def test_resolve_split_dir(tmp_path):
 
 
 # --- pairs made from clean photos --------------------------------------------------------------
-from utils.datasets import CleanPhotoRainDataset, MixedTrainingSet  # noqa: E402
+from utils.data.datasets import CleanPhotoRainDataset, MixedTrainingSet  # noqa: E402
 
 
 def _photos(tmp_path, n=3):

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from models import build_model
-from utils.checkpoint import load_training_state
-from utils.distributed import DeviceError, DistInfo, EpochSampler, resolve_device, setup
+from utils.train.checkpoint import load_training_state
+from utils.core.device import DeviceError, resolve_device
+from utils.train.distributed import DistInfo, EpochSampler, setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
 # --- issue 16: DDP settings checked without GPUs -------------------------------------------
 
 def test_global_batch_size_is_split_over_the_processes():
-    from utils.distributed import per_process_batch
+    from utils.train.distributed import per_process_batch
     assert per_process_batch(16, 1) == 16 and per_process_batch(16, 4) == 4
     with pytest.raises(ValueError, match='cannot be split evenly over 3 processes'):
         per_process_batch(16, 3)
@@ -119,15 +120,15 @@ def test_one_process_per_visible_gpu_and_cuda_n(monkeypatch):
 
 
 def test_sync_batchnorm_is_refused():
-    from utils.distributed import wrap_model
+    from utils.train.distributed import wrap_model
     with pytest.raises(ValueError, match='SyncBatchNorm is not supported'):
         wrap_model(torch.nn.Sequential(torch.nn.SyncBatchNorm(3)), DistInfo())
 
 
 def test_checkpoint_is_loaded_before_the_ddp_wrap_and_batches_are_reported(tmp_path,
                                                                          monkeypatch):
-    from utils import distributed as dist_utils
-    from utils.trainer import ConfigError, TrainConfig, Trainer
+    from utils.train import distributed as dist_utils
+    from utils.train.trainer import ConfigError, TrainConfig, Trainer
     _pairs(tmp_path / 'train', 4, 20)
     cfg = dict(model='spikerain-tiny', train_dir=str(tmp_path / 'train'),
                model_save_dir=str(tmp_path / 'run'), batch_size=2, patch_size=16, iters=1,

@@ -1,4 +1,4 @@
-"""utils/energy.py: MACs as the official stats count them, firing rates, SOPs and energy."""
+"""utils/efficiency/energy.py: MACs as the official stats count them, firing rates, SOPs, energy."""
 import pytest
 import torch
 import torch.nn as nn
@@ -8,8 +8,8 @@ from conftest import official_stats
 from models import build_model
 from models.acceleration import record_spikes
 from models.spiking import conv2d, make_lif, repeat_time, reset_spiking_state
-from utils.energy import (E_AC_PJ, E_MAC_PJ, count_macs, count_parameters, energy_report,
-                          measure_firing_rates, synthetic_rainy_images)
+from utils.efficiency.energy import (E_AC_PJ, E_MAC_PJ, count_macs, count_parameters,
+                                     energy_report, measure_firing_rates, synthetic_rainy_images)
 
 
 @pytest.mark.parametrize('name,key', [('spikerain-s', 'spikerain_s'),

@@ -1,4 +1,4 @@
-"""Energy conventions (utils/energy.py): the papers' prices on a network counted by hand."""
+"""Energy conventions (utils/efficiency/energy.py): the papers' prices on a hand-counted network."""
 import json
 import os
 import subprocess
@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from models.spiking import conv2d, make_lif, repeat_time, reset_spiking_state
-from utils.energy import (ENERGY_CONVENTIONS, HOROWITZ, PAPERS, count_neuron_outputs,
-                          energy_report, get_convention)
+from utils.efficiency.energy import (ENERGY_CONVENTIONS, HOROWITZ, PAPERS, count_neuron_outputs,
+                                     energy_report, get_convention)
 
 ROOT = Path(__file__).resolve().parents[1]
 FJ = 1e-3          # one femtojoule in pJ

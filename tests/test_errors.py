@@ -1,4 +1,4 @@
-"""One error path: every expected error is a SpikeDerainError, and utils.cli.run_main alone
+"""One error path: every expected error is a SpikeDerainError, and utils.core.cli.run_main alone
 prints ``PROG: error: MESSAGE`` and exits 2 for a bad option, 1 for a runtime error, 130 for
 Ctrl-C and 143 for SIGTERM.
 
@@ -17,15 +17,15 @@ from PIL import Image
 
 import test_robustness as tr
 from models.weights import WeightsError
-from utils.checkpoint import CheckpointError, RunFolderBusy
-from utils.cli import ArgumentParser, Terminated, run_main
-from utils.datasets import DatasetError, DatasetOptionError
-from utils.distributed import DeviceError
-from utils.errors import InputError, SpikeDerainError, UsageError
-from utils.image_io import ImageReadError, NonFiniteImageError
-from utils.losses import LossSpecError
-from utils.paths import PathConflictError
-from utils.trainer import ConfigError, TrainingError
+from utils.train.checkpoint import CheckpointError, RunFolderBusy
+from utils.core.cli import ArgumentParser, Terminated, run_main
+from utils.data.datasets import DatasetError, DatasetOptionError
+from utils.core.device import DeviceError
+from utils.core.errors import InputError, SpikeDerainError, UsageError
+from utils.data.image_io import ImageReadError, NonFiniteImageError
+from utils.train.losses import LossSpecError
+from utils.core.paths import PathConflictError
+from utils.train.trainer import ConfigError, TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = '--no_such_option'
@@ -149,7 +149,7 @@ def test_run_main_picks_the_exit_code(capsys, monkeypatch):
               'p.py: error: w.pth: No such file or directory'),
              (RuntimeError('Caught ImageReadError in DataLoader worker process 0.\n'
                            'Original Traceback (most recent call last):\n  File "x"\n'
-                           'utils.image_io.ImageReadError: b.png: truncated'), None, None),
+                           'utils.data.image_io.ImageReadError: b.png: truncated'), None, None),
              (stop, 130, 'p.py: interrupted; model_last.pth is the last complete'),
              (Terminated(), 143, 'p.py: terminated (SIGTERM); files written so far')]
     for err, code, line in cases:
@@ -168,7 +168,7 @@ def test_worker_error_keeps_the_workers_message(capsys, monkeypatch):
     monkeypatch.delenv('SPIKEDERAIN_DEBUG', raising=False)
     err = ImageReadError('Caught ImageReadError in DataLoader worker process 0.\n'
                          'Original Traceback (most recent call last):\n  File "x", line 1\n'
-                         'utils.image_io.ImageReadError: data/b.png: truncated')
+                         'utils.data.image_io.ImageReadError: data/b.png: truncated')
 
     def main():
         raise err

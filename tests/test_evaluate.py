@@ -1,4 +1,4 @@
-"""Folder evaluation (utils/evaluate.py): pairing by stem, rows and means, report files."""
+"""Folder evaluation (utils/eval/folders.py): pairing by stem, rows and means, report files."""
 import json
 import math
 import sys
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.evaluate import (PairingError, evaluate_folders, mean_metrics, pair_by_stem,
-                            pair_with_targets, psnr_text, write_csv_report, write_json_report)
-from utils.metrics import LPIPSMetric, calculate_psnr
+from utils.eval.folders import (PairingError, evaluate_folders, mean_metrics, pair_by_stem,
+                                pair_with_targets, psnr_text, write_csv_report, write_json_report)
+from utils.eval.metrics import LPIPSMetric, calculate_psnr
 
 
 def _rng_image(seed, h=40, w=52):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.metrics import calculate_psnr, calculate_ssim
+from utils.eval.metrics import calculate_psnr, calculate_ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}

@@ -25,8 +25,8 @@ from models.base import SpikingRestorer
 from models.fast_lif import lif_spikes, lif_spikes_autograd, nilif_spikes
 from models.spiking import (NILIF, StepBatchNorm2d, conv2d, make_lif, time_to_unshuffled,
                             unshuffle_to_time)
-from utils.image_io import uint8_to_tensor
-from utils.energy import synthetic_rainy_pairs
+from utils.data.image_io import uint8_to_tensor
+from utils.efficiency.energy import synthetic_rainy_pairs
 
 EXACT = dict(channels_last=False, fast_attention=False, fast_arithmetic=False)  # no rounding change
 V_TH, ALPHA, T = 0.15, 4.0, 4

@@ -29,9 +29,9 @@ from PIL import Image
 
 import test_robustness as tr
 from models import build_model, save_weights
-from utils.checkpoint import load_training_state
-from utils.inference import MANIFEST_NAME
-from utils.trainer import TrainConfig, Trainer
+from utils.train.checkpoint import load_training_state
+from utils.inference.outputs import MANIFEST_NAME
+from utils.train.trainer import TrainConfig, Trainer
 
 ITERS = 18
 TRAIN = ['train.py', '--model', 'spikerain-tiny', '--iters', str(ITERS), '--patch_size', '16',
@@ -130,7 +130,7 @@ def kill_testing(data: str, work: str, seed: int) -> dict:
     done = {p.name: p.stat().st_mtime_ns for p in out.glob('*.png')}
     missing = sorted({f'img{i:02d}.png' for i in range(TEST_IMAGES)} - set(done))
     # What a kill in the middle of a write leaves: a partial temp file next to the outputs.
-    cut_short = out / f'.{missing[0]}.abcd1234.tmp'          # utils.atomic's temp name
+    cut_short = out / f'.{missing[0]}.abcd1234.tmp'          # utils.core.atomic's temp name
     cut_short.write_bytes(b'\x89PNG\r\n\x1a\n partial')
     foreign = out / '.not_ours.png.abcd1234.tmp'     # not one of this run's outputs: left alone
     foreign.write_bytes(b'x')

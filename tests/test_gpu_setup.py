@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from utils.distributed import resolve_device
+from utils.core.device import resolve_device
 
 
 def test_suite_is_pinned_to_the_cpu():
@@ -23,7 +23,7 @@ def test_suite_is_pinned_to_the_cpu():
 
 
 def test_tf32_off_by_default_and_on_only_when_asked():
-    from utils.distributed import configure_numerics
+    from utils.core.device import configure_numerics
     try:
         configure_numerics(torch.device('cpu'), tf32=True, benchmark=True)
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
@@ -39,7 +39,7 @@ def test_train_test_and_evaluation_turn_tf32_off(tmp_path, monkeypatch):
     import evaluation
     import test as test_script
     from train import parse_config
-    from utils import distributed
+    from utils.train import distributed
     calls = []
     monkeypatch.setattr(distributed, 'configure_numerics',
                         lambda device, tf32=False, benchmark=False: calls.append(tf32))
@@ -60,7 +60,7 @@ def test_train_test_and_evaluation_turn_tf32_off(tmp_path, monkeypatch):
 
 
 def test_lif_kernel_report_says_nothing_on_the_cpu():
-    from utils.gpu import lif_kernel_choice, lif_kernel_report
+    from utils.core.device import lif_kernel_choice, lif_kernel_report
     assert lif_kernel_report(torch.device('cpu')) is None
     assert lif_kernel_choice(torch.device('cpu'), native=False, triton=False,
                              compiler=False) == (None, None)
@@ -69,7 +69,7 @@ def test_lif_kernel_report_says_nothing_on_the_cpu():
 def test_lif_kernel_decision(monkeypatch):
     import importlib.util
 
-    from utils import gpu
+    from utils.core import device as gpu
     cuda = torch.device('cuda', 0)
 
     def report(native, triton, compiler, requested='auto'):
@@ -118,7 +118,7 @@ def test_loss_is_read_back_every_log_every_steps_and_before_saving(tmp_path):
     import pytest
     from PIL import Image
 
-    from utils.trainer import TrainConfig, Trainer, TrainingError
+    from utils.train.trainer import TrainConfig, Trainer, TrainingError
     rng = np.random.default_rng(0)
     for i in range(8):
         for sub in ('input', 'target'):

@@ -6,9 +6,10 @@ import torch.nn as nn
 from PIL import Image
 
 from models import build_model
-from utils.image_io import read_image_rgb
-from utils.inference import find_inputs, restore, restore_files
-from utils.tiling import _ramp_1d, blend_tiles, check_tiling, tile_starts
+from utils.data.image_io import read_image_rgb
+from utils.inference.outputs import find_inputs, restore_files
+from utils.inference.restore import restore
+from utils.inference.tiling import _ramp_1d, blend_tiles, check_tiling, tile_starts
 
 
 class LocalConvNet(nn.Module):
@@ -79,7 +80,7 @@ def test_blend_ramps_are_positive_and_sum_to_one_across_an_overlap():
 
 
 def test_blend_tiles_needs_only_a_function_of_tile_batches():
-    """utils.tiling knows nothing of models: a pixel-wise function comes back exactly."""
+    """utils.inference.tiling knows nothing of models: a pixel-wise function comes back exactly."""
     seen = []
 
     def square(tiles):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from utils.losses import LossSpecError, build_loss, gaussian_window, ssim
+from utils.train.losses import LossSpecError, build_loss, gaussian_window, ssim
 
 
 def _ssim_numpy(a: np.ndarray, b: np.ndarray) -> float:
@@ -90,7 +90,7 @@ def test_bad_loss_strings_name_the_problem(spec):
 
 def test_ssim_window_is_made_once_per_device():
     # a window copied to the GPU every step would be a host sync per training step (issue 16)
-    from utils.losses import _window_on, ssim
+    from utils.train.losses import _window_on, ssim
     _window_on.cache_clear()
     a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     first = ssim(a, b)

@@ -10,7 +10,8 @@ import pytest
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from utils.metrics import LPIPSMetric, LPIPSUnavailable, calculate_psnr, calculate_ssim, rgb_to_y
+from utils.eval.metrics import (LPIPSMetric, LPIPSUnavailable, calculate_psnr, calculate_ssim,
+                                rgb_to_y)
 
 
 def _rng_image(seed, h=40, w=52):

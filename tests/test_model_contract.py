@@ -14,7 +14,7 @@ import torch.nn as nn
 from models import (MODEL_REGISTRY, SpikingRestorer, WeightsError, available_models,
                     build_from_checkpoint, build_model, is_ann_twin, load_weights, model_class,
                     model_config, save_weights)
-from utils.energy import is_spiking_neuron
+from utils.efficiency.energy import is_spiking_neuron
 
 NAMES = available_models()
 SMALL_WIDTH = 16          # VLIF-Net's smallest width; the others accept it too

@@ -18,11 +18,11 @@ import torch
 from conftest import ROOT
 from models import build_from_checkpoint, build_model, load_weights
 from models.acceleration import optimize_for_inference, supports_fast_path
-from utils.heldout import heldout_pairs, score_model
-from utils.image_io import (list_images, read_image_rgb, read_image_tensor, resize_longest,
-                            tensor_to_uint8)
-from utils.inference import restore
-from utils.metrics import calculate_psnr
+from utils.eval.heldout import heldout_pairs, judge_model
+from utils.data.image_io import (list_images, read_image_rgb, read_image_tensor, resize_longest,
+                                 tensor_to_uint8)
+from utils.inference.restore import restore
+from utils.eval.metrics import calculate_psnr
 
 SUFFIX = '_synthetic.pth'
 SHIPPED = sorted((ROOT / 'pretrained_models').glob(f'*{SUFFIX}'))
@@ -62,7 +62,7 @@ def test_shipped_weights_derain_unseen_photos_and_spare_clean_ones(path, heldout
     light_min, heavy_min, clean_min = THRESHOLDS[name]
     model = optimize_for_inference(build_from_checkpoint(path)) if supports_fast_path(
         build_model(name)) else build_from_checkpoint(path)
-    report = score_model(model, heldout)
+    report = judge_model(model, heldout)
     light, heavy = report.kind_summary('light'), report.kind_summary('heavy')
     clean = report.kind_summary('clean')
     assert light['gain'] >= light_min, report.table()

@@ -4,7 +4,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from utils.rain import RAIN_PRESETS, add_rain, blend_rain, line_kernel, render_streaks, streak_layer
+from utils.data.rain import (RAIN_PRESETS, add_rain, blend_rain, line_kernel, render_streaks,
+                             streak_layer)
 
 
 def _scene(h=64, w=80, seed=0):
@@ -91,8 +92,8 @@ def test_bad_arguments():
 
 
 # --- randomized rain ----------------------------------------------------------------------------
-from utils.rain import (RANDOM_BLENDS, RANDOM_RAIN, add_random_rain, make_rainy,  # noqa: E402
-                        sample_rain_params)
+from utils.data.rain import (RANDOM_BLENDS, RANDOM_RAIN, add_random_rain, make_rainy,  # noqa: E402
+                             sample_rain_params)
 
 
 def test_random_rain_same_seed_same_rain():

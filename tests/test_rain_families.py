@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import skimage.data
 
-from utils.datasets import CleanPhotoRainDataset, DatasetError
-from utils.heldout import HeldoutPairSet, family_kinds, heldout_pairs
-from utils.image_io import resize_longest, write_png_atomic
-from utils.metrics import calculate_psnr
-from utils.rain import (CAMERA, FAMILIES, FAMILY_LEVELS, composite, family_of, family_pair,
-                        make_rain_pair, parse_rain_kinds)
+from utils.data.datasets import CleanPhotoRainDataset, DatasetError
+from utils.eval.heldout import HeldoutPairSet, family_kinds, heldout_pairs
+from utils.data.image_io import resize_longest, write_png_atomic
+from utils.eval.metrics import calculate_psnr
+from utils.data.rain import (CAMERA, FAMILIES, FAMILY_LEVELS, composite, family_of, family_pair,
+                             make_rain_pair, parse_rain_kinds)
 
 
 def _photo(h=96, w=112, seed=0):

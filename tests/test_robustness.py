@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from models import build_model, save_weights
-from utils.cli import close_progress_bars, run_main
+from utils.core.cli import close_progress_bars, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ('train.py', '--model', 'spikerain-tiny', '--iters', '1', '--patch_size', '16',
@@ -283,8 +283,9 @@ _SITE: list[str] = []          # sys.path of `python SCRIPT`, less the script's 
 def warm_up() -> None:
     """Import once what every script imports, so forked children start in milliseconds."""
     torch.set_num_threads(1)      # also keeps OpenMP's thread pool unborn before fork()
-    for name in ('models.spikerain', 'models.esdnet', 'utils.trainer', 'utils.metrics',
-                 'utils.inference', 'utils.dataset_prepare', 'utils.rain', 'utils.cli',
+    for name in ('models.spikerain', 'models.esdnet', 'utils.train.trainer', 'utils.eval.metrics',
+                 'utils.inference.outputs', 'utils.data.prepare', 'utils.data.rain',
+                 'utils.core.cli',
                  'skimage.data', 'torch._dynamo'):        # torch.optim imports _dynamo: 2 s
         importlib.import_module(name)
     Image.init()

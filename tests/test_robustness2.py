@@ -25,9 +25,9 @@ from PIL import Image
 
 import test_robustness as tr
 from models import build_model, save_weights
-from utils.checkpoint import LOCK_NAME, load_training_state
-from utils.inference import MANIFEST_NAME, restore_files
-from utils.image_io import (NonFiniteImageError, image_size, read_image_rgb, tensor_to_uint8)
+from utils.train.checkpoint import LOCK_NAME, load_training_state
+from utils.inference.outputs import MANIFEST_NAME, restore_files
+from utils.data.image_io import NonFiniteImageError, image_size, read_image_rgb, tensor_to_uint8
 
 TRAIN = ('train.py', '--model', 'spikerain-tiny', '--patch_size', '16', '--batch_size', '2',
          '--workers', '0', '--no-tensorboard', '--warmup', '0')
@@ -462,7 +462,7 @@ def test_nan_image_is_never_written(tmp_path):
 
 
 def test_huge_image_suggests_tile(tmp_path, monkeypatch):
-    import utils.inference as inf
+    import utils.inference.outputs as inf
     monkeypatch.setattr(inf, 'LARGE_IMAGE_PIXELS', 100)
     _png(tmp_path / 'in' / 'a.png')
 
@@ -481,7 +481,7 @@ def test_huge_image_suggests_tile(tmp_path, monkeypatch):
 
 
 def test_weights_gone_nan_are_never_saved_as_the_last_good_checkpoint(tmp_path):
-    from utils.trainer import TrainConfig, Trainer, TrainingError
+    from utils.train.trainer import TrainConfig, Trainer, TrainingError
     for sub in ('input', 'target'):
         for i in range(2):
             _png(tmp_path / 'data' / sub / f'{i}.png', seed=i + 10 * (sub == 'input'))

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from models import build_model, save_weights
-from utils.image_io import read_image_rgb
-from utils.evaluate import evaluate_folders
+from utils.data.image_io import read_image_rgb
+from utils.eval.folders import evaluate_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 # One thread per subprocess: the test machine's cores are shared, and the images are tiny.

@@ -11,8 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
-from utils.checkpoint import CheckpointError, load_training_state
-from utils.trainer import ConfigError, TrainConfig, Trainer, TrainingError
+from utils.train.checkpoint import CheckpointError, load_training_state
+from utils.train.trainer import ConfigError, TrainConfig, Trainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,7 +210,7 @@ def test_extend_lengthens_a_finished_run_and_still_resumes_exactly(data, tmp_pat
 
 
 def test_extension_schedule_decays_from_current_lr_to_min_lr():
-    from utils.training import build_extension_scheduler
+    from utils.train.recipe import build_extension_scheduler
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     sched = build_extension_scheduler(opt, start_iteration=10, start_lr=4e-4, total_iters=14,
                                       min_lr=1e-6)

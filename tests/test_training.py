@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from utils.training import (build_optimizer, build_scheduler, parse_period, period_to_iters,
-                            steps_per_epoch)
+from utils.train.recipe import (build_optimizer, build_scheduler, parse_period, period_to_iters,
+                                steps_per_epoch)
 
 
 def test_periods_in_iterations_or_epochs():

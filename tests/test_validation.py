@@ -1,12 +1,12 @@
-"""utils.validation: one scoring rule for train.py's validation, batched by image size."""
+"""utils.eval.protocol: one scoring rule for train.py's validation, batched by image size."""
 import numpy as np
 import pytest
 import torch
 
 from models import build_model
-from utils.image_io import tensor_to_uint8
-from utils.metrics import calculate_psnr, calculate_ssim
-from utils.validation import score_model, score_pair
+from utils.data.image_io import tensor_to_uint8
+from utils.eval.metrics import calculate_psnr, calculate_ssim
+from utils.eval.protocol import score_dataset, score_pair
 
 
 class Pairs:
@@ -39,8 +39,8 @@ def test_batched_scores_equal_one_at_a_time_and_every_image_is_seen_once():
     net = build_model('spikerain-tiny').eval()
     data = Pairs([(16, 20), (16, 20), (16, 20), (12, 12), (16, 20)])
     seen = []
-    one = score_model(net, data, torch.device('cpu'), range(len(data)), batch_size=1)
-    many = score_model(net, data, torch.device('cpu'), range(len(data)), batch_size=2,
+    one = score_dataset(net, data, torch.device('cpu'), range(len(data)), batch_size=1)
+    many = score_dataset(net, data, torch.device('cpu'), range(len(data)), batch_size=2,
                        on_image=lambda i, stem, inp, out, tgt, s: seen.append((i, stem, s)))
     assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4] and data.loads == 10
     assert one[2] == many[2] == 5
@@ -54,5 +54,5 @@ def test_batched_scores_equal_one_at_a_time_and_every_image_is_seen_once():
 
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match='batch_size'):
-        score_model(build_model('spikerain-tiny'), Pairs([(8, 8)]), torch.device('cpu'), [0],
+        score_dataset(build_model('spikerain-tiny'), Pairs([(8, 8)]), torch.device('cpu'), [0],
                     batch_size=0)

@@ -36,9 +36,9 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError, UsageError  # noqa: E402
+from utils.core.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError, UsageError  # noqa: E402
 
 PROG = 'collect_photos.py'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
@@ -147,7 +147,7 @@ def shrink(im: Image.Image, max_side: int) -> Image.Image:
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` atomically (:mod:`utils.atomic`); skip when the file already has it."""
+    """Write ``data`` atomically (:mod:`utils.core.atomic`); skip when the file already has it."""
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
     write_bytes_atomic(path, data)
@@ -155,7 +155,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 
 def write_text_if_changed(path: Path, text: str) -> bool:
-    """Write UTF-8 ``text`` atomically (:mod:`utils.atomic`); skip when the file already has it."""
+    """Write UTF-8 ``text`` atomically (:mod:`utils.core.atomic`); skip it when already there."""
     if path.is_file() and path.read_bytes() == text.encode('utf-8'):
         return False
     write_text_atomic(path, text)

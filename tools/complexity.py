@@ -2,9 +2,9 @@
 
 MACs are counted at 1x3xSIZExSIZE with torch.utils.flop_counter; firing rates are measured on
 the images of --images with the weights of --weights; energy is priced by --energy_model
-(utils/energy.py ENERGY_CONVENTIONS): ``horowitz`` = 4.6 pJ x MACs of layers fed by real values
-+ 0.9 pJ x SOPs of layers fed by spikes at 256x256; ``papers`` = the SNN deraining papers'
-12.5 pJ per real-input MAC + 77 fJ per SOP + 3.7 pJ per emitted spike at 128x128.
+(utils/efficiency/energy.py ENERGY_CONVENTIONS): ``horowitz`` = 4.6 pJ x MACs of layers fed by
+real values + 0.9 pJ x SOPs of layers fed by spikes at 256x256; ``papers`` = the SNN deraining
+papers' 12.5 pJ per real-input MAC + 77 fJ per SOP + 3.7 pJ per emitted spike at 128x128.
 ``--neuron relu`` scores the ANN twins (every spiking neuron a ReLU), ``both`` both. Example:
 ``python tools/complexity.py --model spikerain-s --weights w.pth --images data/demo/test/input``
 """
@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import available_models, build_from_checkpoint, build_model, is_ann_twin  # noqa: E402
-from utils.atomic import atomic_open, write_text_atomic  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError, UsageError  # noqa: E402
-from utils.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,  # noqa: E402
-                          synthetic_rainy_images)
-from utils.image_io import list_images, read_image_tensor  # noqa: E402
+from utils.core.atomic import atomic_open, write_text_atomic  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError, UsageError  # noqa: E402
+from utils.efficiency.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,
+                                     synthetic_rainy_images)  # noqa: E402
+from utils.data.image_io import list_images, read_image_tensor  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--synthetic_size', type=int, default=64, help='side of the synthetic images')
     p.add_argument('--energy_model', choices=sorted(ENERGY_CONVENTIONS), default='horowitz',
                    help='energy convention: horowitz (4.6 pJ/MAC, 0.9 pJ/SOP, 256x256) or papers '
-                        '(12.5 pJ/MAC, 77 fJ/SOP, 3.7 pJ/spike, 128x128); see utils/energy.py')
+                        '(12.5 pJ/MAC, 77 fJ/SOP, 3.7 pJ/spike, 128x128); see '
+                        'utils/efficiency/energy.py')
     p.add_argument('--size', type=int, default=None,
                    help="input side for counting MACs (default: the convention's, 256 or 128)")
     p.add_argument('--neuron', choices=('lif', 'relu', 'both'), default='lif',

@@ -22,8 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError, SpikeDerainError  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError, SpikeDerainError  # noqa: E402
 
 SUFFIX = '_synthetic.pth'    # shipped weights: pretrained_models/<registry name>_synthetic.pth
 

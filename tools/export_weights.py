@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_from_checkpoint, save_weights  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.paths import check_writes  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.paths import check_writes  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -190,7 +190,7 @@ VAL_PHOTOS=(plasma_EveningGlow plasma_Path skimage_coffee skimage_rocket opencv_
             opencv_fruits opencv_squirrel_cls lomiri_Wine kphotoalbum_snow sklearn_china)
 
 # NEVER used: mate-backgrounds is reserved for the independent held-out evaluation (unseen clean
-# photos, see utils/heldout.py); training on it would leak the evaluation set.
+# photos, see utils/eval/heldout.py); training on it would leak the evaluation set.
 RESERVED_PACKAGES=(mate-backgrounds)
 # ---------------------------------------------------------------------------------------------
 

@@ -34,12 +34,12 @@ if str(ROOT) not in sys.path:
 from models import available_models, build_model  # noqa: E402
 from models.acceleration import record_spikes  # noqa: E402
 from models.spiking import reset_spiking_state  # noqa: E402
-from utils.atomic import write_text_atomic  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.distributed import configure_numerics  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
-from utils.gpu import lif_kernel_report  # noqa: E402
-from utils.losses import build_loss  # noqa: E402
+from utils.core.atomic import write_text_atomic  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.device import configure_numerics  # noqa: E402
+from utils.core.errors import UsageError  # noqa: E402
+from utils.core.device import lif_kernel_report  # noqa: E402
+from utils.train.losses import build_loss  # noqa: E402
 
 MODELS = ('spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny')
 

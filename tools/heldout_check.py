@@ -4,7 +4,7 @@
         --photos data/photos/val
 
 For every photo (shrunk to --size on the longest side) it draws light, heavy and randomized rain
-(utils/rain.py) and also keeps the clean photo; restores each and prints, per kind, the mean
+(utils/data/rain.py) and also keeps the clean photo; restores each and prints, per kind, the mean
 Y-PSNR of input and output, the mean gain, the worst image's gain and the restored clean PSNR.
 ``--save_pairs DIR`` also writes the pairs as a dataset (DIR/input, DIR/target), e.g. for
 ``train.py --val_dir``.
@@ -23,13 +23,13 @@ from tqdm import tqdm  # noqa: E402
 
 from models import build_from_checkpoint  # noqa: E402
 from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.atomic import write_text_atomic  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError, UsageError  # noqa: E402
-from utils.heldout import (ALL_KINDS, KINDS, family_kinds, heldout_pairs, load_photos,  # noqa: E402
-                           score_model)
-from utils.rain import FAMILIES  # noqa: E402
-from utils.image_io import write_png_atomic  # noqa: E402
+from utils.core.atomic import write_text_atomic  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError, UsageError  # noqa: E402
+from utils.eval.heldout import (ALL_KINDS, KINDS, family_kinds, heldout_pairs, load_photos,
+                                judge_model)  # noqa: E402
+from utils.data.rain import FAMILIES  # noqa: E402
+from utils.data.image_io import write_png_atomic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--size', type=int, default=256, help='longest side of each test image')
     p.add_argument('--limit', type=int, default=None, help='use only the first N photos')
     p.add_argument('--kinds', default=','.join(KINDS),
-                   help='comma-separated rain kinds of utils/rain.py (light, heavy, random, a '
+                   help='comma-separated rain kinds of utils/data/rain.py (light, heavy, random, a '
                    'family such as lens, or FAMILY:light / FAMILY:heavy) and clean')
     p.add_argument('--holdout_family', choices=FAMILIES,
                    help='judge on this family only: its light and heavy levels and clean photos '
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     model = build_from_checkpoint(args.weights).eval()
     if not args.exact and supports_fast_path(model):
         model = optimize_for_inference(model)
-    report = score_model(model, pairs, progress=lambda it: tqdm(it, desc='restore',
+    report = judge_model(model, pairs, progress=lambda it: tqdm(it, desc='restore',
                                                                  unit='img'))
     print(f'{args.weights} on {len(photos)} held-out photos from {args.photos} '
           f'(longest side {args.size}, rain seed {args.seed}), Y-PSNR:')

@@ -10,8 +10,8 @@ others follow. Each weights file restores each benchmark into
 interrupted run resumes (the hash makes retrained weights start afresh). Benchmarks with a
 ``target`` folder are scored by the published protocol with the functions evaluation.py uses;
 the others (RW_Rain has no ground truth) are restored and listed, not scored. Params, GMACs
-and energy come from utils/energy.py under ``--energy_model``. The table is printed (Markdown by
-default) and written as ``paper_table.{md,csv,tex,json}`` in ``--save_root``.
+and energy come from utils/efficiency/energy.py under ``--energy_model``. The table is printed
+(Markdown by default) and written as ``paper_table.{md,csv,tex,json}`` in ``--save_root``.
 """
 from __future__ import annotations
 
@@ -30,16 +30,16 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import available_models, build_from_checkpoint, is_ann_twin  # noqa: E402
 from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.atomic import write_text_atomic  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError, UsageError  # noqa: E402
-from utils.datasets import DATASET_PRESETS  # noqa: E402
-from utils.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
-from utils.image_io import list_images, read_image_tensor, remove_interrupted_writes  # noqa: E402
-from utils.distributed import resolve_device  # noqa: E402
-from utils.evaluate import evaluate_pair, mean_metrics, pair_with_targets  # noqa: E402
-from utils.inference import find_inputs, output_path, restore_files  # noqa: E402
-from utils.tiling import check_tiling  # noqa: E402
+from utils.core.atomic import write_text_atomic  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError, UsageError  # noqa: E402
+from utils.data.datasets import DATASET_PRESETS  # noqa: E402
+from utils.efficiency.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
+from utils.data.image_io import (list_images, read_image_tensor, remove_interrupted_writes)  # noqa: E402
+from utils.core.device import resolve_device  # noqa: E402
+from utils.eval.folders import evaluate_pair, mean_metrics, pair_with_targets  # noqa: E402
+from utils.inference.outputs import find_inputs, output_path, restore_files  # noqa: E402
+from utils.inference.tiling import check_tiling  # noqa: E402
 
 TABLE_NAME = 'paper_table'
 
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--save_root', default='results/paper_table',
                    help='restored images and the table files go here')
     p.add_argument('--energy_model', choices=sorted(ENERGY_CONVENTIONS), default='papers',
-                   help='energy convention (utils/energy.py)')
+                   help='energy convention (utils/efficiency/energy.py)')
     p.add_argument('--size', type=int, default=None,
                    help="input side for MACs/energy (default: the convention's, 128 or 256)")
     p.add_argument('--rate_images', type=int, default=4,
@@ -249,8 +249,9 @@ def notes(entries: list[Entry], args) -> list[str]:
     conv = ENERGY_CONVENTIONS[args.energy_model]
     size = args.size or conv.size
     lines = [f'PSNR (dB) / SSIM on Y (MATLAB rgb2ycbcr, rounded), no crop: the published '
-             f'protocol (utils/metrics.py). GMACs and energy for one {size}x{size} forward; '
-             f'{conv.formula()} (convention {conv.name!r}, utils/energy.py; its source is in '
+             f'protocol (utils/eval/metrics.py). GMACs and energy for one {size}x{size} forward; '
+             f'{conv.formula()} (convention {conv.name!r}, utils/efficiency/energy.py; its source '
+             f'is in '
              f'{TABLE_NAME}.json).']
     unscored = {}
     for e in entries:

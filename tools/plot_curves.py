@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.atomic import atomic_open  # noqa: E402
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from utils.core.atomic import atomic_open  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import InputError  # noqa: E402
 
 
 def read_scalars(logdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -2,7 +2,7 @@
 
     python tools/rain_samples.py --out docs/images/rain_samples.png
 
-Each tile is ``utils.rain.add_random_rain`` with another seed, captioned with what was drawn
+Each tile is ``utils.data.rain.add_random_rain`` with another seed, captioned with what was drawn
 (blend, layers, density per layer in seeds per 1000 px, near-layer length and angle, haze, lens
 drops). The first tile of each row is the clean photo; the last two are the light and heavy presets.
 """
@@ -17,10 +17,10 @@ import skimage.data
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.cli import ArgumentParser, run_main  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
-from utils.image_io import resize_longest, write_png_atomic  # noqa: E402
-from utils.rain import add_rain, add_random_rain, sample_rain_params  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main  # noqa: E402
+from utils.core.errors import UsageError  # noqa: E402
+from utils.data.image_io import resize_longest, write_png_atomic  # noqa: E402
+from utils.data.rain import add_rain, add_random_rain, sample_rain_params  # noqa: E402
 
 
 def caption(seed: int, shape) -> str:

@@ -1,6 +1,6 @@
 """Scoring folders of restored images: pairing with targets by stem, means, and report files.
 
-The per-image numbers come from :mod:`utils.metrics` (the published protocol); this module
+The per-image numbers come from :mod:`utils.eval.metrics` (the published protocol); this module
 decides which images are compared, summarises them, and writes the JSON/CSV reports that
 ``evaluation.py``, ``test.py --target_path`` and ``tools/paper_table.py`` produce.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import write_text_atomic
-from .errors import InputError
-from .image_io import list_images, read_image_rgb
-from .metrics import calculate_psnr, calculate_ssim
+from utils.core.atomic import write_text_atomic
+from utils.core.errors import InputError
+from utils.data.image_io import list_images, read_image_rgb
+from utils.eval.metrics import calculate_psnr, calculate_ssim
 
 
 class PairingError(InputError):

@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from utils.atomic import atomic_open, write_bytes_atomic
-from utils.datasets import DatasetError, DatasetOptionError, natural_key
-from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_rgb
-from utils.image_io import image_size as read_image_size
+from utils.core.atomic import atomic_open, write_bytes_atomic
+from utils.data.datasets import DatasetError, DatasetOptionError, natural_key
+from utils.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_rgb
+from utils.data.image_io import image_size as read_image_size
 
 # convention -> (rainy-image pattern, clean-image pattern), matched against the path of a file
 # relative to the source folder, without its extension. `{id}` names the pair; `**/` is any

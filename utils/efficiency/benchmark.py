@@ -68,7 +68,7 @@ def train_py_default(name: str):
     """train.py's default for one of its settings (a field of TrainConfig)."""
     from dataclasses import fields
 
-    from utils.train_config import TrainConfig
+    from utils.train.config import TrainConfig
     return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 

@@ -2,7 +2,7 @@
 
 Tiling bounds memory for large images: each tile is an independent forward, tiles overlap, and
 the overlaps are blended with smooth weights (a partition of unity) so that no seam shows.
-``utils.inference.restore(model, img, tile=N)`` is the usual way in.
+``utils.inference.restore.restore(model, img, tile=N)`` is the usual way in.
 """
 from __future__ import annotations
 

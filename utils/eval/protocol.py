@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.image_io import NonFiniteImageError, tensor_to_uint8
-from utils.inference import restore
-from utils.metrics import calculate_psnr, calculate_ssim
+from utils.data.image_io import NonFiniteImageError, tensor_to_uint8
+from utils.inference.restore import restore
+from utils.eval.metrics import calculate_psnr, calculate_ssim
 
 
 def score_pair(restored: np.ndarray, target: np.ndarray) -> dict:
@@ -41,7 +41,7 @@ def _same_size_runs(dataset, indices: Iterable[int], batch_size: int):
 
 
 @torch.no_grad()
-def score_model(net: nn.Module, dataset, device: torch.device, indices: Iterable[int],
+def score_dataset(net: nn.Module, dataset, device: torch.device, indices: Iterable[int],
                 tile: int | None = None, on_image: Callable[..., None] | None = None,
                 batch_size: int = 1) -> list[float]:
     """Restore ``dataset[i]`` (input, target, stem) for each index and score it.
@@ -50,8 +50,9 @@ def score_model(net: nn.Module, dataset, device: torch.device, indices: Iterable
     Consecutive images of one size are restored ``batch_size`` at a time (one forward: what
     keeps a GPU busy; the scores are those of one image at a time up to float rounding).
     ``on_image(i, stem, input, restored, target, scores)`` runs after each image (TensorBoard
-    strips, firing rates). A non-finite output raises :class:`utils.image_io.NonFiniteImageError`
-    (``'STEM (what)'``); an image that cannot be scored raises ``ValueError`` naming its stem.
+    strips, firing rates). A non-finite output raises
+    :class:`utils.data.image_io.NonFiniteImageError` (``'STEM (what)'``); an image that cannot be
+    scored raises ``ValueError`` naming its stem.
     """
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')

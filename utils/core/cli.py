@@ -2,12 +2,13 @@
 
 Researchers run long jobs unattended; the end of the log must say what went wrong and where
 (the file or the option), not a stack of frames from deep inside torch. Scripts only *raise*
-(:mod:`utils.errors`); :func:`run_main`, around every script's ``main()``, is the one place that
-prints ``PROG: error: MESSAGE`` and picks the exit code: 2 for a bad option (argparse, through
-:class:`ArgumentParser`, and every :class:`~utils.errors.UsageError` such as a config error), 1
-for a runtime error (a :class:`~utils.errors.SpikeDerainError`, or an ``OSError``/``ValueError``
-raised by library code), 130 for Ctrl-C, 143 for SIGTERM. Anything else is a bug and keeps its
-traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an expected error too.
+(:mod:`utils.core.errors`); :func:`run_main`, around every script's ``main()``, is the one place
+that prints ``PROG: error: MESSAGE`` and picks the exit code: 2 for a bad option (argparse, through
+:class:`ArgumentParser`, and every :class:`~utils.core.errors.UsageError` such as a config error), 1
+for a runtime error (a :class:`~utils.core.errors.SpikeDerainError`, or an
+``OSError``/``ValueError`` raised by library code), 130 for Ctrl-C, 143 for SIGTERM. Anything
+else is a bug and keeps its traceback. Set ``SPIKEDERAIN_DEBUG=1`` to get the traceback of an
+expected error too.
 
 Signals: :func:`run_main` makes SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (``kill``, what
 schedulers such as Slurm send before killing a job) end a script the same clean way: one line
@@ -28,7 +29,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from utils.errors import RUNTIME, SpikeDerainError, UsageError
+from utils.core.errors import RUNTIME, SpikeDerainError, UsageError
 
 # Ours, and what library code (ours and others') raises for bad values and files.
 EXPECTED_ERRORS = (SpikeDerainError, ValueError, OSError)

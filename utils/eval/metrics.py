@@ -6,7 +6,7 @@ no border crop; PSNR with peak 255; SSIM of Wang et al. (11x11 Gaussian window, 
 K1 0.01, K2 0.03, 'valid' region) computed by scikit-image; the mean over the test set.
 ``evaluation.py``, ``test.py --target_path`` and training validation all call these functions,
 so every number in the project is computed the same way. Functions never modify their inputs.
-Pairing folders, means and report files are in :mod:`utils.evaluate`.
+Pairing folders, means and report files are in :mod:`utils.eval.folders`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from .errors import SpikeDerainError
-from .image_io import uint8_to_tensor
+from utils.core.errors import SpikeDerainError
+from utils.data.image_io import uint8_to_tensor
 
 # MATLAB rgb2ycbcr, Y row, scaled by 1000 so that the arithmetic is exact in integers.
 _Y_COEFFS_X1000 = np.array([65481, 128553, 24966], dtype=np.int64)

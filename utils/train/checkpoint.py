@@ -27,8 +27,8 @@ import torch.nn as nn
 
 from models import WeightsError, load_weights, save_weights
 from models.weights import check_finite, read_checkpoint, save_atomic, weights_checkpoint
-from utils.atomic import remove_stale_temps
-from utils.errors import SpikeDerainError
+from utils.core.atomic import remove_stale_temps
+from utils.core.errors import SpikeDerainError
 
 LAST_NAME = 'model_last.pth'
 BEST_NAME = 'model_best.pth'

@@ -2,7 +2,7 @@
 
 An expected error is one a user can cause and fix (a bad option, a missing or corrupt file, a
 full disk); its message is one line naming the option or file. Scripts only raise them;
-:func:`utils.cli.run_main` prints ``PROG: error: MESSAGE`` and exits with the error's
+:func:`utils.core.cli.run_main` prints ``PROG: error: MESSAGE`` and exits with the error's
 ``exit_code``: 2 when the command line itself is wrong (:class:`UsageError`: an option's value
 or combination, a config file's content, output paths that collide with inputs), 1 for what is
 found while working (files, weights, devices' state, the disk). Anything else is a bug and

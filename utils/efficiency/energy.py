@@ -87,7 +87,7 @@ def get_convention(convention: str | EnergyConvention) -> EnergyConvention:
                          f'{", ".join(ENERGY_CONVENTIONS)}') from None
 
 
-def spike_levels(module: nn.Module) -> int:
+def module_spike_levels(module: nn.Module) -> int:
     """Events per unit of output: 1 for binary spikes, ``levels`` for k/levels spikes."""
     return int(getattr(module, 'levels', 1))
 
@@ -106,7 +106,7 @@ class _SpikeTracker:
 
     def _on_neuron(self, module, inputs, output):
         if isinstance(output, torch.Tensor):
-            self.outputs[id(output)] = (weakref.ref(output), spike_levels(module))
+            self.outputs[id(output)] = (weakref.ref(output), module_spike_levels(module))
 
     def levels_of(self, tensor) -> int | None:
         """``levels`` of the neuron that produced ``tensor``, or None for real values."""
@@ -218,7 +218,7 @@ def measure_firing_rates(model: nn.Module, images: Iterable[torch.Tensor]
     tracker = _SpikeTracker(model)
     names = dict(tracker.neurons)
     handles = [m.register_forward_hook(
-        lambda mod, inp, out, n=n: neurons.add(n, float(out.sum()) * spike_levels(mod),
+        lambda mod, inp, out, n=n: neurons.add(n, float(out.sum()) * module_spike_levels(mod),
                                                out.numel()))
         for m, n in names.items()]
 
@@ -320,7 +320,7 @@ def synthetic_rainy_pairs(n: int = 2, size: int = 64, seed: int = 0
     pipeline works, so report rates measured on real test images.
     """
     import numpy as np
-    from utils.rain import add_rain
+    from utils.data.rain import add_rain
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     pairs = []

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.errors import UsageError
+from utils.core.errors import UsageError
 
 
 class LossSpecError(UsageError):

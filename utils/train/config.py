@@ -14,10 +14,10 @@ from dataclasses import MISSING, dataclass, field, fields
 import yaml
 
 from models import available_models
-from utils.errors import UsageError
-from utils.losses import LossSpecError, build_loss
-from utils.rain import FAMILIES, parse_rain_kinds
-from utils.training import period_to_iters
+from utils.core.errors import UsageError
+from utils.train.losses import LossSpecError, build_loss
+from utils.data.rain import FAMILIES, parse_rain_kinds
+from utils.train.recipe import period_to_iters
 
 
 class ConfigError(UsageError):

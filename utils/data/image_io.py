@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils.atomic import atomic_open, check_writable, remove_stale_temps  # noqa: F401
-from utils.errors import InputError, SpikeDerainError
+from utils.core.atomic import atomic_open, check_writable, remove_stale_temps  # noqa: F401
+from utils.core.errors import InputError, SpikeDerainError
 
 # Our own limit replaces Pillow's (checked on the header's size in read_image_rgb, which names the
 # file and says how to raise it): Pillow's would stop a whole run with a traceback.
@@ -196,7 +196,7 @@ def read_image_tensor(path: str | os.PathLike) -> torch.Tensor:
 
 
 def write_png_atomic(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Write an HxWx3 uint8 array as PNG, complete or not at all (:mod:`utils.atomic`).
+    """Write an HxWx3 uint8 array as PNG, complete or not at all (:mod:`utils.core.atomic`).
 
     A failed write (no space, read-only, file-size limit) is an ``OSError`` naming ``path``.
     """

@@ -1,11 +1,12 @@
 """Held-out deraining check: does a model remove rain from unseen photos and leave clean ones alone?
 
 From a folder of clean photos (never used for training) it makes, for every photo, one image per
-rain kind (``light``, ``heavy``, ``random``, or any kind of :mod:`utils.rain`, such as a held-out
-family at its ``:light``/``:heavy`` level) plus the clean photo itself, restores each with the
-model and scores input and output against the clean photo (Y-PSNR, the published protocol). The
-report is what the shipped weights are judged by: mean gain per kind, the worst light-rain image,
-and the PSNR of a restored clean image. Pure functions of (photos, seed), so runs compare.
+rain kind (``light``, ``heavy``, ``random``, or any kind of :mod:`utils.data.rain`, such as a
+held-out family at its ``:light``/``:heavy`` level) plus the clean photo itself, restores each
+with the model and scores input and output against the clean photo (Y-PSNR, the published
+protocol). The report is what the shipped weights are judged by: mean gain per kind, the worst
+light-rain image, and the PSNR of a restored clean image. Pure functions of (photos, seed), so
+runs compare.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.image_io import (list_images, read_image_rgb, resize_longest, tensor_to_uint8,
-                            uint8_to_tensor)
-from utils.inference import restore
-from utils.metrics import calculate_psnr
-from utils.rain import RAIN_KINDS, make_rain_pair
-from utils.validation import score_pair
+from utils.data.image_io import (list_images, read_image_rgb, resize_longest, tensor_to_uint8,
+                                 uint8_to_tensor)
+from utils.inference.restore import restore
+from utils.eval.metrics import calculate_psnr
+from utils.data.rain import RAIN_KINDS, make_rain_pair
+from utils.eval.protocol import score_pair
 
 KINDS = ('light', 'heavy', 'random', 'clean')
 ALL_KINDS = (*RAIN_KINDS, 'clean')
@@ -49,7 +50,7 @@ def heldout_pairs(photos: list[tuple[str, np.ndarray]], kinds=KINDS, seed: int =
 
 class HeldoutPairSet(torch.utils.data.Dataset):
     """Pairs made in memory from clean photos, as validation images: ``(input [3,H,W],
-    target [3,H,W], 'NAME_KIND')`` (what :class:`utils.datasets.PairedImageDataset` gives)."""
+    target [3,H,W], 'NAME_KIND')`` (what :class:`utils.data.datasets.PairedImageDataset` gives)."""
 
     def __init__(self, folder: str | Path, kinds, size: int = 192, seed: int = 1):
         photos = load_photos(folder, size)
@@ -110,7 +111,7 @@ PSNR_CAP = 100.0   # a restored image identical to its target would otherwise sc
 
 
 @torch.no_grad()
-def score_model(model: torch.nn.Module, pairs, device: torch.device | str = 'cpu',
+def judge_model(model: torch.nn.Module, pairs, device: torch.device | str = 'cpu',
                 progress=None) -> HeldoutReport:
     """Restore every pair's input with ``model`` (eval mode) and score input and output."""
     model.eval()

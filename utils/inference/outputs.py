@@ -1,10 +1,8 @@
-"""Restoring images with a model: the one function test.py and training validation share.
+"""Restoring folders of files, and the manifest that says which weights made them.
 
-The model itself pads to the size it needs and resets its spiking state around every forward
-(see ``models.base.SpikingRestorer``); :func:`restore` adds device handling, no-grad, clamping
-and, optionally, tiled inference (the tiles and their blending are in :mod:`utils.tiling`).
-:func:`restore_files` runs it over files the way test.py (and the demo) need: resumable,
-atomic, and one bad file does not stop the rest; a manifest records which weights made them.
+:func:`restore_files` runs :func:`utils.inference.restore.restore` over files the way test.py
+(and the demo) need: resumable, atomic, and one bad file does not stop the rest; a manifest
+records which weights made them.
 """
 from __future__ import annotations
 
@@ -22,45 +20,15 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from .atomic import remove_stale_temps, write_text_atomic
-from .errors import InputError, SpikeDerainError
-from .image_io import (ImageReadError, NonFiniteImageError, is_image_file, is_out_of_space,
-                       list_images, read_image_rgb, tensor_to_uint8, uint8_to_tensor,
-                       write_png_atomic)
-from .tiling import blend_tiles, check_tiling
+from utils.core.atomic import remove_stale_temps, write_text_atomic
+from utils.core.errors import InputError, SpikeDerainError
+from utils.data.image_io import (ImageReadError, NonFiniteImageError, is_image_file,
+                                 is_out_of_space, list_images, read_image_rgb, tensor_to_uint8,
+                                 uint8_to_tensor, write_png_atomic)
+from utils.inference.restore import restore
 
 # Untiled images larger than this get a one-time note suggesting --tile.
 LARGE_IMAGE_PIXELS = 4096 * 4096
-
-
-def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return model(batch.to(device)).clamp_(0, 1)
-
-
-@torch.no_grad()
-def restore(model: nn.Module, img: torch.Tensor, tile: int | None = None, tile_overlap: int = 32,
-            batch_size: int = 1, progress: bool = False) -> torch.Tensor:
-    """Restore a ``[B,3,H,W]`` batch in [0, 1]; returns the same size on the input's device.
-
-    ``tile=None`` runs the whole batch in one forward. With ``tile``, each image is cut into
-    ``tile``x``tile`` tiles overlapping by ``tile_overlap`` pixels, restored ``batch_size`` tiles
-    per forward on the model's device and blended on the input's device, so memory is bounded
-    by the tile size (keep a large image on the CPU to bound GPU memory too). A tile at least
-    as large as the image gives exactly the untiled result. The overlap is capped at half a
-    tile, so small tiles work with the default overlap (scripts reject such options up front
-    with :func:`check_tiling`). ``progress`` shows a bar over the tiles. The caller sets
-    ``model.eval()``.
-    """
-    device = next(model.parameters()).device
-    if tile is None:
-        return _forward(model, img, device).to(img.device)
-    overlap = min(tile_overlap, tile // 2)
-    check_tiling(tile, overlap)
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    return torch.cat([blend_tiles(lambda tiles: _forward(model, tiles, device), img[b:b + 1],
-                                  tile, overlap, batch_size, progress)
-                      for b in range(img.shape[0])])
 
 
 # --- Folders of files: what test.py runs ------------------------------------------------------

@@ -26,24 +26,24 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models import build_model, model_config
-from utils import checkpoint as ckpt
-from utils.atomic import write_text_atomic
-from utils.train_config import ConfigError, TrainConfig
-from utils.errors import SpikeDerainError
-from utils import distributed as dist_utils
+from utils.train import checkpoint as ckpt
+from utils.core.atomic import write_text_atomic
+from utils.train.config import ConfigError, TrainConfig
+from utils.core.errors import SpikeDerainError
+from utils.train import distributed as dist_utils
 from models.acceleration import bf16_supported, enable_fast_training, supports_fast_path
-from utils.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
-                            PairedPatchDataset, resolve_split_dir)
-from utils.energy import measure_firing_rates
-from utils.gpu import lif_kernel_report
-from utils.heldout import HeldoutPairSet, family_kinds
+from utils.data.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
+                                 PairedPatchDataset, resolve_split_dir)
+from utils.efficiency.energy import measure_firing_rates
+from utils.core.device import configure_numerics, lif_kernel_report, resolve_device
+from utils.eval.heldout import HeldoutPairSet, family_kinds
 from models.weights import WeightsError, check_finite, load_weights
-from utils.image_io import NonFiniteImageError
-from utils.paths import check_writes, split_folders
-from utils.losses import build_loss
-from utils.validation import score_model
-from utils.training import (build_extension_scheduler, build_optimizer, build_scheduler,
-                            period_to_iters, steps_per_epoch)
+from utils.data.image_io import NonFiniteImageError
+from utils.core.paths import check_writes, split_folders
+from utils.train.losses import build_loss
+from utils.eval.protocol import score_dataset
+from utils.train.recipe import (build_extension_scheduler, build_optimizer, build_scheduler,
+                                period_to_iters, steps_per_epoch)
 
 
 class TrainingError(SpikeDerainError, RuntimeError):
@@ -100,12 +100,12 @@ class Trainer:
                  log: Callable[[str], None] | None = None):
         cfg.validate()
         self.cfg = cfg
-        self.info = info or dist_utils.DistInfo(device=dist_utils.resolve_device(cfg.device))
+        self.info = info or dist_utils.DistInfo(device=resolve_device(cfg.device))
         self.device = self.info.device
         self._log = log or tqdm.write
         # TF32 off unless asked for; cuDNN autotuning for the fixed-size training patches
         # (validation, on whole images of any size, turns it off while it runs)
-        dist_utils.configure_numerics(self.device, tf32=cfg.tf32, benchmark=True)
+        configure_numerics(self.device, tf32=cfg.tf32, benchmark=True)
         kernel = lif_kernel_report(self.device)           # CUDA only: which LIF kernel runs
         if kernel:
             self.log(kernel)
@@ -505,7 +505,7 @@ class Trainer:
                 self.tb.add_image(f'val/{stem} (input | restored | target)', strip, it)
                 shown[0] += 1
         try:
-            sums = score_model(net, self.val_set, self.device, bar, tile=self.cfg.val_tile,
+            sums = score_dataset(net, self.val_set, self.device, bar, tile=self.cfg.val_tile,
                                on_image=show, batch_size=self.cfg.val_batch_size)
         except NonFiniteImageError as err:
             self._stop_non_finite(f'validation output on {err}')

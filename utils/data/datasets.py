@@ -18,9 +18,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from utils.errors import InputError, UsageError
-from utils.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image_rgb
-from utils.rain import make_rain_pair, parse_rain_kinds
+from utils.core.errors import InputError, UsageError
+from utils.data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image_rgb
+from utils.data.rain import make_rain_pair, parse_rain_kinds
 
 # Operating-system clutter that may sit next to images; anything else must be an image.
 IGNORED_NAMES = frozenset({'thumbs.db', 'desktop.ini'})

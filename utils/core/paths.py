@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from utils.errors import UsageError
+from utils.core.errors import UsageError
 
 # (option or role, path): e.g. ('--save_path', Path('results/x')) or ('input folder', ...).
 Named = tuple[str, 'str | os.PathLike']

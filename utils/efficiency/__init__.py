@@ -1,0 +1,1 @@
+"""What a model costs: MACs, firing rates, SOPs and energy; wall-clock and memory benchmarks."""

@@ -1,0 +1,1 @@
+"""Scores: the published metrics, the validation protocol, folder evaluation, held-out checks."""

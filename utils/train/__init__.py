@@ -1,0 +1,1 @@
+"""Training: the settings, the recipe (optimizer, schedule), losses, checkpoints, DDP, the loop."""
