@@ -402,8 +402,9 @@ def _particles_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> 
     hh, ww = clean.shape[:2]
     f = max(hh, ww) * rng.uniform(0.6, 1.4)                  # focal length, px
     cy, cx = hh / 2 + rng.uniform(-0.2, 0.2) * hh, ww / 2 + rng.uniform(-0.2, 0.2) * ww
-    z_near, z_far = 0.5, rng.uniform(5.0, 20.0)              # metres
-    count = int(hh * ww * math.exp(_lerp(math.log(0.06), math.log(0.35), h)))
+    z_near, z_far = 0.5, rng.uniform(10.0, 25.0)             # metres
+    # drops per volume, so the near (large, bright) drops do not depend on how far one sees
+    count = int(hh * ww * math.exp(_lerp(math.log(0.12), math.log(0.7), h)) * (z_far / 15) ** 3)
     zn3, zf3 = z_near ** 3, z_far ** 3                        # uniform in the view volume
     z = (rng.random(count) * (zf3 - zn3) + zn3) ** (1 / 3)
     y, x = rng.uniform(-0.3 * hh, 1.1 * hh, count), rng.uniform(-0.2 * ww, 1.2 * ww, count)
@@ -415,7 +416,7 @@ def _particles_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> 
     move = (np.stack([fall, np.zeros(count), np.zeros(count)], 1) + wind
             + rng.normal(0, 0.3, (count, 3))) * exposure
     end = world + move
-    end[:, 2] = np.maximum(end[:, 2], 0.3)
+    end[:, 2] = np.maximum(end[:, 2], 0.5 * world[:, 2])   # a drop cannot reach the lens
     p0 = np.stack([y, x], 1)
     p1 = np.stack([end[:, 0] * f / end[:, 2] + cy, end[:, 1] * f / end[:, 2] + cx], 1)
     # Drops are far below a pixel at these image sizes; ``gain`` stands for the sensor
@@ -430,7 +431,8 @@ def _particles_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> 
     layer = np.zeros((hh, ww), np.float64)
     edges = (0.0, 0.6, 1.2, 2.4, 4.8, np.inf)
     for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (blur >= lo) & (blur < hi) & (length < 2 * (hh + ww))
+        # streaks longer than half the frame are a blur too faint to see: left out
+        sel = (blur >= lo) & (blur < hi) & (length < 0.5 * max(hh, ww))
         if not sel.any():
             continue
         drawn = _splat_segments((hh, ww), p0[sel], p1[sel], ink[sel])
