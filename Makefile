@@ -16,7 +16,7 @@ photos: setup
 	@bash tools/get_photos.sh
 
 test: setup
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q --durations=15 tests
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -6,11 +6,13 @@ ops, VLIF-Net's NI-LIF is a per-step Python loop over copied, reorganised tensor
 a separate pass, NCHW convolutions run ~3x slower than channels-last ones on a CPU.
 
 A model joins the fast path by defining ``fast_forward(self, img, run)`` beside its reference
-``forward_padded`` (see :class:`models.base.SpikingRestorer`); ``run`` is a :class:`FastRunner`,
-which gives it the shared pieces: fused neurons in place of the neuron modules
+``forward_padded`` (see :class:`models.base.SpikingRestorer`), and each of its blocks
+``fast_forward(self, x, run)`` beside the block's ``forward`` (the shared blocks, NI-LIF and
+VLIF in :mod:`models.spiking`, the others in the model's file). ``run`` is a
+:class:`FastRunner`, which gives them the primitives: fused LIF in place of the neuron modules
 (:mod:`models.fast_lif`), convs and BNs on time-flattened ``[T*B,C,H,W]`` tensors in the
-chosen layout and precision, checkpointed segments, and spike recording for fidelity checks.
-Nothing here knows a model by name. Switches (:class:`FastOptions`):
+chosen layout and precision, recomputed and checkpointed regions, and spike recording for
+fidelity checks. Nothing here knows a model or a block by name. Switches (:class:`FastOptions`):
 
 * ``fused_lif``: fused, in-place LIF and NI-LIF (same spikes bit for bit); VLIF's patch-to-time
   reorganisation reads strided views instead of copies.
@@ -43,6 +45,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
@@ -50,13 +54,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint as _checkpoint
-from spikingjelly.activation_based.layer import MultiDimensionalAttention
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .fast_lif import (is_fusable, lif_spikes, lif_spikes_autograd, nilif_spikes,
-                       nilif_supported)
-from .spiking import (NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron, time_to_unshuffled,
-                      unshuffle_to_time)
+from .fast_lif import is_fusable, lif_spikes, lif_spikes_autograd
+from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
 PRECISIONS = ('fp32', 'bf16')
 BF16_WEIGHT = 'fast_bf16_weight'    # attribute of a conv: its bfloat16 copy, not in the state dict
@@ -186,6 +187,19 @@ def disable_fast_path(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextmanager
+def plain_forward(model: nn.Module) -> Iterator[nn.Module]:
+    """``with plain_forward(model):`` calls inside run the plain reference forward (e.g. for
+    forward hooks, which see no neuron modules on a fast path); the fast path, if any, comes
+    back on exit. Yields ``model``."""
+    plan = getattr(model, 'fast_path', None)
+    model.fast_path = None
+    try:
+        yield model
+    finally:
+        model.fast_path = plan
+
+
 def record_spikes(model: nn.Module, img: torch.Tensor
                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Every spiking neuron's output for ``img`` (time-flattened ``[S*B,C,H,W]``, by module
@@ -245,7 +259,9 @@ class _FastPath:
 
 
 class FastRunner:
-    """One forward pass of the fast path: the pieces a model's ``fast_forward`` is built from.
+    """One forward pass of the fast path: the primitives the models' and blocks'
+    ``fast_forward`` are built from (layout, neurons, convs and norms, reductions, recomputed
+    and checkpointed regions, spike recording).
 
     Spiking tensors are time-flattened ``[T*B,C,H,W]`` (step-major), in :meth:`layout`.
     """
@@ -276,10 +292,8 @@ class FastRunner:
     # ---- neurons ------------------------------------------------------------------------
     def neuron(self, neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The output of any neuron module for ``x``: fused where a fused kernel exists."""
-        if isinstance(neuron, VLIFNeuron):
-            return self.vlif(neuron, x)
-        if isinstance(neuron, NILIF):
-            return self.nilif(neuron, x, r=1)
+        if isinstance(neuron, (NILIF, VLIFNeuron)):       # their fast forward is beside them
+            return neuron.fast_forward(x, self)
         if isinstance(neuron, BaseNode):                  # fused where the settings allow
             return self.lif(neuron, x)
         spikes = self.module(neuron, x)
@@ -304,40 +318,6 @@ class FastRunner:
         if log:
             self.log(neuron, spikes)
         return mark_spikes(spikes) if fused else spikes      # fused: 0/1 by construction
-
-    def nilif(self, neuron: NILIF, x: torch.Tensor, r: int = 2) -> torch.Tensor:
-        """NI-LIF spikes of ``x [T*B,C,H,W]`` run over each r x r patch as r² extra steps (VLIF's
-        reorganisation; r = 1: plain NI-LIF), returned in the pixel-unshuffled layout
-        ``[T*B, C*r*r, H/r, W/r]`` (channel ``c*r*r + i*r + j`` holds patch pixel (i, j))."""
-        T = self.T
-        fused = self.opts.fused_lif and nilif_supported(neuron)
-        if fused:
-            spikes = nilif_spikes(x, T, r, neuron.levels, neuron.decay,
-                                  self.grad and x.requires_grad, self.fmt)
-        else:
-            steps = self.steps(x)
-            s = neuron(unshuffle_to_time(steps, r) if r > 1 else steps)
-            spikes = self.layout((time_to_unshuffled(s, r) if r > 1 else s).flatten(0, 1))
-        if self.record is not None:                  # in the plain path's step order
-            N, C4, h, w = spikes.shape
-            B, C = N // T, C4 // (r * r)
-            plain = spikes.reshape(T, B, C, r * r, h, w).permute(0, 3, 1, 2, 4, 5)
-            self.log(neuron, plain.reshape(T * r * r * B, C, h, w))
-        return mark_spikes(spikes, int(neuron.levels)) if fused else spikes
-
-    def vlif(self, neuron: VLIFNeuron, x: torch.Tensor) -> torch.Tensor:
-        """VLIF: NI-LIF over each r x r patch, then back to full resolution."""
-        r = neuron.r
-        N, C, H, W = x.shape
-        z = self.nilif(neuron.lif_node, x, r)                        # [N, C*r*r, H/r, W/r]
-        if neuron.restore == 'pixel_shuffle':
-            return self.layout(F.pixel_shuffle(z, r))
-        if self.opts.fast_arithmetic:    # 1x1 conv and bilinear resize commute: conv first
-            z = self.conv(z, neuron.channel_adjust)
-            return self.layout(F.interpolate(z, size=(H, W), mode='bilinear',
-                                             align_corners=False))
-        z = self.layout(F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False))
-        return self.conv(z, neuron.channel_adjust)
 
     @staticmethod
     def cat_spikes(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -391,9 +371,6 @@ class FastRunner:
     def conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
         return self.norm(self.conv(x, conv), norm)
 
-    def lif_conv_bn(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(self.neuron(seq[0], x), seq[1]), seq[2])
-
     # ---- reductions (torch's CPU amax is ~10x slower than a sum in these layouts) --------
     @staticmethod
     def spatial_max(x: torch.Tensor) -> torch.Tensor:
@@ -408,79 +385,16 @@ class FastRunner:
             return _ChannelMax.apply(x)
         return _channel_max(x)
 
-    # ---- spikingjelly's multi-dimensional attention (ESDNet, VLIF-Net) -------------------
-    def attention(self, attn: nn.Module, z: torch.Tensor,
-                  residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``attn(z)`` (+ ``residual``) for spikingjelly's ``MultiDimensionalAttention``.
-
-        With ``fast_attention`` the three gates come from two reductions of ``z`` and one of the
-        gated map: the temporal and channel gates from per-(step, channel) sums and maxima (the
-        gates are positive, so the max of a gated map is the gated max), one multiply by their
-        product, the spatial gate from that product's channel mean/max, and ReLU·gate (+ the
-        residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding.
-        """
-        full = (isinstance(attn, MultiDimensionalAttention) and attn.ta is not None
-                and attn.ca is not None and attn.sa is not None)
-        if not (self.opts.fast_attention and full):
-            out = attn(self.steps(z))
-            return self.layout((out if residual is None else out + self.steps(residual))
-                               .flatten(0, 1))
-        T, (N, C, H, W) = self.T, z.shape
-        B = N // T
-
-        def shared_mlp(seq: nn.Sequential, v: torch.Tensor) -> torch.Tensor:
-            return F.linear(F.relu(F.linear(v, seq[0].weight.flatten(1))),
-                            seq[2].weight.flatten(1))
-        sums = z.sum(dim=(2, 3)).view(T, B, C)
-        maxima = self.spatial_max(z).view(T, B, C)
-        ta, ca = attn.ta.sharedMLP, attn.ca.sharedMLP
-        g_t = torch.sigmoid(shared_mlp(ta, (sums.sum(dim=2) / (C * H * W)).t())
-                            + shared_mlp(ta, maxima.amax(dim=2).t())).t().unsqueeze(2)  # [T,B,1]
-        g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
-                            + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
-        gated = z * (g_t * g_c).reshape(N, C, 1, 1)
-        mean_s = gated.sum(dim=1).view(T, B, H, W).sum(dim=0) / (T * C)
-        max_s = self.channel_max(gated).view(T, B, H, W).amax(dim=0)
-        sconv = attn.sa.conv
-        g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
-                                     padding=sconv.padding))                         # [B,1,H,W]
-        g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)
-        gated = torch.relu(gated) if self.grad else gated.relu_()
-        if residual is None:
-            return self.layout(gated.mul_(g_s) if not self.grad else gated * g_s)
-        return self.layout(torch.addcmul(residual, gated, g_s))
-
-    # ---- shared U-Net pieces ------------------------------------------------------------
-    def embed(self, proj: nn.Conv2d, img: torch.Tensor) -> torch.Tensor:
-        """The image conv of every step (the input is the same image at each of the T)."""
-        img = self.layout(img)
-        if self.opts.patch_embed_once:
-            y = self.conv(img, proj)
-            return self.layout(y.unsqueeze(0).expand(self.T, *y.shape).flatten(0, 1))
-        return self.conv(self.layout(img.repeat(self.T, 1, 1, 1)), proj)
-
-    def down(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``DownSample``: LIF -> strided conv -> BN."""
-        return self.segment(lambda t: self.lif_conv_bn(mod.maxpool_conv, t), x)
-
+    # ---- resampling and blocks ------------------------------------------------------------
     def upsample(self, x: torch.Tensor, scale: int = 2) -> torch.Tensor:
         return self.layout(F.interpolate(x, scale_factor=scale, mode='bilinear',
                                          align_corners=False))
 
-    def up(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``UpSample``: bilinear x2 -> LIF -> conv -> BN (training keeps the input, not its
-        up-sampled copy)."""
-        lif, conv, norm = mod.up
-
-        def fn(t):
-            return self.norm(self.conv(self.recompute(
-                lambda v: self.neuron(lif, self.upsample(v)), t), conv), norm)
-        return self.segment(fn, x)
-
-    def blocks(self, seq: nn.Sequential, x: torch.Tensor, block_forward) -> torch.Tensor:
-        """``block_forward(block, x)`` for each block of ``seq``, each one a segment."""
+    def blocks(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """Each block of ``seq`` on its fast path (``block.fast_forward(x, run)``), each one a
+        segment."""
         for b in seq:
-            x = self.segment(lambda inp, b=b: block_forward(b, inp), x)
+            x = self.segment(lambda inp, b=b: b.fast_forward(inp, self), x)
         return x
 
     def segment(self, fn, x: torch.Tensor) -> torch.Tensor:

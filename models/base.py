@@ -44,8 +44,9 @@ class SpikingRestorer(nn.Module):
     # forward_padded. None means the plain reference forward.
     fast_path = None
     # A model joins the fast path by defining ``fast_forward(self, img, run) -> output``: the
-    # computation of forward_padded built from ``run``'s pieces (a models.acceleration.FastRunner:
-    # fused neurons, convs/BNs in the chosen layout and precision). None: no fast path.
+    # computation of forward_padded built from its blocks' ``fast_forward(x, run)`` and ``run``'s
+    # primitives (a models.acceleration.FastRunner: fused neurons, convs/BNs in the chosen layout
+    # and precision). None: no fast path.
     fast_forward = None
     # True where the T steps only repeat the image, so an ANN twin (ReLU instead of spikes)
     # computes T equal copies and is built with T = 1 (see models.build_model, neuron='relu').

@@ -1,17 +1,22 @@
 """ESDNet (IJCAI 2024): the spiking U-Net baseline SpikeRain and VLIF-Net build on.
 
 Module names follow the official implementation so its checkpoints load as they are.
+Each block's ``fast_forward(x, run)`` (:mod:`models.acceleration`) sits beside its ``forward``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from .base import SpikingRestorer
-from .spiking import (DownSample, PatchEmbed, UpSample, conv2d, lif_conv_bn, make_lif,
-                      repeat_time, spiking_attention, tdbn)
+from .spiking import (DownSample, PatchEmbed, UpSample, attention_fast, conv2d, lif_conv_bn,
+                      lif_conv_bn_fast, make_lif, repeat_time, spiking_attention, tdbn)
+
+if TYPE_CHECKING:
+    from .acceleration import FastRunner
 
 RESIDUAL_OUT_VTH = 0.03   # the official code inits the last tdBN of each block with v_th 0.03
 
@@ -29,6 +34,17 @@ class SpikingResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(self.residual(x) + self.shortcut(x)) + x
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """In training, the block keeps its input, the spikes (as integers) and its three conv
+        outputs; BN, the second LIF and the attention are recomputed in the backward pass."""
+        r, sc = self.residual, self.shortcut
+        a = run.conv(run.neuron(r[0], x), r[1])
+        a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
+        return run.recompute(
+            lambda y, s, res: attention_fast(run, self.attn,
+                                             run.norm(y, r[5]) + run.norm(s, sc[1]), residual=res),
+            a, run.conv(x, sc[0]), x)
 
 
 class FeatureRefinement(nn.Module):
@@ -92,30 +108,17 @@ class ESDNet(SpikingRestorer):
         return self.output(self.refinement(d1.mean(dim=0))) + img
 
     # ---- fast path (models.acceleration) ------------------------------------------------
-    def fast_forward(self, img: torch.Tensor, run) -> torch.Tensor:
+    def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors with fused neurons."""
-        def block(b, t):
-            return _residual_block_fast(run, b, t)
-        x = run.embed(self.patch_embed.proj, img)
-        e1 = run.blocks(self.encoder_level1, x, block)
-        e2 = run.blocks(self.encoder_level2, run.down(self.down1_2, e1), block)
-        d3 = run.down(self.down2_3, e2)
-        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3, block), block)
-        d2 = torch.cat([run.up(self.up3_2, d3), e2], dim=1)
-        d2 = run.segment(lambda t: run.lif_conv_bn(self.reduce_chan_level2, t), d2)
-        d2 = run.blocks(self.decoder_level2, d2, block)
-        d1 = torch.cat([run.up(self.up2_1, d2), e1], dim=1)
-        d1 = run.blocks(self.decoder_level1, d1, block)
+        x = self.patch_embed.fast_forward(img, run)
+        e1 = run.blocks(self.encoder_level1, x)
+        e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
+        d3 = self.down2_3.fast_forward(e2, run)
+        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
+        d2 = torch.cat([self.up3_2.fast_forward(d3, run), e2], dim=1)
+        d2 = run.segment(lambda t: lif_conv_bn_fast(run, self.reduce_chan_level2, t), d2)
+        d2 = run.blocks(self.decoder_level2, d2)
+        d1 = torch.cat([self.up2_1.fast_forward(d2, run), e1], dim=1)
+        d1 = run.blocks(self.decoder_level1, d1)
         return self.output(self.refinement(run.steps(d1).mean(dim=0))) + img
 
-
-def _residual_block_fast(run, block: SpikingResidualBlock, x: torch.Tensor) -> torch.Tensor:
-    """In training, the block keeps its input, the spikes (as integers) and its three conv
-    outputs; BN, the second LIF and the attention are recomputed in the backward pass."""
-    r, sc = block.residual, block.shortcut
-    a = run.conv(run.neuron(r[0], x), r[1])
-    a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
-    return run.recompute(
-        lambda y, s, res: run.attention(block.attn, run.norm(y, r[5]) + run.norm(s, sc[1]),
-                                        residual=res),
-        a, run.conv(x, sc[0]), x)

@@ -2,10 +2,12 @@
 
 Module and attribute names follow the official implementation so that its checkpoints load
 as they are. Shapes: spiking tensors ``[T,B,C,H,W]``; C is the level width (dim, 2dim, 4dim).
+Each block's ``fast_forward(x, run)`` (:mod:`models.acceleration`) sits beside its ``forward``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -13,7 +15,10 @@ import torch.nn.functional as F
 
 from .base import SpikingRestorer
 from .spiking import (DownSample, PatchEmbed, StepBatchNorm2d, UpSample, conv2d, lif_conv_bn,
-                      make_lif, repeat_time)
+                      lif_conv_bn_fast, make_lif, repeat_time)
+
+if TYPE_CHECKING:
+    from .acceleration import FastRunner
 
 GROWTH = 24        # DSRB dense-layer growth (hard-coded in the official code)
 DENSE_LAYERS = 4
@@ -45,6 +50,30 @@ class MDSA(nn.Module):
         x = x * self.spatial_conv(x.mean(dim=1, keepdim=True))        # [B,1,T,H,W] gate
         return x.permute(2, 0, 1, 3, 4)                               # [T,B,C,H,W]
 
+    def fast_forward(self, z: torch.Tensor, run: FastRunner,
+                     residual: torch.Tensor) -> torch.Tensor:
+        """``self(z) + residual``; with ``fast_attention`` its three gates come from one
+        set of sums."""
+        if not run.opts.fast_attention:
+            return run.layout((self(run.steps(z)) + run.steps(residual)).flatten(0, 1))
+        T, (N, C, H, W) = run.T, z.shape
+        B = N // T
+        chan_sum = z.sum(dim=(2, 3)).view(T, B, C).sum(dim=0)          # [B,C]
+        chan_mean = chan_sum / (T * H * W)
+        tfc, cfc = self.temporal_fc[1], self.channel_fc
+        g_t = torch.sigmoid(chan_mean.mean(dim=1, keepdim=True) * tfc.weight.view(1, 1)
+                            + tfc.bias.view(1, 1))                      # [B,1]
+        h = F.relu(F.linear(g_t * chan_mean, cfc[1].weight.flatten(1), cfc[1].bias))
+        g_c = torch.sigmoid(F.linear(h, cfc[3].weight.flatten(1), cfc[3].bias))
+        scale = g_t * g_c                                              # [B,C]
+        # mean over C of z·scale, per pixel: a [pixels, C] x [C] product in channels-last
+        pix = torch.matmul(run.steps(z).permute(0, 1, 3, 4, 2).flatten(2, 3),
+                           scale.view(1, B, C, 1) / C)                # [T,B,HW,1]
+        sconv = self.spatial_conv[0]
+        g_s = torch.sigmoid(F.conv2d(pix.reshape(N, 1, H, W), sconv.weight.view(1, 1, 3, 3),
+                                     sconv.bias, padding=1))           # [N,1,H,W]
+        return torch.addcmul(residual, z * g_s, scale.repeat(T, 1).view(N, C, 1, 1))
+
 
 class DSRB(nn.Module):
     """Dense Spiking Residual Block: 4 dense LIF-conv-BN layers, LIF-1x1 fusion, MDSA, residual."""
@@ -61,6 +90,37 @@ class DSRB(nn.Module):
         for dense in self.layers:
             features = torch.cat([features, dense(features)], dim=2)  # C + 24(j+1) channels
         return self.attn(self.lff(features)) + x
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """Dense block: each channel becomes spikes once. The LIF is element-wise and starts from
+        rest, so LIF(concat(parts)) == concat(LIF(part)); at inference the spikes go into one
+        buffer instead of five concatenations, held in the convs' dtype (bfloat16 on the bf16 path
+        halves the copies of its channel prefixes that each conv reads)."""
+        if not run.opts.fused_lif:
+            return run.module(self, x)
+        lff_lif, lff_conv = self.lff
+        neurons = [layer[0] for layer in self.layers] + [lff_lif]
+        if run.grad:
+            parts = [run.lif(lff_lif, x, log=False)]
+            for layer in self.layers:
+                y = run.norm(run.conv(run.cat_spikes(parts), layer[1]), layer[2])
+                parts.append(run.lif(layer[0], y, log=False))
+            spikes = run.cat_spikes(parts)
+        else:
+            N, C, H, W = x.shape
+            spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=run.conv_dtype or x.dtype,
+                                 device=x.device, memory_format=run.fmt)
+            run.lif(lff_lif, x, out=spikes[:, :C], log=False)
+            c = C
+            for layer in self.layers:
+                y = run.norm(run.conv(run.layout(spikes[:, :c]), layer[1]), layer[2])
+                run.lif(layer[0], y, out=spikes[:, c:c + y.shape[1]], log=False)
+                c += y.shape[1]
+        if run.record is not None:      # dense LIF j saw the first C + 24j channels
+            widths = [layer[1].in_channels for layer in self.layers] + [lff_conv.in_channels]
+            for neuron, width in zip(neurons, widths):
+                run.log(neuron, spikes[:, :width])
+        return self.attn.fast_forward(run.conv(spikes, lff_conv), run, residual=x)
 
 
 class TemporalFusion(nn.Module):
@@ -141,75 +201,19 @@ class SpikeRain(SpikingRestorer):
         return self.output_conv(fused) + img
 
     # ---- fast path (models.acceleration) ------------------------------------------------
-    def fast_forward(self, img: torch.Tensor, run) -> torch.Tensor:
+    def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors with fused neurons (see
         :mod:`models.acceleration`); in a dense block every channel becomes spikes once."""
-        def block(b, t):
-            return _dsrb_fast(run, b, t)
-        x = run.embed(self.patch_embed.proj, img)
-        e1 = run.blocks(self.encoder_level1, x, block)
-        e2 = run.blocks(self.encoder_level2, run.down(self.downsample_1_to_2, e1), block)
-        d3 = run.down(self.downsample_2_to_3, e2)
-        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3, block), block)
-        d2 = torch.cat([run.up(self.upsample_3_to_2, d3), e2], dim=1)
-        d2 = run.segment(lambda t: run.lif_conv_bn(self.reduce_channels_2, t), d2)
-        d2 = run.blocks(self.decoder_level2, d2, block)
-        d1 = torch.cat([run.up(self.upsample_2_to_1, d2), e1], dim=1)
-        d1 = run.blocks(self.decoder_level1, d1, block)
+        x = self.patch_embed.fast_forward(img, run)
+        e1 = run.blocks(self.encoder_level1, x)
+        e2 = run.blocks(self.encoder_level2, self.downsample_1_to_2.fast_forward(e1, run))
+        d3 = self.downsample_2_to_3.fast_forward(e2, run)
+        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
+        d2 = torch.cat([self.upsample_3_to_2.fast_forward(d3, run), e2], dim=1)
+        d2 = run.segment(lambda t: lif_conv_bn_fast(run, self.reduce_channels_2, t), d2)
+        d2 = run.blocks(self.decoder_level2, d2)
+        d1 = torch.cat([self.upsample_2_to_1.fast_forward(d2, run), e1], dim=1)
+        d1 = run.blocks(self.decoder_level1, d1)
         fused = self.refinement(self.temporal_fusion(run.steps(d1)))
         return self.output_conv(fused) + img
 
-
-def _dsrb_fast(run, block: DSRB, x: torch.Tensor) -> torch.Tensor:
-    """Dense block: each channel becomes spikes once. The LIF is element-wise and starts from
-    rest, so LIF(concat(parts)) == concat(LIF(part)); at inference the spikes go into one
-    buffer instead of five concatenations, held in the convs' dtype (bfloat16 on the bf16 path
-    halves the copies of its channel prefixes that each conv reads)."""
-    if not run.opts.fused_lif:
-        return run.module(block, x)
-    lff_lif, lff_conv = block.lff
-    neurons = [layer[0] for layer in block.layers] + [lff_lif]
-    if run.grad:
-        parts = [run.lif(lff_lif, x, log=False)]
-        for layer in block.layers:
-            y = run.norm(run.conv(run.cat_spikes(parts), layer[1]), layer[2])
-            parts.append(run.lif(layer[0], y, log=False))
-        spikes = run.cat_spikes(parts)
-    else:
-        N, C, H, W = x.shape
-        spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=run.conv_dtype or x.dtype,
-                             device=x.device, memory_format=run.fmt)
-        run.lif(lff_lif, x, out=spikes[:, :C], log=False)
-        c = C
-        for layer in block.layers:
-            y = run.norm(run.conv(run.layout(spikes[:, :c]), layer[1]), layer[2])
-            run.lif(layer[0], y, out=spikes[:, c:c + y.shape[1]], log=False)
-            c += y.shape[1]
-    if run.record is not None:      # dense LIF j saw the first C + 24j channels
-        widths = [layer[1].in_channels for layer in block.layers] + [lff_conv.in_channels]
-        for neuron, width in zip(neurons, widths):
-            run.log(neuron, spikes[:, :width])
-    return _mdsa_fast(run, block.attn, run.conv(spikes, lff_conv), x)
-
-
-def _mdsa_fast(run, attn: MDSA, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``MDSA(z) + x``; with ``fast_attention`` its three gates come from one set of sums."""
-    if not run.opts.fast_attention:
-        return run.layout((attn(run.steps(z)) + run.steps(x)).flatten(0, 1))
-    T, (N, C, H, W) = run.T, z.shape
-    B = N // T
-    chan_sum = z.sum(dim=(2, 3)).view(T, B, C).sum(dim=0)          # [B,C]
-    chan_mean = chan_sum / (T * H * W)
-    tfc, cfc = attn.temporal_fc[1], attn.channel_fc
-    g_t = torch.sigmoid(chan_mean.mean(dim=1, keepdim=True) * tfc.weight.view(1, 1)
-                        + tfc.bias.view(1, 1))                      # [B,1]
-    h = F.relu(F.linear(g_t * chan_mean, cfc[1].weight.flatten(1), cfc[1].bias))
-    g_c = torch.sigmoid(F.linear(h, cfc[3].weight.flatten(1), cfc[3].bias))
-    scale = g_t * g_c                                              # [B,C]
-    # mean over C of z·scale, per pixel: a [pixels, C] x [C] product in channels-last
-    pix = torch.matmul(run.steps(z).permute(0, 1, 3, 4, 2).flatten(2, 3),
-                       scale.view(1, B, C, 1) / C)                # [T,B,HW,1]
-    sconv = attn.spatial_conv[0]
-    g_s = torch.sigmoid(F.conv2d(pix.reshape(N, 1, H, W), sconv.weight.view(1, 1, 3, 3),
-                                 sconv.bias, padding=1))           # [N,1,H,W]
-    return torch.addcmul(x, z * g_s, scale.repeat(T, 1).view(N, C, 1, 1))

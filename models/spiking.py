@@ -4,12 +4,18 @@ All spiking tensors are time-first, ``[T, B, C, H, W]``. Layers that are the sam
 step (convs, BN) are spikingjelly multi-step layers: they run on the flattened ``[T*B, ...]``
 tensor. The LIF settings are the ones both papers use; they live here once so that every model
 (and every test) agrees on them.
+
+Each block's fast-path twin sits beside it (``fast_forward(x, run)``, or a ``*_fast(run, ...)``
+function for a block built by a function): the same computation on time-flattened
+``[T*B,C,H,W]`` tensors, built from the primitives of ``run`` (a
+:class:`models.acceleration.FastRunner`).
 """
 from __future__ import annotations
 
 import logging
 
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -19,6 +25,9 @@ import torch.nn.functional as F
 # torch logs a harmless warning for each. Keep the scripts' output clean.
 logging.getLogger('torch._library.triton').setLevel(logging.ERROR)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
+
+if TYPE_CHECKING:
+    from .acceleration import FastRunner
 
 # The papers' LIF neuron (SpikeRain, ESDNet and VLIF-Net share it).
 LIF_SETTINGS = dict(tau=2.0, v_threshold=0.15, v_reset=0.0, decay_input=False,
@@ -133,6 +142,11 @@ def lif_conv_bn(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1,
                          norm(out_ch))
 
 
+def lif_conv_bn_fast(run: FastRunner, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The fast path of a :func:`lif_conv_bn` unit."""
+    return run.norm(run.conv(run.neuron(seq[0], x), seq[1]), seq[2])
+
+
 def upsample_bilinear_steps(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
     """Bilinear up-sampling of every time step (``align_corners=False``)."""
     T, B = x.shape[:2]
@@ -150,6 +164,9 @@ class DownSample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool_conv(x)
 
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        return run.segment(lambda t: lif_conv_bn_fast(run, self.maxpool_conv, t), x)
+
 
 class UpSample(nn.Module):
     """Bilinear x2 -> LIF -> conv3x3 -> BN: doubles H and W, halves channels (by default)."""
@@ -160,6 +177,15 @@ class UpSample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(upsample_bilinear_steps(x))
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """Training keeps the input, not its up-sampled copy."""
+        lif, conv, norm = self.up
+
+        def fn(t):
+            return run.norm(run.conv(run.recompute(
+                lambda v: run.neuron(lif, run.upsample(v)), t), conv), norm)
+        return run.segment(fn, x)
 
 
 class PatchEmbed(nn.Module):
@@ -172,11 +198,62 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
 
+    def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """The image conv of every step from the image ``[B,C,H,W]`` itself (it is the same
+        image at each of the T steps): with ``patch_embed_once`` the conv runs once."""
+        img = run.layout(img)
+        if run.opts.patch_embed_once:
+            y = run.conv(img, self.proj)
+            return run.layout(y.unsqueeze(0).expand(run.T, *y.shape).flatten(0, 1))
+        return run.conv(run.layout(img.repeat(run.T, 1, 1, 1)), self.proj)
+
 
 def spiking_attention(T: int, channels: int) -> layer.MultiDimensionalAttention:
     """spikingjelly's multi-dimensional attention with the ESDNet/VLIF settings (no biases)."""
     return layer.MultiDimensionalAttention(T=T, C=channels, reduction_t=4, reduction_c=16,
                                            kernel_size=3)
+
+
+def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
+                   residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``attn(z)`` (+ ``residual``) for spikingjelly's ``MultiDimensionalAttention``.
+
+    With ``fast_attention`` the three gates come from two reductions of ``z`` and one of the
+    gated map: the temporal and channel gates from per-(step, channel) sums and maxima (the
+    gates are positive, so the max of a gated map is the gated max), one multiply by their
+    product, the spatial gate from that product's channel mean/max, and ReLU·gate (+ the
+    residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding.
+    """
+    full = (isinstance(attn, layer.MultiDimensionalAttention) and attn.ta is not None
+            and attn.ca is not None and attn.sa is not None)
+    if not (run.opts.fast_attention and full):
+        out = attn(run.steps(z))
+        return run.layout((out if residual is None else out + run.steps(residual))
+                          .flatten(0, 1))
+    T, (N, C, H, W) = run.T, z.shape
+    B = N // T
+
+    def shared_mlp(seq: nn.Sequential, v: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.relu(F.linear(v, seq[0].weight.flatten(1))),
+                        seq[2].weight.flatten(1))
+    sums = z.sum(dim=(2, 3)).view(T, B, C)
+    maxima = run.spatial_max(z).view(T, B, C)
+    ta, ca = attn.ta.sharedMLP, attn.ca.sharedMLP
+    g_t = torch.sigmoid(shared_mlp(ta, (sums.sum(dim=2) / (C * H * W)).t())
+                        + shared_mlp(ta, maxima.amax(dim=2).t())).t().unsqueeze(2)  # [T,B,1]
+    g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
+                        + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
+    gated = z * (g_t * g_c).reshape(N, C, 1, 1)
+    mean_s = gated.sum(dim=1).view(T, B, H, W).sum(dim=0) / (T * C)
+    max_s = run.channel_max(gated).view(T, B, H, W).amax(dim=0)
+    sconv = attn.sa.conv
+    g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
+                                 padding=sconv.padding))                         # [B,1,H,W]
+    g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)
+    gated = torch.relu(gated) if run.grad else gated.relu_()
+    if residual is None:
+        return run.layout(gated.mul_(g_s) if not run.grad else gated * g_s)
+    return run.layout(torch.addcmul(residual, gated, g_s))
 
 
 # --- VLIF-Net's neurons: NI-LIF (multi-level spikes) and the VLIF unit built on it ------------
@@ -221,6 +298,28 @@ class NILIF(nn.Module):
             s = _QuantisedSpike.apply(u, self.levels)
             spikes.append(s)
         return torch.stack(spikes)
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner, r: int = 1) -> torch.Tensor:
+        """NI-LIF spikes of ``x [T*B,C,H,W]`` run over each r x r patch as r² extra steps
+        (VLIF's reorganisation; r = 1: plain NI-LIF), returned in the pixel-unshuffled layout
+        ``[T*B, C*r*r, H/r, W/r]`` (channel ``c*r*r + i*r + j`` holds patch pixel (i, j))."""
+        from .acceleration import mark_spikes               # both modules build on this one
+        from .fast_lif import nilif_spikes, nilif_supported
+        T = run.T
+        fused = run.opts.fused_lif and nilif_supported(self)
+        if fused:
+            spikes = nilif_spikes(x, T, r, self.levels, self.decay,
+                                  run.grad and x.requires_grad, run.fmt)
+        else:
+            steps = run.steps(x)
+            s = self(unshuffle_to_time(steps, r) if r > 1 else steps)
+            spikes = run.layout((time_to_unshuffled(s, r) if r > 1 else s).flatten(0, 1))
+        if run.record is not None:                   # in the plain path's step order
+            N, C4, h, w = spikes.shape
+            B, C = N // T, C4 // (r * r)
+            plain = spikes.reshape(T, B, C, r * r, h, w).permute(0, 3, 1, 2, 4, 5)
+            run.log(self, plain.reshape(T * r * r * B, C, h, w))
+        return mark_spikes(spikes, int(self.levels)) if fused else spikes
 
     def extra_repr(self) -> str:
         return f'levels={self.levels}, decay={self.decay}'
@@ -284,6 +383,21 @@ class VLIFNeuron(nn.Module):
         z = time_to_unshuffled(spikes, self.r).flatten(0, 1)       # [T*B, C*r*r, H/r, W/r]
         z = F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False)
         return self.channel_adjust(z.view(T, B, C * self.r * self.r, H, W))
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """NI-LIF over each r x r patch (:meth:`NILIF.fast_forward`), then back to full
+        resolution."""
+        r = self.r
+        N, C, H, W = x.shape
+        z = self.lif_node.fast_forward(x, run, r)                  # [N, C*r*r, H/r, W/r]
+        if self.restore == 'pixel_shuffle':
+            return run.layout(F.pixel_shuffle(z, r))
+        if run.opts.fast_arithmetic:     # 1x1 conv and bilinear resize commute: conv first
+            z = run.conv(z, self.channel_adjust)
+            return run.layout(F.interpolate(z, size=(H, W), mode='bilinear',
+                                            align_corners=False))
+        z = run.layout(F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False))
+        return run.conv(z, self.channel_adjust)
 
 
 NEURON_KINDS = ('lif', 'nilif', 'vlif')

@@ -4,21 +4,26 @@ Module names follow the official implementation (ChrisChen1023/VLIF ``model.py``
 authors' checkpoints load strictly; only the shared down/up-sampling blocks are named
 differently, and :meth:`VLIFNet.convert_official_state_dict` maps those keys.
 The official code hard-codes T = 4 and r = 2; here T is a model argument and r a block argument.
+Each block's ``fast_forward(x, run)`` (:mod:`models.acceleration`) sits beside its ``forward``.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SpikingRestorer
-from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, conv2d, make_lif,
-                      make_neuron, repeat_time, spiking_attention, tdbn, unshuffle_to_time,
-                      upsample_bilinear_steps)
+from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, attention_fast,
+                      conv2d, make_lif, make_neuron, repeat_time, spiking_attention, tdbn,
+                      unshuffle_to_time, upsample_bilinear_steps)
+
+if TYPE_CHECKING:
+    from .acceleration import FastRunner
 
 V_TH = LIF_SETTINGS['v_threshold']
 GROUP2_VTH = 0.2 * V_TH     # the official code inits the second tdBN of each SDEM with 0.2 v_th
@@ -28,6 +33,15 @@ def _decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
                        b: torch.Tensor) -> torch.Tensor:
     """a * x_h + b * x_l + x * x_h, with x_h the neuron's output and x_l = x - x_h."""
     return a * high + b * (x - high) + x * high
+
+
+def _decompose_enhance_fast(run: FastRunner, x: torch.Tensor, high: torch.Tensor,
+                            a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_decompose_enhance`; with ``fast_arithmetic`` as ``b·x + high·(x + a - b)``
+    (three passes instead of six)."""
+    if not run.opts.fast_arithmetic:
+        return _decompose_enhance(x, high, a, b)
+    return torch.addcmul(x * b, high, x + (a - b))
 
 
 class SDEM(nn.Module):
@@ -65,6 +79,27 @@ class SDEM(nn.Module):
                                  self.low_freq_scale_2)
         out = self.bn2(self.conv2(out)) + self.shortcut(x)
         return self.attn(out) + x
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """In training, the SDEM keeps its input and the outputs of its convs (and the inputs of
+        the two real-valued ones); neurons, BN, decompose-enhance and attention are recomputed
+        in the backward pass."""
+        def group_1(t):
+            return _decompose_enhance_fast(run, t, run.neuron(self.lif_1, t),
+                                           self.high_freq_scale_1, self.low_freq_scale_1)
+
+        def group_2(y):
+            t = run.norm(y, self.bn1)
+            return _decompose_enhance_fast(run, t, run.neuron(self.lif_2, t),
+                                           self.high_freq_scale_2, self.low_freq_scale_2)
+
+        def join(y, s, res):
+            return attention_fast(run, self.attn,
+                                  run.norm(y, self.bn2) + run.norm(s, self.shortcut[1]),
+                                  residual=res)
+        out = run.conv(run.recompute(group_1, x), self.conv1)
+        out = run.conv(run.recompute(group_2, out), self.conv2)
+        return run.recompute(join, out, run.conv(x, self.shortcut[0]), x)
 
 
 class TimeAttention(nn.Module):
@@ -116,6 +151,52 @@ class SMU(nn.Module):
         out = self.attn_1(self.bn_1(self.conv_1(self.lif_1(out))))
         out = self.attn_2(self.bn_2(self.conv_2(self.lif_2(out))))
         return self.final_attn(upsample_bilinear_steps(out, self.r) + skip)
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """NI-LIF over the r x r patch steps straight into the unshuffled layout
+        ``[T*B, C*r*r, h, w]``, where the step gate is a per-(t, b, sub-step) scale and the
+        Conv3d that merges each group of r*r steps is a 1x1 conv over C*r*r channels."""
+        T, r = run.T, self.r
+        rr = r * r
+        skip = self.initial_residual.fast_forward(x, run)
+        if not run.opts.fast_arithmetic:
+            s = self.lif_node.fast_forward(skip, run, r)               # [T*B, C*rr, h, w]
+            N, Crr, h, w = s.shape
+            B, C = N // T, Crr // rr
+            steps = (s.view(T, B, C, rr, h, w).permute(1, 0, 3, 2, 4, 5)
+                     .reshape(B, T * rr, C, h, w))
+            steps = (steps * self.time_attention(steps)).permute(0, 2, 1, 3, 4)
+            out = run.layout(self.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
+        else:
+            merge = self.temporal_compress[0].weight
+            out = torch.relu_(run.conv_weight(
+                run.recompute(lambda t: self._gated_patch_steps(t, run), skip),
+                merge.reshape(merge.shape[0], -1, 1, 1)))
+        out = run.conv(run.recompute(lambda t: run.neuron(self.lif_1, t), out), self.conv_1)
+        out = run.conv(run.recompute(lambda y: run.neuron(self.lif_2, attention_fast(
+            run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2)
+        return run.recompute(lambda y, s: attention_fast(
+            run, self.final_attn,
+            run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r) + s),
+            out, skip)
+
+    def _gated_patch_steps(self, skip: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """NI-LIF over the r x r patch steps of ``skip``, each step scaled by the step gate, in
+        the unshuffled layout ``[T*B, C*r*r, h, w]`` (the merge conv's input)."""
+        T, rr = run.T, self.r * self.r
+        s = self.lif_node.fast_forward(skip, run, self.r)
+        N, Crr, h, w = s.shape
+        B, C = N // T, Crr // rr
+        s6 = s.view(T, B, C, rr, h, w)
+        mlp = self.time_attention.sharedMLP
+        w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
+
+        def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
+            return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
+        peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
+        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
+        gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)   # still [T*B, C*rr] layout
+        return run.layout(gated.reshape(N, Crr, h, w))
 
 
 # Official key prefixes of the down/up-sampling blocks -> ours (shared DownSample/UpSample).
@@ -197,30 +278,27 @@ class VLIFNet(SpikingRestorer):
         return self.output(d1.mean(dim=0)) + img
 
     # ---- fast path (models.acceleration) ------------------------------------------------
-    def fast_forward(self, img: torch.Tensor, run) -> torch.Tensor:
+    def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors: fused LIF/NI-LIF, VLIF's patch steps
         read as strided views (no reorganised copies), BNs folded at inference."""
-        def sdem(b, t):
-            return _sdem_fast(run, b, t)
-
         def reduce(lif, conv, bn):
             return lambda t: run.conv_bn(run.neuron(lif, t), conv, bn)
-        x = run.embed(self.patch_embed.proj, img)
-        e1 = run.segment(lambda t: _smu_fast(run, self.encoder_level1, t), x)
-        e2 = run.blocks(self.encoder_level2, run.down(self.down1_2, e1), sdem)
-        d3 = run.down(self.down2_3, e2)
-        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3, sdem), sdem)
-        d2 = torch.cat([run.up(self.up3_2, d3), e2], dim=1)
+        x = self.patch_embed.fast_forward(img, run)
+        e1 = run.segment(lambda t: self.encoder_level1.fast_forward(t, run), x)
+        e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
+        d3 = self.down2_3.fast_forward(e2, run)
+        d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
+        d2 = torch.cat([self.up3_2.fast_forward(d3, run), e2], dim=1)
         d2 = run.segment(reduce(self.lif_level2, self.reduce_conv_level2,
                                 self.reduce_bn_level2), d2)
-        d2 = run.blocks(self.decoder_level2, d2, sdem)
-        d1 = torch.cat([run.up(self.up2_1, d2), e1], dim=1)
+        d2 = run.blocks(self.decoder_level2, d2)
+        d1 = torch.cat([self.up2_1.fast_forward(d2, run), e1], dim=1)
         d1 = run.segment(reduce(self.lif_level1, self.reduce_conv_level1,
                                 self.reduce_bn_level1), d1)
-        d1 = run.segment(lambda t: _smu_fast(run, self.decoder_level1, t), d1)
-        d1 = run.segment(lambda t: _smu_fast(run, self.additional_sunet_level1, t), d1)
+        d1 = run.segment(lambda t: self.decoder_level1.fast_forward(t, run), d1)
+        d1 = run.segment(lambda t: self.additional_sunet_level1.fast_forward(t, run), d1)
         if self.use_refinement:
-            d1 = run.blocks(self.refinement_blocks, d1, sdem)
+            d1 = run.blocks(self.refinement_blocks, d1)
         return run.conv(run.steps(d1).mean(dim=0), self.output[0]) + img
 
     @staticmethod
@@ -234,79 +312,3 @@ class VLIFNet(SpikingRestorer):
             out[key] = value
         return out
 
-
-# ---- fast path pieces (time-flattened [T*B,C,H,W] tensors; ``run``: models.acceleration) ------
-def _decompose_enhance_fast(run, x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
-                            b: torch.Tensor) -> torch.Tensor:
-    """:func:`_decompose_enhance`; with ``fast_arithmetic`` as ``b·x + high·(x + a - b)``
-    (three passes instead of six)."""
-    if not run.opts.fast_arithmetic:
-        return _decompose_enhance(x, high, a, b)
-    return torch.addcmul(x * b, high, x + (a - b))
-
-
-def _sdem_fast(run, block: SDEM, x: torch.Tensor) -> torch.Tensor:
-    """In training, the SDEM keeps its input and the outputs of its convs (and the inputs of
-    the two real-valued ones); neurons, BN, decompose-enhance and attention are recomputed in
-    the backward pass."""
-    def group_1(t):
-        return _decompose_enhance_fast(run, t, run.neuron(block.lif_1, t),
-                                       block.high_freq_scale_1, block.low_freq_scale_1)
-
-    def group_2(y):
-        t = run.norm(y, block.bn1)
-        return _decompose_enhance_fast(run, t, run.neuron(block.lif_2, t),
-                                       block.high_freq_scale_2, block.low_freq_scale_2)
-
-    def join(y, s, res):
-        return run.attention(block.attn, run.norm(y, block.bn2) + run.norm(s, block.shortcut[1]),
-                             residual=res)
-    out = run.conv(run.recompute(group_1, x), block.conv1)
-    out = run.conv(run.recompute(group_2, out), block.conv2)
-    return run.recompute(join, out, run.conv(x, block.shortcut[0]), x)
-
-
-def _smu_fast(run, smu: SMU, x: torch.Tensor) -> torch.Tensor:
-    """The SMU: NI-LIF over the r x r patch steps straight into the unshuffled layout
-    ``[T*B, C*r*r, h, w]``, where the step gate is a per-(t, b, sub-step) scale and the
-    Conv3d that merges each group of r*r steps is a 1x1 conv over C*r*r channels."""
-    T, r = run.T, smu.r
-    rr = r * r
-    skip = _sdem_fast(run, smu.initial_residual, x)
-    if not run.opts.fast_arithmetic:
-        s = run.nilif(smu.lif_node, skip, r)                       # [T*B, C*rr, h, w]
-        N, Crr, h, w = s.shape
-        B, C = N // T, Crr // rr
-        steps = s.view(T, B, C, rr, h, w).permute(1, 0, 3, 2, 4, 5).reshape(B, T * rr, C, h, w)
-        steps = (steps * smu.time_attention(steps)).permute(0, 2, 1, 3, 4)
-        out = run.layout(smu.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
-    else:
-        merge = smu.temporal_compress[0].weight
-        out = torch.relu_(run.conv_weight(run.recompute(lambda t: _gated_patch_steps(run, smu, t),
-                                                        skip),
-                                          merge.reshape(merge.shape[0], -1, 1, 1)))
-    out = run.conv(run.recompute(lambda t: run.neuron(smu.lif_1, t), out), smu.conv_1)
-    out = run.conv(run.recompute(lambda y: run.neuron(smu.lif_2, run.attention(
-        smu.attn_1, run.norm(y, smu.bn_1))), out), smu.conv_2)
-    return run.recompute(lambda y, s: run.attention(
-        smu.final_attn, run.upsample(run.attention(smu.attn_2, run.norm(y, smu.bn_2)), r) + s),
-        out, skip)
-
-
-def _gated_patch_steps(run, smu: SMU, skip: torch.Tensor) -> torch.Tensor:
-    """NI-LIF over the r x r patch steps of ``skip``, each step scaled by the SMU's step gate,
-    in the unshuffled layout ``[T*B, C*r*r, h, w]`` (the merge conv's input)."""
-    T, rr = run.T, smu.r * smu.r
-    s = run.nilif(smu.lif_node, skip, smu.r)
-    N, Crr, h, w = s.shape
-    B, C = N // T, Crr // rr
-    s6 = s.view(T, B, C, rr, h, w)
-    mlp = smu.time_attention.sharedMLP
-    w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
-
-    def gate_mlp(v):                                                # v: [T, B, rr] -> [B, S]
-        return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
-    peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
-    gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
-    gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)       # still [T*B, C*rr] layout
-    return run.layout(gated.reshape(N, Crr, h, w))

@@ -2,7 +2,10 @@
 
 Loading is strict. A mismatch raises :class:`WeightsError` with one message that lists the
 missing, unexpected and mis-shaped keys and says what the checkpoint looks like, so a wrong
-``--model`` for a file is obvious.
+``--model`` for a file is obvious. Our checkpoints (:func:`weights_checkpoint`) record the
+model's registry name and config beside its tensors; :func:`build_from_checkpoint` reads them
+back, checks them against the tensors and builds and loads the model, so the checkpoint format
+is written and read in this one module.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import torch.nn as nn
 
 from utils.core.atomic import write_bytes_atomic
 from utils.core.errors import SpikeDerainError
+
+from .registry import available_models, build_model, model_config
 
 # Keys under which training scripts (ours, the official repos, BasicSR) nest the weights.
 _NESTING_KEYS = ('state_dict', 'params_ema', 'params', 'model_state_dict', 'model', 'net',
@@ -218,3 +223,31 @@ def check_config_fits(build: Any, name: str, config: Mapping[str, Any], obj: Any
         raise WeightsError(f'{source}: the stored model_config does not match its tensors (it '
                            f'asks for {need:,} values, the file holds {have:,}; '
                            f'{"; ".join(parts)}); the checkpoint is inconsistent')
+
+
+def build_from_checkpoint(src, name: str | None = None, **overrides) -> nn.Module:
+    """Build the model a checkpoint was saved from and load it (strictly).
+
+    Our checkpoints record ``model_name`` and ``model_config``; official ones do not, so
+    ``name`` is required for them. If both are given and disagree, the checkpoint's config wins
+    only for the architecture kwargs; a different name is an error that names both.
+    """
+    obj = read_checkpoint(src) if not isinstance(src, dict) else src
+    saved_name = obj.get('model_name') if isinstance(obj, dict) else None
+    saved_cfg = obj.get('model_config') if isinstance(obj, dict) else None
+    label = str(src) if not isinstance(src, dict) else 'checkpoint'
+    if name is None and saved_name is None:
+        sd = extract_state_dict(obj, label)
+        raise WeightsError(f'{label}: the checkpoint does not say which model it is; pass --model '
+                           f'(one of {", ".join(available_models())}); it has '
+                           f'{describe_state_dict(sd)}')
+    if name is not None and saved_name is not None and name != saved_name:
+        raise WeightsError(f'{label}: checkpoint was saved from model {saved_name!r}, '
+                           f'but {name!r} was requested')
+    cfg = {**(saved_cfg or {}), **overrides} if saved_name is not None else overrides
+    if saved_cfg:                    # a stored config must fit the stored tensors (issue 15)
+        check_config_fits(build_model, name or saved_name, cfg, obj, label,
+                          defaults=model_config(name or saved_name))
+    model = build_model(name or saved_name, **cfg)
+    load_weights(model, obj if isinstance(obj, dict) else src, source=label)
+    return model

@@ -13,15 +13,14 @@ import functools  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import lzma  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path
 
 import pytest
 import torch
 
+# The repository root. pytest puts it first on sys.path (pythonpath in pyproject.toml), so tests
+# import the top-level scripts (train.py, test.py, ...) and this tree's models/ and utils/.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Golden tensors of the official implementations (tests/fixtures/README.md).
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.train import distributed as dist_utils  # noqa: E402
-from utils.train.trainer import TrainConfig, Trainer  # noqa: E402
+from utils.train import distributed as dist_utils
+from utils.train.trainer import TrainConfig, Trainer
 
 
 def main(data: str, run: str, out: str) -> None:

@@ -144,15 +144,18 @@ def test_checkpoint_is_loaded_before_the_ddp_wrap_and_batches_are_reported(tmp_p
                       log=lambda s: None)
     assert trainer.resumed_from is not None and len(wrapped) == 1
     assert all(torch.equal(wrapped[0][k], saved[k]) for k in saved)
-    assert trainer.cfg.batch_size == 2
+    assert trainer.plan.batch_size == 2
     assert trainer.batch_text() == 'batch 2 per process x 1 process(es) = 2 global'
     trainer.lock.release()
     # four processes share a global batch of 8: 2 each (the DDP wrap itself is not run here)
     monkeypatch.setattr(dist_utils, 'wrap_model', lambda model, info: model)
     four = DistInfo(rank=0, world_size=4)
-    trainer = Trainer(TrainConfig(**{**cfg, 'model_save_dir': str(tmp_path / 'four')},
-                                  global_batch_size=8, accum_steps=2), four, log=lambda s: None)
-    assert trainer.cfg.batch_size == 2
+    trainer = Trainer(TrainConfig(**{**cfg, 'model_save_dir': str(tmp_path / 'four'),
+                                     'batch_size': 5}, global_batch_size=8, accum_steps=2),
+                      four, log=lambda s: None)
+    # the plan holds the resolved batch (recorded in config.yaml); the config is left as given
+    assert trainer.plan.batch_size == 2 and trainer.settings()['batch_size'] == 2
+    assert trainer.cfg.batch_size == 5
     assert trainer.batch_text() == ('batch 2 per process x 4 process(es) = 8 global x 2 '
                                     'accumulated = 16 per optimizer step')
     trainer.lock.release()

@@ -19,7 +19,8 @@ from conftest import ROOT, load_reference
 from spike_fidelity import plain_vs_fast_training, spike_fidelity, unseen_rainy_photos
 from models import build_model, load_weights
 from models.acceleration import (disable_fast_path, enable_fast_training, fast_options,
-                                 fold_batchnorm, optimize_for_inference, record_spikes)
+                                 fold_batchnorm, optimize_for_inference, plain_forward,
+                                 record_spikes)
 from models import build_from_checkpoint
 from models.base import SpikingRestorer
 from models.fast_lif import lif_spikes, lif_spikes_autograd, nilif_spikes
@@ -153,6 +154,25 @@ def test_switches_and_api():
     x = torch.rand(1, 3, 23, 31)                        # any size: padded and cropped back
     assert model(x).shape == x.shape == fast(x).shape
     assert disable_fast_path(model).fast_path is None
+
+
+def test_plain_forward_runs_the_reference_and_gives_the_fast_path_back():
+    model = build_model('esdnet-tiny').eval()
+    fast = optimize_for_inference(model, fold_bn=False, channels_last=False,
+                                  fast_attention=False, fast_arithmetic=False)
+    plan, x = fast.fast_path, torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        want = model(x)
+        with plain_forward(fast) as plain:
+            assert plain is fast and fast.fast_path is None
+            assert torch.equal(fast(x), want)
+        assert fast.fast_path is plan
+        with pytest.raises(RuntimeError), plain_forward(fast):
+            raise RuntimeError('inside')
+        assert fast.fast_path is plan
+        with plain_forward(model):                  # a plain model stays plain
+            assert torch.equal(model(x), want)
+        assert model.fast_path is None
 
 
 # ---- paths that change rounding: fidelity on a trained tiny model ----------------------------

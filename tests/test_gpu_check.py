@@ -1,12 +1,9 @@
 """tools/gpu_check.py: its CPU-only part runs and writes both reports (issue 16, item 7)."""
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tools'))
+from support import load_tool
 
-import gpu_check  # noqa: E402
+gpu_check = load_tool('gpu_check')
 
 
 def test_cpu_part_runs_and_writes_json_and_markdown(tmp_path):

@@ -39,9 +39,9 @@ def test_train_test_and_evaluation_turn_tf32_off(tmp_path, monkeypatch):
     import evaluation
     import test as test_script
     from train import parse_config
-    from utils.train import distributed
+    from utils.train import trainer
     calls = []
-    monkeypatch.setattr(distributed, 'configure_numerics',
+    monkeypatch.setattr(trainer, 'configure_numerics',
                         lambda device, tf32=False, benchmark=False: calls.append(tf32))
     monkeypatch.setattr(test_script, 'configure_numerics',
                         lambda device, tf32=False, benchmark=False: calls.append(tf32))

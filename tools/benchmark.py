@@ -17,19 +17,17 @@ import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import available_models, build_model  # noqa: E402
-from models.acceleration import bf16_supported, supports_fast_path  # noqa: E402
+from models import available_models, build_model
+from models.acceleration import bf16_supported, supports_fast_path
 from utils.efficiency.benchmark import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV, NEEDS_FAST_FORWARD,
                                         TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
-                                        run_isolated)  # noqa: E402
-from utils.core.atomic import write_text_atomic  # noqa: E402
-from utils.core.cli import describe, print_error, run_main  # noqa: E402
+                                        run_isolated)
+from utils.core.atomic import write_text_atomic
+from utils.core.cli import describe, print_error, run_main
 
 ALL_MODELS = ('spikerain-s', 'esdnet', 'vlif-net')     # --model all
 

@@ -30,15 +30,13 @@ import bz2
 import io
 import os
 import re
-import sys
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.core.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError, UsageError  # noqa: E402
+from utils.core.atomic import write_bytes_atomic, write_text_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, UsageError
 
 PROG = 'collect_photos.py'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')

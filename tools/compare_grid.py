@@ -8,18 +8,16 @@ the published protocol), so a pretty but wrong result is visible at once. Exampl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.data.image_io import list_images, read_image_rgb, write_png_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import UsageError  # noqa: E402
-from utils.eval.metrics import calculate_psnr  # noqa: E402
-from utils.core.paths import check_writes  # noqa: E402
+from utils.data.image_io import list_images, read_image_rgb, write_png_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import UsageError
+from utils.eval.metrics import calculate_psnr
+from utils.core.paths import check_writes
 
 GAP = 4            # pixels between panels and rows
 CAPTION = 20       # caption strip height above each panel

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import available_models, build_from_checkpoint, build_model, is_ann_twin  # noqa: E402
-from utils.core.atomic import atomic_open, write_text_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError, UsageError  # noqa: E402
+from models import available_models, build_from_checkpoint, build_model, is_ann_twin
+from utils.core.atomic import atomic_open, write_text_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, UsageError
 from utils.efficiency.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,
-                                     synthetic_rainy_images)  # noqa: E402
-from utils.data.image_io import list_images, read_image_tensor  # noqa: E402
+                                     synthetic_rainy_images)
+from utils.data.image_io import list_images, read_image_tensor
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError, SpikeDerainError  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, SpikeDerainError
 
+ROOT = Path(__file__).resolve().parents[1]
 SUFFIX = '_synthetic.pth'    # shipped weights: pretrained_models/<registry name>_synthetic.pth
 
 

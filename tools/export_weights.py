@@ -7,13 +7,11 @@ optionally stores them in fp16 (loading casts back to fp32).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import build_from_checkpoint, save_weights  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.paths import check_writes  # noqa: E402
+from models import build_from_checkpoint, save_weights
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.paths import check_writes
 
 
 def main(argv=None) -> int:

@@ -27,20 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import available_models, build_model
+from models.acceleration import record_spikes
+from models.spiking import reset_spiking_state
+from utils.core.atomic import write_text_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.device import configure_numerics
+from utils.core.errors import UsageError
+from utils.core.device import lif_kernel_report
+from utils.train.losses import build_loss
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from models import available_models, build_model  # noqa: E402
-from models.acceleration import record_spikes  # noqa: E402
-from models.spiking import reset_spiking_state  # noqa: E402
-from utils.core.atomic import write_text_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.device import configure_numerics  # noqa: E402
-from utils.core.errors import UsageError  # noqa: E402
-from utils.core.device import lif_kernel_report  # noqa: E402
-from utils.train.losses import build_loss  # noqa: E402
-
 MODELS = ('spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny')
 
 

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from models import build_from_checkpoint  # noqa: E402
-from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.core.atomic import write_text_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError, UsageError  # noqa: E402
+from models import build_from_checkpoint
+from models.acceleration import optimize_for_inference, supports_fast_path
+from utils.core.atomic import write_text_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, UsageError
 from utils.eval.heldout import (ALL_KINDS, KINDS, family_kinds, heldout_pairs, load_photos,
-                                judge_model)  # noqa: E402
-from utils.data.rain import FAMILIES  # noqa: E402
-from utils.data.image_io import write_png_atomic  # noqa: E402
+                                judge_model)
+from utils.data.rain import FAMILIES
+from utils.data.image_io import write_png_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,13 +18,12 @@ import numpy as np
 import skimage.data
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.data.prepare import OutputWriter, check_not_overlapping  # noqa: E402
-from utils.data.datasets import DatasetError  # noqa: E402
-from utils.core.errors import InputError, UsageError  # noqa: E402
-from utils.data.image_io import list_images, read_image_rgb, resize_longest  # noqa: E402
-from utils.data.rain import RAIN_KINDS, make_rainy  # noqa: E402
+from utils.core.cli import ArgumentParser, run_main
+from utils.data.prepare import OutputWriter, check_not_overlapping
+from utils.data.datasets import DatasetError
+from utils.core.errors import InputError, UsageError
+from utils.data.image_io import list_images, read_image_rgb, resize_longest
+from utils.data.rain import RAIN_KINDS, make_rainy
 
 # Bundled colour photos; the two motorcycle views show one scene, so they share a split.
 DEMO_TRAIN = ('astronaut', 'chelsea', 'motorcycle_left', 'motorcycle_right', 'hubble_deep_field')

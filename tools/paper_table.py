@@ -20,26 +20,24 @@ import csv
 import hashlib
 import io
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import available_models, build_from_checkpoint, is_ann_twin  # noqa: E402
-from models.acceleration import optimize_for_inference, supports_fast_path  # noqa: E402
-from utils.core.atomic import write_text_atomic  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError, UsageError  # noqa: E402
-from utils.data.datasets import DATASET_PRESETS  # noqa: E402
-from utils.efficiency.energy import ENERGY_CONVENTIONS, energy_report  # noqa: E402
-from utils.data.image_io import (list_images, read_image_tensor, remove_interrupted_writes)  # noqa: E402
-from utils.core.device import resolve_device  # noqa: E402
-from utils.eval.folders import evaluate_pair, mean_metrics, pair_with_targets  # noqa: E402
-from utils.inference.outputs import find_inputs, output_path, restore_files  # noqa: E402
-from utils.inference.tiling import check_tiling  # noqa: E402
+from models import available_models, build_from_checkpoint, is_ann_twin
+from models.acceleration import optimize_for_inference, supports_fast_path
+from utils.core.atomic import write_text_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, UsageError
+from utils.data.datasets import DATASET_PRESETS
+from utils.efficiency.energy import ENERGY_CONVENTIONS, energy_report
+from utils.data.image_io import (list_images, read_image_tensor, remove_interrupted_writes)
+from utils.core.device import resolve_device
+from utils.eval.folders import evaluate_pair, mean_metrics, pair_with_targets
+from utils.inference.outputs import find_inputs, output_path, restore_files
+from utils.inference.tiling import check_tiling
 
 TABLE_NAME = 'paper_table'
 

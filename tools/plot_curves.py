@@ -9,15 +9,13 @@ iteration, so a model card can show how a shipped file was trained.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.core.atomic import atomic_open  # noqa: E402
-from utils.core.cli import ArgumentParser, run_main  # noqa: E402
-from utils.core.errors import InputError  # noqa: E402
+from utils.core.atomic import atomic_open
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError
 
 
 def read_scalars(logdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -100,6 +100,50 @@ def output_path(save_dir: Path, src: Path) -> Path:
     return Path(save_dir) / f'{src.stem}.png'
 
 
+def _restore_pending(model: nn.Module, pending: list[tuple[Path, np.ndarray]], save_dir: Path,
+                     summary: RestoreSummary, total: int, report: Callable[[str], None],
+                     options: dict) -> None:
+    """Restore the ``pending`` images (one batch; ``options``: restore()'s tiling and batch
+    keywords) and write them; a failure is noted in ``summary`` and reported."""
+    batch = torch.cat([uint8_to_tensor(arr) for _, arr in pending])
+    try:
+        out = restore(model, batch, **options)
+    except (RuntimeError, MemoryError) as err:
+        why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size'
+               if is_out_of_memory(err) else
+               f'restoring failed: {str(err).strip().splitlines()[0][:200]}')
+        for src, _ in pending:
+            summary.failed.append((src, why))
+            report(f'error: {src}: {why}')
+    else:
+        _write_outputs(out, pending, save_dir, summary, total, report)
+    pending.clear()
+
+
+def _write_outputs(out: torch.Tensor, pending: list[tuple[Path, np.ndarray]], save_dir: Path,
+                   summary: RestoreSummary, total: int, report: Callable[[str], None]) -> None:
+    """Write each restored image of ``out`` as a PNG; a full disk stops the whole run (every
+    later write would fail too, ``total`` inputs in all)."""
+    for k, (src, _) in enumerate(pending):
+        dst = output_path(save_dir, src)
+        try:
+            img = tensor_to_uint8(out[k:k + 1])
+        except NonFiniteImageError as err:
+            summary.failed.append((src, str(err)))
+            report(f'error: {src}: {err}')
+            continue
+        try:
+            summary.restored.append(write_png_atomic(dst, img))
+        except OSError as err:
+            if is_out_of_space(err):     # every later write fails too: stop here
+                left = total - len(summary.restored) - len(summary.skipped) - \
+                    len(summary.failed)
+                raise OutputWriteError(err.errno, f'{err.strerror} (stopped: {left} '
+                                       f'image(s) not restored)', str(dst)) from None
+            summary.failed.append((src, f'cannot write {dst}: {err}'))
+            report(f'error: {src}: cannot write {dst}: {err}')
+
+
 def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
                   tile: int | None = None, tile_overlap: int = 32, batch_size: int = 1,
                   overwrite: bool = False, progress: bool = True,
@@ -121,37 +165,9 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
     start = time.perf_counter()
 
     def flush() -> None:
-        batch = torch.cat([uint8_to_tensor(arr) for _, arr in pending])
-        try:
-            out = restore(model, batch, tile=tile, tile_overlap=tile_overlap,
-                          batch_size=batch_size, progress=progress)
-        except (RuntimeError, MemoryError) as err:
-            why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size'
-                   if is_out_of_memory(err) else
-                   f'restoring failed: {str(err).strip().splitlines()[0][:200]}')
-            for src, _ in pending:
-                summary.failed.append((src, why))
-                report(f'error: {src}: {why}')
-        else:
-            for k, (src, _) in enumerate(pending):
-                dst = output_path(save_dir, src)
-                try:
-                    img = tensor_to_uint8(out[k:k + 1])
-                except NonFiniteImageError as err:
-                    summary.failed.append((src, str(err)))
-                    report(f'error: {src}: {err}')
-                    continue
-                try:
-                    summary.restored.append(write_png_atomic(dst, img))
-                except OSError as err:
-                    if is_out_of_space(err):     # every later write fails too: stop here
-                        left = len(inputs) - len(summary.restored) - len(summary.skipped) - \
-                            len(summary.failed)
-                        raise OutputWriteError(err.errno, f'{err.strerror} (stopped: {left} '
-                                               f'image(s) not restored)', str(dst)) from None
-                    summary.failed.append((src, f'cannot write {dst}: {err}'))
-                    report(f'error: {src}: cannot write {dst}: {err}')
-        pending.clear()
+        _restore_pending(model, pending, save_dir, summary, len(inputs), report,
+                         dict(tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                              progress=progress))
 
     noted_large = False
     bar = tqdm(inputs, desc='restoring', unit='img', disable=not progress)

@@ -197,6 +197,41 @@ def check_same_model(state: dict, model_name: str, model_config: dict, path: str
         raise CheckpointError(f'{path}: checkpoint model options differ from this run ({shown})')
 
 
+# Settings a resumed run must share with the saved one besides the resolved schedule (the saved
+# LR schedule and data position only make sense for them); others (workers, val_every, ...) may
+# change.
+FIXED_KEYS = ('lr', 'min_lr', 'seed', 'batch_size', 'accum_steps')
+# Settings a resumed run may change, but the log notes when it does.
+NOTED_KEYS = ('train_dir', 'clean_dir', 'rain', 'holdout_family', 'clean_fraction', 'val_dir',
+              'val_photos', 'loss', 'grad_clip', 'patch_size', 'augment', 'weight_decay')
+
+
+def check_same_schedule(saved: dict, schedule: dict, settings: dict, path: str, *,
+                        extend: bool = False):
+    """Refuse to resume with another schedule or batching (names what differs).
+
+    ``saved``: the checkpoint's ``train_config``; ``schedule`` and ``settings``: this run's
+    resolved schedule and settings. Only a longer ``total_iters`` is allowed, and only with
+    ``extend`` (--extend): then the saved ``total_iters`` is returned; otherwise ``None``.
+    """
+    old = {**saved.get('schedule', {}), **{k: saved.get(k) for k in FIXED_KEYS}}
+    new = {**schedule, **{k: settings[k] for k in FIXED_KEYS}}
+    diff = {k for k in new if old.get(k) != new[k]}
+    longer = diff == {'total_iters'} and new['total_iters'] > (old.get('total_iters') or 0)
+    if diff and not (longer and extend):
+        text = ', '.join(f'{k} {old.get(k)} -> {new[k]}' for k in new if k in diff)
+        hint = ('; to lengthen the saved schedule add --extend' if longer else
+                '; use the settings of the saved run or start a new one')
+        raise CheckpointError(
+            f'{path}: cannot resume with a different schedule or batching ({text}){hint}')
+    return old['total_iters'] if diff else None
+
+
+def changed_settings(saved: dict, record: dict) -> list[str]:
+    """``'key old -> new'`` for each of :data:`NOTED_KEYS` a resumed run changes."""
+    return [f'{k} {saved.get(k)} -> {record[k]}' for k in NOTED_KEYS if saved.get(k) != record[k]]
+
+
 def restore_training_state(state: dict, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: Any, scaler: Any) -> None:
     """Load weights (strictly), optimizer, scheduler, scaler and RNG states in place."""

@@ -15,49 +15,35 @@ import os
 import random
 import resource
 import time
-from dataclasses import asdict
 from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models import build_model, model_config
 from utils.train import checkpoint as ckpt
-from utils.core.atomic import write_text_atomic
 from utils.train.config import ConfigError, TrainConfig
 from utils.core.errors import SpikeDerainError
 from utils.train import distributed as dist_utils
-from models.acceleration import bf16_supported, enable_fast_training, supports_fast_path
-from utils.data.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
-                                 PairedPatchDataset, resolve_split_dir)
+from models.acceleration import (bf16_supported, enable_fast_training, plain_forward,
+                                 supports_fast_path)
 from utils.efficiency.energy import measure_firing_rates
 from utils.core.device import configure_numerics, lif_kernel_report, resolve_device
-from utils.eval.heldout import HeldoutPairSet, family_kinds
 from models.weights import WeightsError, check_finite, load_weights
 from utils.data.image_io import NonFiniteImageError
-from utils.core.paths import check_writes, split_folders
 from utils.train.losses import build_loss
 from utils.eval.protocol import score_dataset
-from utils.train.recipe import (build_extension_scheduler, build_optimizer, build_scheduler,
-                                period_to_iters, steps_per_epoch)
+from utils.train.plan import (RunPaths, TrainPlan, batch_text, data_text, process_batch_size,
+                              training_set, validation_set)
+from utils.train.recipe import build_extension_scheduler, build_optimizer, build_scheduler
+from utils.train.run_folder import RunFolder, run_settings, schedule_history
 
 
 class TrainingError(SpikeDerainError, RuntimeError):
     """A run that had to stop (non-finite loss, unusable validation image, ...)."""
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    """``experiments/<model>_<dataset or training folder>`` (``data/demo/train`` -> ``demo``)."""
-    if cfg.dataset:
-        tag = cfg.dataset
-    else:
-        train = Path(cfg.train_dir or cfg.clean_dir).resolve()
-        tag = train.parent.name if train.name.lower() in ('train', 'training') else train.name
-    return Path('experiments') / f'{cfg.model}_{tag}'
 
 
 def seed_everything(seed: int) -> None:
@@ -75,16 +61,6 @@ def peak_memory_text(device: torch.device) -> str:
     return text
 
 
-def _write_yaml_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
-
-
-# Settings a resumed run must share with the saved one besides the resolved schedule (the saved
-# LR schedule and data position only make sense for them); others (workers, val_every, ...) may
-# change.
-_FIXED_KEYS = ('lr', 'min_lr', 'seed', 'batch_size', 'accum_steps')
-
-
 def _close_in_worker(fd: int | None, worker_id: int) -> None:
     """A forked DataLoader worker drops its copy of the run folder's lock, so the lock ends with
     the main process even if a worker outlives it by a few seconds."""
@@ -93,8 +69,84 @@ def _close_in_worker(fd: int | None, worker_id: int) -> None:
             os.close(fd)
 
 
+def mixed_precision(cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> bool:
+    """Whether float16 autocast (--amp) runs; --precision bf16 needs native bfloat16 on a CPU."""
+    amp = cfg.amp and device.type == 'cuda'
+    if cfg.precision == 'bf16' and device.type == 'cpu' and not bf16_supported():
+        raise ConfigError('--precision bf16: this CPU has no native bfloat16 convolutions '
+                          '(AVX-512 BF16 or AMX); use the default fp32')
+    if cfg.amp and not amp:
+        log('note: --amp needs a CUDA device; training in float32')
+    return amp
+
+
+def build_training_model(cfg: TrainConfig, device: torch.device,
+                         log: Callable[[str], None]) -> tuple[dict, torch.nn.Module, bool]:
+    """(model config, model on ``device``, fast path on): built from the seed, --init_weights
+    loaded, the fast training path enabled where the model has one and --fast asks for it."""
+    try:
+        model_cfg = model_config(cfg.model, **cfg.model_opt)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, **cfg.model_opt).to(device)
+    except ValueError as err:
+        raise ConfigError(f'--model {cfg.model}: {err}') from None
+    except Exception as err:     # noqa: BLE001 - an option the constructor cannot take
+        if not cfg.model_opt:    # the defaults must build: anything else is a bug
+            raise
+        raise ConfigError(f'--model_opt {cfg.model_opt}: {cfg.model} cannot be built with '
+                          f'these options ({type(err).__name__}: {err})') from None
+    if cfg.init_weights:          # fine-tuning: start from trained weights, fresh schedule
+        try:
+            load_weights(model, cfg.init_weights)
+        except (WeightsError, OSError) as err:
+            raise ConfigError(f'--init_weights: {err}') from None
+    fast = cfg.fast and supports_fast_path(model)
+    if fast:
+        enable_fast_training(model, checkpoint=cfg.checkpoint, recompute=cfg.recompute)
+    elif cfg.fast:
+        log(f'note: {cfg.model} has no fast training path; training on the plain forward')
+    return model_cfg, model, fast
+
+
+def autocast(amp: bool, precision: str, device: torch.device):
+    """float16 autocast for --amp (CUDA), bfloat16 for --precision bf16, else nothing."""
+    if amp:
+        return torch.autocast('cuda', dtype=torch.float16)
+    if precision == 'bf16':
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def first_non_finite(pending: list, values: list[float], norms: list,
+                     norm_values: list[float]) -> tuple[str, tuple[int, int]] | None:
+    """(what, (iteration, epoch)) of the first non-finite step loss, else of the first
+    non-finite gradient norm; ``None`` if all are finite."""
+    bad = next(((f'loss {v}', at) for (at, _), v in zip(pending, values)
+                if not math.isfinite(v)), None)
+    if bad is None:
+        bad = next(((f'gradient norm {v}', at) for (at, _), v in zip(norms, norm_values)
+                    if not math.isfinite(v)), None)
+    return bad
+
+
+def log_firing_rates(net: torch.nn.Module, img: torch.Tensor,
+                     scalar: Callable[[str, float, int], None], it: int) -> None:
+    """Every neuron layer's firing rate on one validation image (the energy convention)."""
+    # The fast path runs fused neurons the counting hooks cannot see: count on the plain one
+    # (same weights, same spikes up to rounding).
+    with plain_forward(net):
+        neurons, _ = measure_firing_rates(net, [img[None]])
+    for name in neurons.events:
+        scalar(f'firing_rate/{name}', neurons.rate(name), it)
+    scalar('firing_rate/all_layers', neurons.pooled(), it)
+
+
 class Trainer:
-    """Builds data, model, optimizer and schedule from a :class:`TrainConfig`, then ``fit()``."""
+    """Builds data, model, optimizer and schedule from a :class:`TrainConfig`, then ``fit()``.
+
+    ``cfg`` is never changed; what it resolves to (folders, per-process batch, schedule) is the
+    frozen :attr:`plan`.
+    """
 
     def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo | None = None,
                  log: Callable[[str], None] | None = None):
@@ -109,73 +161,29 @@ class Trainer:
         kernel = lif_kernel_report(self.device)           # CUDA only: which LIF kernel runs
         if kernel:
             self.log(kernel)
-        self.train_dir = Path(cfg.train_dir) if cfg.train_dir else (
-            resolve_split_dir(cfg.dataset, cfg.data_root, 'train') if cfg.dataset else None)
-        self.clean_dir = Path(cfg.clean_dir) if cfg.clean_dir else None
-        val = cfg.val_dir or (resolve_split_dir(cfg.dataset, cfg.data_root, 'test')
-                              if cfg.dataset else None)
-        self.val_dir = Path(val) if val else None
-        # leave-one-family-out: validation pairs made from clean photos under the held-out family
-        self.val_photos = (Path(cfg.val_photos) if cfg.holdout_family and self.val_dir is None
-                           else None)
-        self.run_dir = Path(cfg.model_save_dir) if cfg.model_save_dir else default_run_dir(cfg)
-        self._check_run_dir()
-        self.lock = ckpt.RunLock(self.run_dir)
-        self.last_path = self.run_dir / ckpt.LAST_NAME
-        self.best_path = self.run_dir / ckpt.BEST_NAME
-        self.amp = cfg.amp and self.device.type == 'cuda'
-        if cfg.precision == 'bf16' and self.device.type == 'cpu' and not bf16_supported():
-            raise ConfigError('--precision bf16: this CPU has no native bfloat16 convolutions '
-                              '(AVX-512 BF16 or AMX); use the default fp32')
-        if cfg.amp and not self.amp:
-            self.log('note: --amp needs a CUDA device; training in float32')
-        if cfg.global_batch_size is not None:      # the papers' batch on any number of GPUs
-            try:
-                cfg.batch_size = dist_utils.per_process_batch(cfg.global_batch_size,
-                                                              self.info.world_size)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
-
+        paths = RunPaths.from_config(cfg)
+        self.run = RunFolder(paths, main=self.info.is_main)    # checked; locked below
+        self.lock, self.last_path, self.best_path = (self.run.lock, self.run.last_path,
+                                                     self.run.best_path)
+        self.amp = mixed_precision(cfg, self.device, self.log)
+        process_batch_size(cfg, self.info)       # a bad --global_batch_size before any data
         seed_everything(cfg.seed)
-        self.train_set = self._training_set()
-        self.val_set = self._validation_set()
+        self.train_set, self.val_set = training_set(cfg, paths), validation_set(cfg, paths)
+        self.plan = TrainPlan.from_config(cfg, self.info, len(self.train_set), paths)
         self.sampler = dist_utils.EpochSampler(len(self.train_set), self.info, cfg.seed)
-        self.batches_per_epoch = math.ceil(self.sampler.epoch_length / cfg.batch_size)
-        self.steps_per_epoch = steps_per_epoch(self.sampler.epoch_length, cfg.batch_size,
-                                               cfg.accum_steps)
-        self.total_iters = cfg.iters or cfg.num_epochs * self.steps_per_epoch
-        self.warmup_iters = min(period_to_iters(cfg.warmup, self.steps_per_epoch),
-                                max(0, self.total_iters - 1))
-        self.val_every = period_to_iters(cfg.val_every, self.steps_per_epoch)
-        self.save_every = period_to_iters(cfg.save_every, self.steps_per_epoch)
-
-        try:
-            self.model_cfg = model_config(cfg.model, **cfg.model_opt)
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg.model, **cfg.model_opt).to(self.device)
-        except ValueError as err:
-            raise ConfigError(f'--model {cfg.model}: {err}') from None
-        except Exception as err:     # noqa: BLE001 - an option the constructor cannot take
-            if not cfg.model_opt:    # the defaults must build: anything else is a bug
-                raise
-            raise ConfigError(f'--model_opt {cfg.model_opt}: {cfg.model} cannot be built with '
-                              f'these options ({type(err).__name__}: {err})') from None
-        if cfg.init_weights:          # fine-tuning: start from trained weights, fresh schedule
-            try:
-                load_weights(model, cfg.init_weights)
-            except (WeightsError, OSError) as err:
-                raise ConfigError(f'--init_weights: {err}') from None
-        self.fast = cfg.fast and supports_fast_path(model)
-        if self.fast:
-            enable_fast_training(model, checkpoint=cfg.checkpoint, recompute=cfg.recompute)
-        elif cfg.fast:
-            self.log(f'note: {cfg.model} has no fast training path; training on the plain forward')
-        self.model = model            # wrapped in DDP below, once the checkpoint is loaded
-        self.criterion = build_loss(cfg.loss)
-        self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, self.total_iters, self.warmup_iters,
-                                         cfg.min_lr)
+        self.model_cfg, self.model, self.fast = build_training_model(cfg, self.device, self.log)
+        self.criterion = build_loss(cfg.loss)       # the model is wrapped in DDP once resumed
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, self.plan.total_iters,
+                                         self.plan.warmup_iters, cfg.min_lr)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self._reset_state()
+        self._start()
+        self.tb = None
+        self.loader: DataLoader | None = None
+
+    def _reset_state(self) -> None:
+        """A new run's position, best score and pending step values (a resume overwrites them)."""
         # step losses (and gradient norms) still on the device: ((iteration, epoch), tensor)
         self._pending: list[tuple[tuple[int, int], torch.Tensor]] = []
         self._pending_norms: list[tuple[tuple[int, int], torch.Tensor]] = []
@@ -185,77 +193,22 @@ class Trainer:
         # where the schedule was lengthened (--extend): [{iteration, lr, total_iters_before,
         # total_iters}], oldest first; the last one defines the remaining learning rates
         self.extensions: list[dict] = []
-        self._lock_run_dir()          # before reading or cleaning anything in the run folder
+
+    def _start(self) -> None:
+        """Lock the run folder, resume from its checkpoint, then wrap the model for DDP."""
+        self.run.acquire()          # before reading or cleaning anything in the run folder
         try:
             self.resumed_from = self._resume()
             try:
-                self.model = dist_utils.wrap_model(model, self.info)
+                self.model = dist_utils.wrap_model(self.model, self.info)
             except ValueError as err:               # a SyncBatchNorm in the model
                 raise ConfigError(str(err)) from None
         except BaseException:
             self.lock.release()
             raise
-        self.tb = None
-        self.loader: DataLoader | None = None
-
-    def _check_run_dir(self) -> None:
-        """The run folder may not be, or lie inside, a folder the run reads."""
-        reads = []
-        for option, folder in (('--train_dir', self.train_dir), ('--clean_dir', self.clean_dir),
-                               ('--val_dir', self.val_dir), ('--val_photos', self.val_photos)):
-            if folder is not None:
-                reads.append((option, folder))
-                reads += [(f'{option} {f.name}/ folder', f) for f in split_folders(folder)]
-        try:
-            check_writes([('--model_save_dir', self.run_dir)], reads)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-
-    def _lock_run_dir(self) -> None:
-        """One run per folder: the main process holds the folder's lock until fit() ends."""
-        if self.info.is_main:
-            try:
-                self.lock.acquire()
-            except OSError as err:
-                raise OSError(err.errno, err.strerror, err.filename or str(self.run_dir)) \
-                    from None
-
-    def _training_set(self):
-        """Paired patches (--train_dir/--dataset), pairs made from clean photos (--clean_dir),
-        or both mixed in one epoch."""
-        cfg, sets = self.cfg, []
-        if self.train_dir is not None:
-            sets.append(PairedPatchDataset(self.train_dir, cfg.patch_size, cfg.augment, cfg.seed))
-        if self.clean_dir is not None:
-            sets.append(CleanPhotoRainDataset(
-                self.clean_dir, cfg.patch_size, cfg.rain, cfg.augment, cfg.seed,
-                clean_fraction=cfg.clean_fraction, samples_per_photo=cfg.samples_per_photo,
-                holdout=cfg.holdout_family))
-        return sets[0] if len(sets) == 1 else MixedTrainingSet(sets)
-
-    def _validation_set(self):
-        """--val_dir's pairs; with --holdout_family (and no --val_dir), --val_photos under the
-        held-out family's light and heavy levels, made in memory; else none."""
-        if self.val_dir is not None:
-            return PairedImageDataset(self.val_dir)
-        if self.val_photos is None:
-            return None
-        if not self.val_photos.is_dir():
-            raise ConfigError(f'--val_photos {self.val_photos}: folder not found (make photos '
-                              f'creates data/photos/val)')
-        try:
-            return HeldoutPairSet(self.val_photos, family_kinds(self.cfg.holdout_family),
-                                  self.cfg.val_size, seed=1)
-        except (ValueError, OSError) as err:
-            raise ConfigError(f'--val_photos: {err}') from None
 
     def data_text(self) -> str:
-        parts = [str(self.train_dir)] if self.train_dir is not None else []
-        if self.clean_dir is not None:
-            held = (f', family {self.cfg.holdout_family} held out'
-                    if self.cfg.holdout_family else '')
-            parts.append(f'{self.clean_dir} (clean photos, rain {self.cfg.rain}{held})')
-        return ' + '.join(parts)
+        return data_text(self.cfg, self.plan.paths)
 
     # -- small helpers --------------------------------------------------------------------
     @property
@@ -268,31 +221,15 @@ class Trainer:
             self._log(text)
 
     def batch_text(self) -> str:
-        """Per-process and global batch (and per optimizer step with accumulation)."""
-        b, n, acc = self.cfg.batch_size, self.info.world_size, self.cfg.accum_steps
-        text = f'batch {b} per process x {n} process(es) = {b * n} global'
-        if acc > 1:
-            text += f' x {acc} accumulated = {b * n * acc} per optimizer step'
-        return text
-
-    def schedule(self) -> dict:
-        return dict(total_iters=self.total_iters, warmup_iters=self.warmup_iters,
-                    steps_per_epoch=self.steps_per_epoch,
-                    batches_per_epoch=self.batches_per_epoch)
+        return batch_text(self.plan.batch_size, self.info.world_size, self.cfg.accum_steps)
 
     def settings(self) -> dict:
-        """The run's options with folders resolved: config.yaml, usable as ``--config``."""
-        data = asdict(self.cfg)
-        data.update(train_dir=str(self.train_dir) if self.train_dir else None,
-                    clean_dir=str(self.clean_dir) if self.clean_dir else None,
-                    val_dir=str(self.val_dir) if self.val_dir else None,
-                    val_photos=str(self.val_photos) if self.val_photos else None,
-                    model_save_dir=str(self.run_dir), stop_after=None, extend=False)
-        return data
+        """config.yaml: the options with folders and per-process batch resolved."""
+        return run_settings(self.cfg, self.plan)
 
     def record(self) -> dict:
         """What checkpoints store: the settings plus the resolved schedule and process count."""
-        return dict(self.settings(), world_size=self.info.world_size, schedule=self.schedule(),
+        return dict(self.settings(), world_size=self.info.world_size, schedule=self.plan.schedule(),
                     extensions=[dict(e) for e in self.extensions])
 
     def _scalar(self, tag: str, value: float, step: int) -> None:
@@ -301,68 +238,44 @@ class Trainer:
 
     # -- resume -----------------------------------------------------------------------------
     def _resume(self) -> Path | None:
-        choice = str(self.cfg.resume or 'none')
-        if choice.lower() == 'none':
-            if self.last_path.is_file():
-                raise ConfigError(f'{self.last_path} exists: --resume auto continues that run; '
-                                  f'to start over choose another --model_save_dir')
+        path = self.run.checkpoint_to_resume(self.cfg.resume)
+        if path is None:
             return None
-        if choice.lower() == 'auto':
-            path = ckpt.find_last(self.run_dir)
-            if path is None:
-                return None
-        else:
-            path = Path(choice)
         state = ckpt.load_training_state(path)
         ckpt.check_same_model(state, self.cfg.model, self.model_cfg, str(path))
         saved = state.get('train_config', {})
-        old = {**saved.get('schedule', {}), **{k: saved.get(k) for k in _FIXED_KEYS}}
-        new = {**self.schedule(), **{k: getattr(self.cfg, k) for k in _FIXED_KEYS}}
-        diff = {k for k in new if old.get(k) != new[k]}
-        longer = diff == {'total_iters'} and new['total_iters'] > (old.get('total_iters') or 0)
-        if diff and not (longer and self.cfg.extend):
-            text = ', '.join(f'{k} {old.get(k)} -> {new[k]}' for k in new if k in diff)
-            hint = ('; to lengthen the saved schedule add --extend' if longer else
-                    '; use the settings of the saved run or start a new one')
-            raise ckpt.CheckpointError(
-                f'{path}: cannot resume with a different schedule or batching ({text}){hint}')
+        extend_from = ckpt.check_same_schedule(saved, self.plan.schedule(), self.settings(),
+                                               str(path), extend=self.cfg.extend)
         self.extensions = [dict(e) for e in saved.get('extensions') or []]
         if self.extensions:          # a run lengthened earlier: its scheduler is the extension's
             self.scheduler = self._extension_scheduler(self.extensions[-1])
         ckpt.restore_training_state(state, model=self.net, optimizer=self.optimizer,
                                     scheduler=self.scheduler, scaler=self.scaler)
-        if diff:                     # --extend: a cosine from here to the new end
-            at = int(state['progress']['iteration'])
-            lr_now = float(self.optimizer.param_groups[0]['lr'])
-            self.extensions.append(dict(iteration=at, lr=lr_now,
-                                        total_iters_before=int(old['total_iters']),
-                                        total_iters=self.total_iters))
-            self.scheduler = self._extension_scheduler(self.extensions[-1])
-            self.log(f'extending the schedule at iteration {at}: {old["total_iters"]} -> '
-                     f'{self.total_iters} iterations (cosine from lr '
-                     f'{self.extensions[-1]["lr"]:.3g} to {self.cfg.min_lr:g})')
+        if extend_from is not None:  # --extend: a cosine from here to the new end
+            self._extend(int(state['progress']['iteration']), extend_from)
         self.progress = dict(state['progress'])
         self.best = dict(state['best'])
         self.saved_iteration = self.progress['iteration']
-        changed = [k for k in ('train_dir', 'clean_dir', 'rain', 'holdout_family',
-                               'clean_fraction', 'val_dir', 'val_photos',
-                               'loss', 'grad_clip', 'patch_size',
-                               'augment', 'weight_decay') if saved.get(k) != self.record()[k]]
+        changed = ckpt.changed_settings(saved, self.record())
         if changed:
-            self.log('note: resuming with changed settings: ' + ', '.join(
-                f'{k} {saved.get(k)} -> {self.record()[k]}' for k in changed))
+            self.log('note: resuming with changed settings: ' + ', '.join(changed))
         return path
+
+    def _extend(self, at: int, total_before) -> None:
+        """Lengthen the schedule at iteration ``at``: a cosine from the current lr to --min_lr
+        at the new end, recorded in :attr:`extensions`."""
+        lr_now = float(self.optimizer.param_groups[0]['lr'])
+        self.extensions.append(dict(iteration=at, lr=lr_now,
+                                    total_iters_before=int(total_before),
+                                    total_iters=self.plan.total_iters))
+        self.scheduler = self._extension_scheduler(self.extensions[-1])
+        self.log(f'extending the schedule at iteration {at}: {total_before} -> '
+                 f'{self.plan.total_iters} iterations (cosine from lr '
+                 f'{self.extensions[-1]["lr"]:.3g} to {self.cfg.min_lr:g})')
 
     def _extension_scheduler(self, ext: dict):
         return build_extension_scheduler(self.optimizer, ext['iteration'], ext['lr'],
                                          ext['total_iters'], self.cfg.min_lr)
-
-    def _write_schedule_history(self) -> None:
-        """``schedule.yaml`` in the run folder: the schedule and every --extend, for readers."""
-        history = dict(total_iters=self.total_iters, warmup_iters=self.warmup_iters,
-                       lr=self.cfg.lr, min_lr=self.cfg.min_lr,
-                       extensions=[dict(e) for e in self.extensions])
-        write_text_atomic(self.run_dir / 'schedule.yaml', yaml.safe_dump(history, sort_keys=False))
 
     # -- checkpoints ------------------------------------------------------------------------
     def _check_weights(self, when: str) -> None:
@@ -397,19 +310,11 @@ class Trainer:
         no_sync = getattr(self.model, 'no_sync', None)
         ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
         with ctx:
-            with self._autocast():
+            with autocast(self.amp, self.cfg.precision, self.device):
                 out = self.model(inp)
             loss = self.criterion(out, tgt)
             self.scaler.scale(loss / group).backward()
         return loss.detach()
-
-    def _autocast(self):
-        """float16 autocast for --amp (CUDA), bfloat16 for --precision bf16, else nothing."""
-        if self.amp:
-            return torch.autocast('cuda', dtype=torch.float16)
-        if self.cfg.precision == 'bf16':
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _optimizer_step(self) -> None:
         if self.cfg.grad_clip > 0:
@@ -440,11 +345,7 @@ class Trainer:
             return []
         values = torch.stack([v for _, v in pending]).double().tolist() if pending else []
         norm_values = torch.stack([v for _, v in norms]).double().tolist() if norms else []
-        bad = next(((f'loss {v}', at) for (at, _), v in zip(pending, values)
-                    if not math.isfinite(v)), None)
-        if bad is None:
-            bad = next(((f'gradient norm {v}', at) for (at, _), v in zip(norms, norm_values)
-                        if not math.isfinite(v)), None)
+        bad = first_non_finite(pending, values, norms, norm_values)
         finite = bad is None
         if self.info.distributed:
             finite = dist_utils.all_agree(finite, self.device)
@@ -464,20 +365,6 @@ class Trainer:
                             f'saving; {kept}; try a lower --lr or --grad_clip 1')
 
     # -- validation -------------------------------------------------------------------------
-    def _log_firing_rates(self, net: torch.nn.Module, img: torch.Tensor) -> None:
-        """Every neuron layer's firing rate on one validation image (the energy convention)."""
-        # The fast path runs fused neurons the counting hooks cannot see: count on the plain one
-        # (same weights, same spikes up to rounding).
-        plan, net.fast_path = getattr(net, 'fast_path', None), None
-        try:
-            neurons, _ = measure_firing_rates(net, [img[None]])
-        finally:
-            net.fast_path = plan
-        it = self.progress['iteration']
-        for name in neurons.events:
-            self._scalar(f'firing_rate/{name}', neurons.rate(name), it)
-        self._scalar('firing_rate/all_layers', neurons.pooled(), it)
-
     def validate(self) -> dict:
         """Mean PSNR/SSIM (Y channel, published protocol) over the whole validation images."""
         # whole images come in any size: cuDNN autotuning (on for training) would re-tune each
@@ -499,7 +386,7 @@ class Trainer:
 
         def show(i, stem, inp, out, tgt, scores):
             if i == 0 and self.tb is not None:
-                self._log_firing_rates(net, inp)
+                log_firing_rates(net, inp, self._scalar, it)
             if self.tb is not None and shown[0] < self.cfg.val_images:
                 strip = torch.cat([inp, out[0].cpu(), tgt], dim=2).clamp(0, 1)
                 self.tb.add_image(f'val/{stem} (input | restored | target)', strip, it)
@@ -510,7 +397,8 @@ class Trainer:
         except NonFiniteImageError as err:
             self._stop_non_finite(f'validation output on {err}')
         except ValueError as err:
-            raise TrainingError(f'{self.val_dir or self.val_photos}: {err}') from None
+            paths = self.plan.paths
+            raise TrainingError(f'{paths.val_dir or paths.val_photos}: {err}') from None
         net.train()
         self._check_weights('after validation')
         total = dist_utils.all_reduce_sum(sums, self.device)
@@ -533,11 +421,11 @@ class Trainer:
         generator, so iterating it never draws from the global RNG.
         """
         epoch, skip = self.progress['epoch'], self.progress['epoch_batch']
-        self.sampler.set_epoch(epoch, skip=skip * self.cfg.batch_size)
+        self.sampler.set_epoch(epoch, skip=skip * self.plan.batch_size)
         self.train_set.set_epoch(epoch)
         if self.loader is None:
             self.loader = DataLoader(
-                self.train_set, batch_size=self.cfg.batch_size, sampler=self.sampler,
+                self.train_set, batch_size=self.plan.batch_size, sampler=self.sampler,
                 num_workers=self.cfg.workers, pin_memory=self.device.type == 'cuda',
                 drop_last=False, persistent_workers=self.cfg.workers > 0,
                 generator=torch.Generator().manual_seed(self.cfg.seed),
@@ -548,41 +436,36 @@ class Trainer:
         if self.cfg.tensorboard and self.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
             purge = self.progress['iteration'] if self.resumed_from else None
-            self.tb = SummaryWriter(log_dir=str(self.run_dir / 'tensorboard'), purge_step=purge)
+            self.tb = SummaryWriter(log_dir=str(self.run.path / 'tensorboard'), purge_step=purge)
 
     def fit(self) -> dict:
         """Train until ``total_iters`` (or ``stop_after`` more steps); returns a summary."""
-        self._lock_run_dir()                  # fit() again after an earlier fit() released it
+        self.run.acquire()                    # fit() again after an earlier fit() released it
         try:
             return self._fit()
         finally:
             self.lock.release()
 
     def _fit(self) -> dict:
-        cfg, prog = self.cfg, self.progress
+        cfg, prog, plan = self.cfg, self.progress, self.plan
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            stale = ckpt.remove_interrupted_saves(self.run_dir)
-            if stale:
-                self.log(f'removed {len(stale)} temp file(s) of a save interrupted earlier')
-            _write_yaml_atomic(self.run_dir / 'config.yaml', self.settings())
-            self._write_schedule_history()
+            self.run.prepare(self.settings(), schedule_history(plan, cfg, self.extensions),
+                             self.log)
         self._open_tensorboard()
         start_it = prog['iteration']
-        stop_at = self.total_iters if cfg.stop_after is None else min(
-            self.total_iters, start_it + cfg.stop_after)
-        epochs = math.ceil(self.total_iters / self.steps_per_epoch)
+        stop_at = plan.total_iters if cfg.stop_after is None else min(
+            plan.total_iters, start_it + cfg.stop_after)
         where = f'resumed from {self.resumed_from} at iteration {start_it}' if \
             self.resumed_from else 'new run'
         fast = 'fast path' if self.fast else 'plain path'
         self.log(f'{cfg.model} ({fast}) on {self.data_text()} ({len(self.train_set)} samples, '
                  f'{self.info.world_size} process(es) on {self.device}; {self.batch_text()}): '
-                 f'{self.total_iters} '
-                 f'iterations = {epochs} epochs of {self.steps_per_epoch}; {where}; '
-                 f'run folder {self.run_dir}')
+                 f'{plan.total_iters} '
+                 f'iterations = {plan.epochs} epochs of {plan.steps_per_epoch}; {where}; '
+                 f'run folder {plan.paths.run_dir}')
         if self.val_set is None:
             self.log('note: no --val_dir: no validation, model_best.pth will not be written')
-        bar = tqdm(total=self.total_iters, initial=start_it, unit='it', dynamic_ncols=True,
+        bar = tqdm(total=plan.total_iters, initial=start_it, unit='it', dynamic_ncols=True,
                    disable=not self.info.is_main, desc='train')
         self.model.train()
         t_run = time.perf_counter()
@@ -595,11 +478,11 @@ class Trainer:
                 self.tb.close()
         dist_utils.broadcast_buffers(self.model)
         minutes = (time.perf_counter() - t_run) / 60
-        done = prog['iteration'] >= self.total_iters
+        done = prog['iteration'] >= plan.total_iters
         state = 'finished' if done else 'stopped (--stop_after)'
         best = (f'best val PSNR {self.best["psnr"]:.2f} dB at iteration {self.best["iteration"]}'
                 if math.isfinite(self.best['psnr']) else 'no validation')
-        self.log(f'{state} at iteration {prog["iteration"]}/{self.total_iters} after '
+        self.log(f'{state} at iteration {prog["iteration"]}/{plan.total_iters} after '
                  f'{minutes:.1f} min; {best}; state in {self.last_path}; '
                  f'{peak_memory_text(self.device)}')
         return dict(iteration=prog['iteration'], finished=done, best=dict(self.best),
@@ -607,13 +490,13 @@ class Trainer:
 
     def _run_epoch(self, bar: tqdm, stop_at: int) -> None:
         """Train from the current position to the end of the epoch (or ``stop_at``)."""
-        cfg, prog = self.cfg, self.progress
+        cfg, prog, plan = self.cfg, self.progress, self.plan
         epoch_losses, t_epoch, seen, val = [], time.perf_counter(), 0, None
         micro, group = 0, 1
         t_log, logged_at = time.perf_counter(), prog['iteration']
         for inp, tgt in self._loader():
             if micro == 0:
-                group = min(cfg.accum_steps, self.batches_per_epoch - prog['epoch_batch'])
+                group = min(cfg.accum_steps, plan.batches_per_epoch - prog['epoch_batch'])
                 step_losses = []
             step_losses.append(self._forward_backward(inp, tgt, group, sync=micro + 1 == group))
             seen += inp.shape[0] * self.info.world_size
@@ -630,13 +513,13 @@ class Trainer:
             it = prog['iteration']
             bar.update(1)
             self._scalar('train/lr', self.optimizer.param_groups[0]['lr'], it)
-            epoch_done = prog['epoch_batch'] >= self.batches_per_epoch
+            epoch_done = prog['epoch_batch'] >= plan.batches_per_epoch
             if epoch_done:
                 prog['epoch'] += 1
                 prog['epoch_batch'] = 0
-            validate = self.val_set is not None and (it == self.total_iters or (
-                self.val_every > 0 and it % self.val_every == 0))
-            save = it == stop_at or (self.save_every > 0 and it % self.save_every == 0)
+            validate = self.val_set is not None and (it == plan.total_iters or (
+                plan.val_every > 0 and it % plan.val_every == 0))
+            save = it == stop_at or (plan.save_every > 0 and it % plan.save_every == 0)
             if validate or save or epoch_done or it % cfg.log_every == 0 or it >= stop_at:
                 first = it - len(self._pending) + 1
                 losses = self._read_back()          # the only host sync of the loss
@@ -645,7 +528,7 @@ class Trainer:
                 epoch_losses += losses
                 if losses:
                     now = time.perf_counter()
-                    imgs = ((it - logged_at) * group * cfg.batch_size * self.info.world_size
+                    imgs = ((it - logged_at) * group * plan.batch_size * self.info.world_size
                             / max(now - t_log, 1e-9))
                     t_log, logged_at = now, it
                     bar.set_postfix(loss=f'{losses[-1]:.4f}', img_s=f'{imgs:.1f}')
@@ -663,9 +546,9 @@ class Trainer:
         prog = self.progress
         total = dist_utils.all_reduce_sum([sum(losses), len(losses)], self.device)
         mean_loss = total[0] / max(total[1], 1)
-        epochs = math.ceil(self.total_iters / self.steps_per_epoch)
         epoch = prog['epoch'] if prog['epoch_batch'] == 0 else prog['epoch'] + 1
-        text = (f'epoch {epoch}/{epochs}  iter {prog["iteration"]}/{self.total_iters}  '
+        text = (f'epoch {epoch}/{self.plan.epochs}  iter {prog["iteration"]}/'
+                f'{self.plan.total_iters}  '
                 f'loss {mean_loss:.4f}  lr {self.optimizer.param_groups[0]["lr"]:.2e}  '
                 f'{seen / max(seconds, 1e-9):.1f} img/s  {seconds:.0f}s')
         if val is not None:

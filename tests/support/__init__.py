@@ -1,0 +1,31 @@
+"""Helpers shared by tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str) -> ModuleType:
+    """tools/<name>.py as a module, loaded from its file (tools/ holds scripts, not a package).
+
+    Registered in ``sys.modules`` under ``name`` before it runs (dataclasses and pickling look
+    their module up there); a second call returns the module already loaded.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    path = ROOT / 'tools' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'cannot load {path}')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
