@@ -324,6 +324,13 @@ def _lerp(low: float, high: float, t: float) -> float:
     return low + (high - low) * t
 
 
+def _log_ramp(low: float, mid: float, high: float, t: float) -> float:
+    """Log-interpolation low -> mid over t in [0, 0.5], mid -> high over [0.5, 1]: the heavy
+    end can rise faster than the light end (benchmark-heavy rain is about 15 dB, light 28)."""
+    a, b, u = (low, mid, 2 * t) if t <= 0.5 else (mid, high, 2 * t - 1)
+    return math.exp(_lerp(math.log(a), math.log(b), u))
+
+
 def _look(rng: np.random.Generator) -> tuple[str, np.ndarray]:
     """A blend and an RGB rain colour: grey to white, slightly blue or warm."""
     blend = LOOK_BLENDS[int(rng.choice(3, p=[0.45, 0.2, 0.35]))]
@@ -356,7 +363,7 @@ def _streaks_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np
     model, Rain200-like), without haze or lens drops: those are other families."""
     shape = clean.shape[:2]
     n = int(rng.integers(1, 2 + round(3 * h)))
-    density = math.exp(_lerp(math.log(1.5e-3), math.log(1.2e-2), h)) * rng.uniform(0.7, 1.3)
+    density = _log_ramp(1.5e-3, 4.2e-3, 2.5e-2, h) * rng.uniform(0.7, 1.3)
     length = rng.uniform(10, 30) + 40 * h * rng.random()
     width = rng.uniform(0.3, 0.7) + 1.0 * h * rng.random()
     angle, jitter = rng.uniform(-35, 35), rng.uniform(0, 10)
@@ -404,7 +411,7 @@ def _particles_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> 
     cy, cx = hh / 2 + rng.uniform(-0.2, 0.2) * hh, ww / 2 + rng.uniform(-0.2, 0.2) * ww
     z_near, z_far = 0.5, rng.uniform(10.0, 25.0)             # metres
     # drops per volume, so the near (large, bright) drops do not depend on how far one sees
-    count = int(hh * ww * math.exp(_lerp(math.log(0.12), math.log(0.7), h)) * (z_far / 15) ** 3)
+    count = int(hh * ww * _log_ramp(0.12, 0.29, 4.0, h) * (z_far / 15) ** 3)
     zn3, zf3 = z_near ** 3, z_far ** 3                        # uniform in the view volume
     z = (rng.random(count) * (zf3 - zn3) + zn3) ** (1 / 3)
     y, x = rng.uniform(-0.3 * hh, 1.1 * hh, count), rng.uniform(-0.2 * ww, 1.2 * ww, count)
@@ -463,7 +470,7 @@ def _benchmark_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> 
         noise = np.asarray(Image.fromarray(small.astype(np.float32)).resize(
             (int(round((small.shape[1]) * grain)), int(round(small.shape[0] * grain))),
             Image.BILINEAR))[:hh, :ww]
-        keep = math.exp(_lerp(math.log(0.025), math.log(0.08), h)) * rng.uniform(0.7, 1.3)
+        keep = _log_ramp(0.025, 0.045, 0.4, h) * rng.uniform(0.7, 1.3)
         drops = np.clip((noise - (1 - keep)) / keep, 0.0, 1.0)
         drops = gaussian_filter(drops, rng.uniform(0.3, 0.6))
         angle = base_angle + (rng.uniform(-25, 25) if i else 0.0)
@@ -494,7 +501,7 @@ def _lens_family(clean: np.ndarray, rng: np.random.Generator, h: float) -> np.nd
         a = (rng.uniform(0.3, 0.7) * across * along)[..., None]
         out = out * (1 - a) + np.clip(blurred + 0.04, 0, 1) * a
     area = hh * ww / 1e4
-    count = int(area * math.exp(_lerp(math.log(6), math.log(30), h)) * rng.uniform(0.7, 1.3))
+    count = int(area * _log_ramp(6, 13.4, 150, h) * rng.uniform(0.7, 1.3))
     rmax = _lerp(8, 22, h) * scale
     for _ in range(count):
         r = math.exp(rng.uniform(math.log(2.0 * scale), math.log(rmax)))
