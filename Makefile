@@ -15,6 +15,8 @@ demo-data: setup
 photos: setup
 	@bash tools/get_photos.sh
 
+# The whole suite. The quick loop while working leaves out the tests marked slow (scripts and
+# tools in subprocesses, > ~5 s): .venv/bin/python -m pytest -m "not slow" tests
 test: setup
 	@$(PY) -m pytest -q --durations=15 tests
 

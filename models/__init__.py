@@ -4,7 +4,7 @@ The registry (:mod:`models.registry`) maps each name to its class and default co
 kwargs; ``build_model(name, neuron='relu')`` builds the model's ANN twin. Weights and
 checkpoints (strict loading, ``build_from_checkpoint``) are :mod:`models.weights`.
 Every class is a :class:`~models.base.SpikingRestorer`, whose docstring lists what each model
-provides; tests/test_model_contract.py checks it for every registered name.
+provides; tests/models/test_model_contract.py checks it for every registered name.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ fidelity checks. Nothing here knows a model or a block by name. Switches (:class
   statistics are updated once, in the first pass.
 
 Paths that change rounding flip the few spikes whose potential sits within rounding of a
-threshold; ``tests/test_fast_paths.py`` checks them on trained models (spike agreement and
+threshold; ``tests/models/test_fast_paths.py`` checks them on trained models (spike agreement and
 restored-image PSNR), the others against the official golden tensors.
 """
 from __future__ import annotations

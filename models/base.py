@@ -26,7 +26,7 @@ class SpikingRestorer(nn.Module):
     same input always gives the same output), and crops back to the input's size.
     ``models.acceleration`` can set ``fast_path`` to run a faster equivalent instead.
 
-    Every model provides the attributes declared below (tests/test_model_contract.py checks
+    Every model provides the attributes declared below (tests/models/test_model_contract.py checks
     them for each registered name), so scripts and tools never need to know the class.
     """
 

@@ -4,26 +4,31 @@ The suite pins itself to the CPU: CUDA is hidden before torch is imported (here 
 environment, in every subprocess a test starts), so ``--device auto`` means the CPU even on a GPU
 machine, where the bit-identical resume and golden tests could not hold. GPU checks are separate
 (``tools/gpu_check.py``).
+
+Fixtures (implemented in tests/support/, which also holds the helpers that are not fixtures):
+
+* ``paired_folder(root, count=2, size=(h, w), ...)`` writes a benchmark split, ``input/`` +
+  ``target/`` PNGs (:func:`support.images.write_pairs`);
+* ``tiny_weights(name='spikerain-tiny', seed=0, **overrides)``: a weights file of a tiny model,
+  saved once per session (:class:`support.weights.TinyWeights`);
+* ``golden(name)``: tests/fixtures/NAME.pt.xz as fresh tensors, ``golden.stats()`` the official
+  counts (:class:`support.golden.Golden`);
+* ``cli(script, *args, cwd=, env=, timeout=)``: ``python ROOT/SCRIPT ARGS`` in a subprocess with
+  one OpenMP thread, as ``(code, stdout, stderr)`` (:func:`support.cli.run_cli`).
 """
 import os
 
 os.environ['CUDA_VISIBLE_DEVICES'] = ''          # before torch is imported anywhere
 
-import functools  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import lzma  # noqa: E402
-from pathlib import Path
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-import pytest
-import torch
+pytest.register_assert_rewrite('support')
 
-# The repository root. pytest puts it first on sys.path (pythonpath in pyproject.toml), so tests
-# import the top-level scripts (train.py, test.py, ...) and this tree's models/ and utils/.
-ROOT = Path(__file__).resolve().parents[1]
-
-# Golden tensors of the official implementations (tests/fixtures/README.md).
-FIXTURES = Path(__file__).resolve().parent / 'fixtures'
+from support.cli import run_cli  # noqa: E402
+from support.golden import Golden  # noqa: E402
+from support.images import write_pairs  # noqa: E402
+from support.weights import TinyWeights  # noqa: E402
 
 # One thread: the suite's cost is many small ops, and subprocess tests (torchrun, CLIs) run
 # beside this process; several multi-threaded torch processes on 2 cores slow each other down
@@ -32,34 +37,32 @@ torch.set_num_threads(1)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 
-def _fixture_path(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():              # a missing golden file fails the test: never skip
-        pytest.fail(f'golden fixture not found: {path}')
-    return path
+@pytest.fixture(scope='session')
+def paired_folder():
+    """Factory: ``paired_folder(root, count=2, size=(20, 24), *, sizes=, stems=, name='im{i}',
+    seed=0, rain=80, targets=True)`` writes ``root/input/`` (rainy) and ``root/target/`` (clean)
+    PNGs with ``write_png_atomic`` and returns ``root``."""
+    return write_pairs
 
 
-@functools.cache
-def _fixture_bytes(name: str) -> bytes:
-    return lzma.decompress(_fixture_path(name).read_bytes())
+@pytest.fixture(scope='session')
+def tiny_weights(tmp_path_factory):
+    """Factory: ``tiny_weights(name='spikerain-tiny', seed=0, **overrides)`` -> the path of
+    ``build_model(name, **overrides)``'s weights after ``torch.manual_seed(seed)``, saved once per
+    session. Shared: copy it before changing it."""
+    return TinyWeights(tmp_path_factory.mktemp('tiny_weights'))
 
 
-def load_reference(name: str) -> dict:
-    """tests/fixtures/NAME.pt.xz as a dict of fresh tensors.
-
-    The surrogate gradients are stored as int16 with a per-tensor scale; they come back as float32
-    under ``grads_train`` (within absmax/65534 of the official float32 values).
-    """
-    ref = torch.load(io.BytesIO(_fixture_bytes(f'{name}.pt.xz')), map_location='cpu',
-                     weights_only=True)
-    if 'grads_train_int16' in ref:
-        scales = ref.pop('grads_train_scale')
-        ref['grads_train'] = {k: q.float() * scales[k]
-                              for k, q in ref.pop('grads_train_int16').items()}
-    return ref
+@pytest.fixture(scope='session')
+def golden():
+    """``golden(name)``: tests/fixtures/NAME.pt.xz as a dict of fresh tensors; ``golden.stats()``:
+    parameter and FLOP counts of the official full-size configs."""
+    return Golden()
 
 
-def official_stats() -> dict:
-    """Parameter and FLOP counts of the official full-size configs, by model
-    (``spikerain_s``, ``spikerain_m``, ``spikerain_l``, ``esdnet``)."""
-    return json.loads(_fixture_path('model_stats.json').read_text())['models']
+@pytest.fixture(scope='session')
+def cli():
+    """``cli(script, *args, cwd=ROOT, env=None, timeout=600)``: run ROOT/SCRIPT (``'test.py'``,
+    ``'tools/complexity.py'``) as a subprocess with OMP_NUM_THREADS=1; returns
+    ``(code, stdout, stderr)`` (a named tuple)."""
+    return run_cli

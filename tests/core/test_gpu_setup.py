@@ -104,27 +104,20 @@ def test_lif_kernel_decision(monkeypatch):
 
 
 def test_requirements_cuda_adds_triton():
-    from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / 'requirements-cuda.txt').read_text()
+    from support import ROOT
+    text = (ROOT / 'requirements-cuda.txt').read_text()
     lines = [ln.split('#')[0].strip() for ln in text.splitlines()]
     assert '-r requirements.txt' in lines
     assert any(ln.startswith('triton') for ln in lines)
 
 
-def test_loss_is_read_back_every_log_every_steps_and_before_saving(tmp_path):
+def test_loss_is_read_back_every_log_every_steps_and_before_saving(tmp_path, paired_folder):
     """No host sync of the loss per step: it is read every --log_every steps (and before any
     save/validation/epoch summary), and a non-finite loss still stops the run before saving."""
-    import numpy as np
     import pytest
-    from PIL import Image
 
     from utils.train.trainer import TrainConfig, Trainer, TrainingError
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        for sub in ('input', 'target'):
-            (tmp_path / 'train' / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
-                tmp_path / 'train' / sub / f'{i}.png')
+    paired_folder(tmp_path / 'train', 8, (16, 16), name='{i}')
     cfg = dict(model='spikerain-tiny', train_dir=str(tmp_path / 'train'), batch_size=1,
                patch_size=16, iters=5, warmup='0', save_every='0', val_every='0', workers=0,
                tensorboard=False, log_every=2)

@@ -1,8 +1,6 @@
 """Preparing original releases (one synthetic fixture per naming convention), the
 dataset_load.py CLI, and tools/make_demo_data.py."""
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +11,6 @@ from utils.data.prepare import match_pairs, pattern_regex, prepare_dataset
 from utils.data.datasets import DatasetError, find_pairs, read_pair
 from utils.data.image_io import read_image_rgb, write_png_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _img(seed, h=12, w=16):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -23,11 +19,6 @@ def _img(seed, h=12, w=16):
 def _tree_digest(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob('*')) if p.is_file()}
-
-
-def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
 
 
 def jorder_release(src: Path, n=3) -> Path:
@@ -155,41 +146,44 @@ def test_match_pairs_duplicate_id(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the CLI
-def test_cli_prepare_check_list(tmp_path):
+@pytest.mark.slow
+def test_cli_prepare_check_list(tmp_path, cli):
     src = jorder_release(tmp_path / 'release')
     out = tmp_path / 'data'
-    r = _run('dataset_load.py', 'prepare', '--convention', 'jorder', '--src', src,
+    r = cli('dataset_load.py', 'prepare', '--convention', 'jorder', '--src', src,
              '--name', 'Rain200H', '--split', 'test', '--out', out)
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     assert '3 pairs' in r.stdout
-    r = _run('dataset_load.py', 'check', '--dataset', 'rain200h', '--data_root', out)
-    assert r.returncode == 0, r.stderr
+    r = cli('dataset_load.py', 'check', '--dataset', 'rain200h', '--data_root', out)
+    assert r.code == 0, r.stderr
     assert '3 pairs OK' in r.stdout and '16x12' in r.stdout
-    r = _run('dataset_load.py', 'list', '--data_root', out)
-    assert r.returncode == 0
+    r = cli('dataset_load.py', 'list', '--data_root', out)
+    assert r.code == 0
     for name in ('Rain200L', 'Rain200H', 'Rain1200', 'Rain12', 'RW_Rain'):
         assert name in r.stdout
     assert [ln for ln in r.stdout.splitlines() if ln.startswith('Rain200H')][0].count('test')
 
 
-def test_cli_errors_are_one_line(tmp_path):
+@pytest.mark.slow
+def test_cli_errors_are_one_line(tmp_path, cli):
     (tmp_path / 'ds' / 'input').mkdir(parents=True)
     write_png_atomic(tmp_path / 'ds' / 'input' / 'a.png', _img(0))
     write_png_atomic(tmp_path / 'ds' / 'target' / 'b.png', _img(0))
-    r = _run('dataset_load.py', 'check', tmp_path / 'ds')
-    assert r.returncode == 1
+    r = cli('dataset_load.py', 'check', tmp_path / 'ds')
+    assert r.code == 1
     assert r.stderr.strip().count('\n') == 0 and 'a.png: no matching target' in r.stderr
 
 
 # ------------------------------------------------------------------------------ demo data tool
-def test_make_demo_data_from_clean_dir_is_idempotent(tmp_path):
+@pytest.mark.slow
+def test_make_demo_data_from_clean_dir_is_idempotent(tmp_path, cli):
     for i in range(4):
         write_png_atomic(tmp_path / 'clean' / f'photo{i}.png', _img(i, 40, 60))
     out = tmp_path / 'demo'
     args = ('tools/make_demo_data.py', '--clean_dir', tmp_path / 'clean', '--out', out,
             '--train_samples', '2', '--test_samples', '2', '--size', '32')
-    r = _run(*args)
-    assert r.returncode == 0, r.stderr
+    r = cli(*args)
+    assert r.code == 0, r.stderr
     first = _tree_digest(out)
     train, test = find_pairs(out / 'train'), find_pairs(out / 'test')
     assert (len(train), len(test)) == (6, 2)       # 3 train photos x 2, 1 test photo x 2
@@ -199,15 +193,16 @@ def test_make_demo_data_from_clean_dir_is_idempotent(tmp_path):
     x, y = read_pair(*train[0])
     assert x.shape == (21, 32, 3) and (x.astype(int) >= y).all() and (x > y).any()
     assert read_image_rgb(out / 'preview.png').shape[1] > 2 * 32
-    r = _run(*args)
-    assert r.returncode == 0 and '0 files written' in r.stdout
+    r = cli(*args)
+    assert r.code == 0 and '0 files written' in r.stdout
     assert _tree_digest(out) == first
 
 
-def test_make_demo_data_default_photos(tmp_path):
-    r = _run('tools/make_demo_data.py', '--out', tmp_path / 'demo', '--train_samples', '1',
+@pytest.mark.slow
+def test_make_demo_data_default_photos(tmp_path, cli):
+    r = cli('tools/make_demo_data.py', '--out', tmp_path / 'demo', '--train_samples', '1',
              '--test_samples', '1', '--size', '48')
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     test_stems = [p[0].stem for p in find_pairs(tmp_path / 'demo' / 'test')]
     assert test_stems == ['coffee_00_light', 'rocket_00_light']
     train = find_pairs(tmp_path / 'demo' / 'train')

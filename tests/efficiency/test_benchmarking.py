@@ -1,9 +1,4 @@
 """utils/efficiency/benchmark.py, tools/benchmark.py: conv floor, timings, peak memory, ratios."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -11,9 +6,6 @@ import torch.nn as nn
 from models import build_model
 from utils.efficiency.benchmark import (Job, interleaved_times, peak_memory, read_peak,
                                         reset_peak, record_conv_calls)
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
 def test_conv_calls_are_recorded_with_the_shapes_the_model_sees():
@@ -46,14 +38,14 @@ def test_peak_memory_sees_a_fresh_allocation():
     del block
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'),
-                           *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    return proc.returncode, proc.stdout, proc.stderr
+@pytest.fixture(scope='module')
+def run(cli):
+    """``python tools/benchmark.py ARGS``: (code, stdout, stderr)."""
+    return lambda *args: cli('tools/benchmark.py', *args)
 
 
-def test_cli_prints_floor_ratio_speedup_and_memory():
+@pytest.mark.slow
+def test_cli_prints_floor_ratio_speedup_and_memory(run):
     code, out, err = run('--model', 'spikerain-tiny', '--size', 16, '--runs', 1, '--warmup', 0,
                          '--inference', 'plain', 'fast', '--training')
     assert code == 0, err
@@ -62,7 +54,8 @@ def test_cli_prints_floor_ratio_speedup_and_memory():
     assert [r[0] for r in rows] == ['plain', 'fast'] and rows[0][3] == '1.00x'
 
 
-def test_cli_rejects_bad_options():
+@pytest.mark.slow
+def test_cli_rejects_bad_options(run):
     code, _, err = run('--model', 'vlif-net-xl')
     assert code == 2 and err.count('\n') == 1 and 'unknown' in err
     code, _, err = run('--model', 'vlif-net-tiny', '--inference', 'warp')
@@ -97,7 +90,8 @@ def test_bf16_variant_runs_bfloat16_convs():
     assert copies and all(w.dtype == torch.bfloat16 for w in copies)
 
 
-def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor():
+@pytest.mark.slow
+def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor(run):
     from models.acceleration import bf16_supported
     code, out, err = run('--model', 'vlif-net-tiny', '--size', 16, '--runs', 1, '--warmup', 0,
                          '--inference', 'plain', 'default', 'bf16', '--training')

@@ -4,7 +4,6 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import official_stats
 from models import build_model
 from models.acceleration import record_spikes
 from models.spiking import conv2d, make_lif, repeat_time, reset_spiking_state
@@ -15,8 +14,8 @@ from utils.efficiency.energy import (E_AC_PJ, E_MAC_PJ, count_macs, count_parame
 @pytest.mark.parametrize('name,key', [('spikerain-s', 'spikerain_s'),
                                       ('spikerain-m', 'spikerain_m'),
                                       ('spikerain-l', 'spikerain_l'), ('esdnet', 'esdnet')])
-def test_params_and_macs_equal_official_stats(name, key):
-    want = official_stats()[key]
+def test_params_and_macs_equal_official_stats(name, key, golden):
+    want = golden.stats()[key]
     model = build_model(name)
     assert count_parameters(model) == want['params']
     macs, _ = count_macs(model, (256, 256))

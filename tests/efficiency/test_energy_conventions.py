@@ -1,9 +1,5 @@
 """Energy conventions (utils/efficiency/energy.py): the papers' prices on a hand-counted network."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +9,6 @@ from models.spiking import conv2d, make_lif, repeat_time, reset_spiking_state
 from utils.efficiency.energy import (ENERGY_CONVENTIONS, HOROWITZ, PAPERS, count_neuron_outputs,
                                      energy_report, get_convention)
 
-ROOT = Path(__file__).resolve().parents[1]
 FJ = 1e-3          # one femtojoule in pJ
 
 
@@ -86,14 +81,12 @@ def test_conventions_are_documented_and_named():
         get_convention('nope')
 
 
-def test_complexity_prints_and_records_the_convention(tmp_path):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'complexity.py'), '--model', 'spikerain-tiny',
-         '--energy_model', 'papers', '--neuron', 'both', '--size', '16', '--synthetic', '1',
-         '--synthetic_size', '16', '--json', str(tmp_path / 'r.json')],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.slow
+def test_complexity_prints_and_records_the_convention(tmp_path, cli):
+    proc = cli('tools/complexity.py', '--model', 'spikerain-tiny', '--energy_model', 'papers',
+               '--neuron', 'both', '--size', '16', '--synthetic', '1', '--synthetic_size', '16',
+               '--json', tmp_path / 'r.json')
+    assert proc.code == 0, proc.stderr
     assert "energy convention 'papers'" in proc.stdout and '3.7 pJ x emitted spikes' in proc.stdout
     assert 'spikerain-tiny/relu' in proc.stdout
     data = json.loads((tmp_path / 'r.json').read_text())

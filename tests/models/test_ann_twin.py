@@ -75,17 +75,9 @@ def test_twin_trains(name):
     assert losses[-1] < losses[0]
 
 
-def test_twin_trains_with_the_trainer_and_reloads_from_its_checkpoint(tmp_path):
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for split in ('train', 'test'):
-        for i in range(2):
-            clean = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
-            rainy = np.clip(clean.astype(int) + rng.integers(0, 60, clean.shape), 0, 255)
-            for sub, img in (('target', clean), ('input', rainy.astype(np.uint8))):
-                (tmp_path / split / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(tmp_path / split / sub / f'im{i}.png')
+def test_twin_trains_with_the_trainer_and_reloads_from_its_checkpoint(tmp_path, paired_folder):
+    paired_folder(tmp_path / 'train', 2, (20, 20), rain=60)
+    paired_folder(tmp_path / 'test', 2, (20, 20), rain=60, seed=1)
     # What `train.py --model spikerain-tiny --model_opt neuron=relu ...` builds.
     cfg = TrainConfig(model='spikerain-tiny', model_opt={'neuron': 'relu'},
                       train_dir=str(tmp_path / 'train'), val_dir=str(tmp_path / 'test'),

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import models.acceleration as acceleration
-from conftest import ROOT
-from spike_fidelity import spike_fidelity, unseen_rainy_photos
 from models import build_from_checkpoint, build_model
 from models.acceleration import (BF16_WEIGHT, bf16_supported, fast_options,
                                  optimize_for_inference)
+from support import ROOT
+from support.spike_fidelity import spike_fidelity, unseen_rainy_photos
 
 WORST_LAYER_AGREEMENT = 0.85
 MEAN_AGREEMENT = 0.95

@@ -14,9 +14,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-
-from conftest import ROOT, load_reference
-from spike_fidelity import plain_vs_fast_training, spike_fidelity, unseen_rainy_photos
 from models import build_model, load_weights
 from models.acceleration import (disable_fast_path, enable_fast_training, fast_options,
                                  fold_batchnorm, optimize_for_inference, plain_forward,
@@ -26,6 +23,8 @@ from models.base import SpikingRestorer
 from models.fast_lif import lif_spikes, lif_spikes_autograd, nilif_spikes
 from models.spiking import (NILIF, StepBatchNorm2d, conv2d, make_lif, time_to_unshuffled,
                             unshuffle_to_time)
+from support import ROOT
+from support.spike_fidelity import plain_vs_fast_training, spike_fidelity, unseen_rainy_photos
 from utils.data.image_io import uint8_to_tensor
 from utils.efficiency.energy import synthetic_rainy_pairs
 
@@ -80,9 +79,9 @@ def test_fused_lif_surrogate_gradient_matches_spikingjelly():
 # ---- paths that change no rounding: golden tensors -------------------------------------------
 @pytest.mark.parametrize('file,name', [('spikerain_tiny', 'spikerain-s'),
                                        ('esdnet_tiny', 'esdnet')])
-def test_exact_inference_path_matches_golden(file, name):
+def test_exact_inference_path_matches_golden(file, name, golden):
     """Eval-mode fast path without rounding changes: the official outputs and spike counts."""
-    ref = load_reference(file)
+    ref = golden(file)
     plain = load_weights(build_model(name, **ref['config']), ref['state_dict']).eval()
     fast = optimize_for_inference(plain, fold_bn=False, **EXACT)
     with torch.no_grad():
@@ -97,8 +96,8 @@ def test_exact_inference_path_matches_golden(file, name):
 @pytest.mark.parametrize('file,name', [('spikerain_tiny', 'spikerain-s'),
                                        ('esdnet_tiny', 'esdnet')])
 @pytest.mark.parametrize('checkpoint', [False, True])
-def test_exact_training_path_matches_golden(file, name, checkpoint):
-    ref = load_reference(file)
+def test_exact_training_path_matches_golden(file, name, checkpoint, golden):
+    ref = golden(file)
     model = load_weights(build_model(name, **ref['config']), ref['state_dict']).train()
     enable_fast_training(model, checkpoint=checkpoint, **EXACT)
     out = model(ref['inputs'][0])
@@ -199,11 +198,13 @@ def trained_tiny(request):
     return model.eval(), losses
 
 
+@pytest.mark.slow
 def test_fast_training_path_learns(trained_tiny):
     _, losses = trained_tiny
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow
 def test_fast_inference_fidelity_on_trained_model(trained_tiny):
     model, _ = trained_tiny
     fast = optimize_for_inference(model)
@@ -215,6 +216,7 @@ def test_fast_inference_fidelity_on_trained_model(trained_tiny):
     assert max(abs(g) for g in gaps) <= 0.05, gaps
 
 
+@pytest.mark.slow
 def test_fast_training_forward_fidelity_on_trained_model(trained_tiny):
     """The channels-last training path: same spikes (>= 99.9 %) and nearly the same gradients."""
     model, _ = trained_tiny
@@ -287,16 +289,16 @@ def test_fused_nilif_equals_the_module_bit_for_bit(r, channels_last):
     assert torch.equal(nilif_spikes(x, T, r, 4, 0.25, grad=False, fmt=fmt), ref.detach())
 
 
-def _vlif_golden_model(train: bool):
-    ref = load_reference('vlifnet_tiny')
+def _vlif_golden_model(golden, train: bool):
+    ref = golden('vlifnet_tiny')
     model = load_weights(build_model('vlif-net', **ref['config']), ref['state_dict'])
     return ref, model.train(train)
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])
-def test_vlifnet_exact_fast_path_matches_golden(mode):
+def test_vlifnet_exact_fast_path_matches_golden(mode, golden):
     """Fused LIF/NI-LIF, strided VLIF steps, NCHW, no BN folding: the official outputs."""
-    ref, model = _vlif_golden_model(mode == 'train')
+    ref, model = _vlif_golden_model(golden, mode == 'train')
     if mode == 'eval':
         model = optimize_for_inference(model, fold_bn=False, **EXACT)
     else:
@@ -308,8 +310,9 @@ def test_vlifnet_exact_fast_path_matches_golden(mode):
 
 
 @pytest.mark.parametrize('checkpoint', [False, True])
-def test_vlifnet_exact_training_path_gradients_and_bn_statistics_equal_plain(checkpoint):
-    ref, plain = _vlif_golden_model(True)
+def test_vlifnet_exact_training_path_gradients_and_bn_statistics_equal_plain(checkpoint,
+                                                                             golden):
+    ref, plain = _vlif_golden_model(golden, True)
     fast = copy.deepcopy(plain)
     enable_fast_training(fast, checkpoint=checkpoint, **EXACT)
     x = ref['inputs'][0]

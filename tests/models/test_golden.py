@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from conftest import load_reference
 from models import build_model, load_weights
 
 CASES = [('spikerain_tiny', 'spikerain-s'), ('spikerain_s', 'spikerain-s'),
@@ -16,8 +15,8 @@ def _model(ref, name, train):
 
 @pytest.mark.parametrize('file,name', CASES)
 @pytest.mark.parametrize('mode', ['eval', 'train'])
-def test_outputs_match_official(file, name, mode):
-    ref = load_reference(file)
+def test_outputs_match_official(file, name, mode, golden):
+    ref = golden(file)
     model = _model(ref, name, mode == 'train')
     for i, (x, y) in enumerate(zip(ref['inputs'], ref[f'outputs_{mode}'])):
         with torch.no_grad():
@@ -28,8 +27,8 @@ def test_outputs_match_official(file, name, mode):
 
 
 @pytest.mark.parametrize('file,name', CASES)
-def test_bn_buffers_after_one_train_forward(file, name):
-    ref = load_reference(file)
+def test_bn_buffers_after_one_train_forward(file, name, golden):
+    ref = golden(file)
     model = _model(ref, name, True)
     model(ref['inputs'][0])
     buffers = dict(model.named_buffers())
@@ -42,8 +41,8 @@ def test_bn_buffers_after_one_train_forward(file, name):
 
 
 @pytest.mark.parametrize('file,name', [c for c in CASES if 'tiny' in c[0]])
-def test_surrogate_gradients_match_official(file, name):
-    ref = load_reference(file)
+def test_surrogate_gradients_match_official(file, name, golden):
+    ref = golden(file)
     model = _model(ref, name, True)
     model(ref['inputs'][0]).backward(ref['grad_output'])
     params = dict(model.named_parameters())
@@ -55,9 +54,9 @@ def test_surrogate_gradients_match_official(file, name):
 
 
 @pytest.mark.parametrize('file,name', [c for c in CASES if 'tiny' in c[0]])
-def test_spike_counts_match_official(file, name):
+def test_spike_counts_match_official(file, name, golden):
     """Stricter than the outputs: every LIF layer fires exactly as often as the official one."""
-    ref = load_reference(file)
+    ref = golden(file)
     model = _model(ref, name, False)
     counts = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: counts.__setitem__(n, int(o.sum())))

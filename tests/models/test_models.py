@@ -1,8 +1,8 @@
-"""Registry specifics, padding, weight loading (generic checks: tests/test_model_contract.py)."""
+"""Registry specifics, padding, weight loading (generic checks:
+tests/models/test_model_contract.py)."""
 import pytest
 import torch
 
-from conftest import official_stats
 from models import WeightsError, available_models, build_model, load_weights
 from models.base import pad_to_multiple
 
@@ -14,8 +14,8 @@ def test_registry_lists_official_names():
         assert name in available_models()
 
 
-def test_official_parameter_counts():
-    stats = official_stats()
+def test_official_parameter_counts(golden):
+    stats = golden.stats()
     for ref_name, name in [('spikerain_s', 'spikerain-s'), ('spikerain_m', 'spikerain-m'),
                            ('spikerain_l', 'spikerain-l'), ('esdnet', 'esdnet')]:
         n = sum(p.numel() for p in build_model(name).parameters())

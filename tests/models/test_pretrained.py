@@ -6,8 +6,6 @@ The held-out set is made here: scikit-image's `coffee` and `rocket` (in the vali
 randomized rain, plus the clean photos. Thresholds sit a little under what the shipped files
 measured (pretrained_models/README.md), so a regression fails.
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +13,9 @@ import pytest
 import skimage.data
 import torch
 
-from conftest import ROOT
 from models import build_from_checkpoint, build_model, load_weights
 from models.acceleration import optimize_for_inference, supports_fast_path
+from support import ROOT
 from utils.eval.heldout import heldout_pairs, judge_model
 from utils.data.image_io import (list_images, read_image_rgb, read_image_tensor, resize_longest,
                                  tensor_to_uint8)
@@ -57,6 +55,7 @@ def heldout():
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.slow
 def test_shipped_weights_derain_unseen_photos_and_spare_clean_ones(path, heldout):
     name = path.name[:-len(SUFFIX)]
     light_min, heavy_min, clean_min = THRESHOLDS[name]
@@ -73,15 +72,16 @@ def test_shipped_weights_derain_unseen_photos_and_spare_clean_ones(path, heldout
 
 
 @pytest.fixture(scope='module')
-def demo_test_split(tmp_path_factory) -> Path:
+def demo_test_split(tmp_path_factory, cli) -> Path:
     out = tmp_path_factory.mktemp('demo')
-    subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_demo_data.py'), '--out', str(out)],
-                   check=True, capture_output=True)
+    made = cli('tools/make_demo_data.py', '--out', out)
+    assert made.code == 0, made.stderr[-2000:]
     return out / 'test'
 
 
 @pytest.mark.parametrize('path', [p for p in SHIPPED if supports_fast_path(
     build_model(p.name[:-len(SUFFIX)]))], ids=lambda p: p.name)
+@pytest.mark.slow
 def test_fast_inference_path_keeps_psnr_with_trained_weights(path, demo_test_split):
     """test.py's fast path (BN folding, fused LIF, channels-last) vs the reference, real images."""
     model = build_from_checkpoint(path).eval()

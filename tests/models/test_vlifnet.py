@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from conftest import load_reference
 from models import WeightsError, build_model, load_weights
 from models.vlifnet import SDEM, SMU, VLIFNet
 
@@ -11,8 +10,9 @@ TINY_PARAMS = 412_159               # the golden tiny config, tests/fixtures/REA
 
 
 @pytest.fixture(scope='module')
-def golden():
-    return load_reference('vlifnet_tiny')
+def golden(golden):
+    """This module's golden file: VLIF-Net tiny (tests/fixtures/vlifnet_tiny.pt.xz)."""
+    return golden('vlifnet_tiny')
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])

@@ -1,24 +1,19 @@
 """tools/compare_grid.py: a rainy | restored | target grid with PSNR captions (subprocess)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 from PIL import Image
 
 from utils.eval.metrics import calculate_psnr
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+pytestmark = pytest.mark.slow          # every test runs tools/compare_grid.py in a subprocess
+
 COLOURS = {'rainy': (200, 30, 30), 'restored': (30, 200, 30), 'target': (30, 30, 200)}
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'compare_grid.py'),
-                           *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+@pytest.fixture(scope='module')
+def run(cli):
+    """``python tools/compare_grid.py ARGS``: (code, stdout, stderr)."""
+    return lambda *args: cli('tools/compare_grid.py', *args)
 
 
 def _folders(tmp_path, names=('a', 'b')):
@@ -30,7 +25,7 @@ def _folders(tmp_path, names=('a', 'b')):
             Image.fromarray(img).save(tmp_path / kind / f'{n}.png')
 
 
-def test_grid_has_panels_in_order_and_psnr_captions(tmp_path):
+def test_grid_has_panels_in_order_and_psnr_captions(tmp_path, run):
     _folders(tmp_path)
     out = tmp_path / 'grid' / 'g.png'
     code, stdout, err = run('--rainy', tmp_path / 'rainy', '--restored', tmp_path / 'restored',
@@ -48,7 +43,7 @@ def test_grid_has_panels_in_order_and_psnr_captions(tmp_path):
     assert '2 rows' in stdout
 
 
-def test_missing_image_is_named(tmp_path):
+def test_missing_image_is_named(tmp_path, run):
     _folders(tmp_path)
     (tmp_path / 'restored' / 'b.png').unlink()
     code, _, err = run('--rainy', tmp_path / 'rainy', '--restored', tmp_path / 'restored',

@@ -1,28 +1,19 @@
 """tools/complexity.py: the efficiency table, JSON and firing-rate plot (subprocess)."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from models import build_model, save_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+pytestmark = pytest.mark.slow          # every test runs tools/complexity.py in a subprocess
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'complexity.py'),
-                           *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    return proc.returncode, proc.stdout, proc.stderr
+@pytest.fixture(scope='module')
+def run(cli):
+    """``python tools/complexity.py ARGS``: (code, stdout, stderr)."""
+    return lambda *args: cli('tools/complexity.py', *args)
 
 
-def test_table_json_and_plot_on_synthetic_images(tmp_path):
+def test_table_json_and_plot_on_synthetic_images(tmp_path, run):
     code, out, err = run('--model', 'spikerain-tiny', '--size', 32, '--synthetic', 1,
                          '--synthetic_size', 24, '--per_layer', '--json', tmp_path / 'r.json',
                          '--plot', tmp_path / 'rates.png')
@@ -38,14 +29,9 @@ def test_table_json_and_plot_on_synthetic_images(tmp_path):
         assert im.width > 200 and im.height > 100
 
 
-def test_real_images_and_weights(tmp_path):
-    folder = tmp_path / 'input'
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(folder / f'{i}.png')
-    weights = tmp_path / 'w.pth'
-    save_weights(build_model('esdnet-tiny'), weights)
+def test_real_images_and_weights(tmp_path, run, paired_folder, tiny_weights):
+    folder = paired_folder(tmp_path, 2, (20, 28), name='{i}', targets=False) / 'input'
+    weights = tiny_weights('esdnet-tiny')
     code, out, err = run('--model', 'esdnet-tiny', '--weights', weights, '--images', folder,
                          '--size', 32)
     assert code == 0, err
@@ -53,7 +39,7 @@ def test_real_images_and_weights(tmp_path):
     assert 'esdnet-tiny' in out and '375,735' in out
 
 
-def test_bad_input_is_one_line_and_nonzero(tmp_path):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, run):
     code, _, err = run('--weights', tmp_path / 'w.pth')            # with --model all
     assert code == 2 and err.count('\n') == 1 and '--weights needs a single --model' in err
     folder = tmp_path / 'bad'

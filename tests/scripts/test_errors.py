@@ -3,19 +3,17 @@ prints ``PROG: error: MESSAGE`` and exits 2 for a bad option, 1 for a runtime er
 Ctrl-C and 143 for SIGTERM.
 
 The script cases run as ``python SCRIPT ARGS`` would (real exit code and stderr), forked from one
-warm process as in tests/test_robustness.py.
+warm process (tests/support/cli.py), as in tests/scripts/test_robustness.py.
 """
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import test_robustness as tr
+import support.cli as tr
 from models.weights import WeightsError
 from utils.train.checkpoint import CheckpointError, RunFolderBusy
 from utils.core.cli import ArgumentParser, Terminated, run_main
@@ -27,7 +25,6 @@ from utils.train.losses import LossSpecError
 from utils.core.paths import PathConflictError
 from utils.train.trainer import ConfigError, TrainingError
 
-ROOT = Path(__file__).resolve().parents[1]
 BAD = '--no_such_option'
 
 # Every script we own, with the arguments its parser requires, then an unknown option.
@@ -93,12 +90,13 @@ def ran(tmp_path_factory):
                          cwd=str(cwd), stdout=str(base / f'{name}.out'),
                          stderr=str(base / f'{name}.err')))
     (base / 'jobs.json').write_text(json.dumps(jobs))
-    tr.run_helper(f'import test_robustness; test_robustness.serve('
+    tr.run_helper(f'from support import cli; cli.serve('
                   f'{str(base / "jobs.json")!r}, {str(base / "results.json")!r})')
     return json.loads((base / 'results.json').read_text())
 
 
 @pytest.mark.parametrize('script', list(SCRIPTS))
+@pytest.mark.slow
 def test_bad_option_exits_2_with_one_line(ran, script):
     res = ran[f'bad-option-{script}']
     lines = res['stderr'].strip().splitlines()
@@ -108,6 +106,7 @@ def test_bad_option_exits_2_with_one_line(ran, script):
 
 
 @pytest.mark.parametrize('case_id,argv,code,expected', RUNTIME, ids=[c[0] for c in RUNTIME])
+@pytest.mark.slow
 def test_errors_after_parsing_exit_by_kind(ran, case_id, argv, code, expected):
     res = ran[case_id]
     assert res['code'] == code, res['stderr'][-2000:]
@@ -189,7 +188,7 @@ def test_argparse_errors_become_usage_errors():
         p.parse_args(['go', '--k', 'b'])
 
 
-def test_help_still_exits_0():
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'rain_samples.py'), '--help'],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0 and 'usage:' in proc.stdout and proc.stderr == ''
+@pytest.mark.slow
+def test_help_still_exits_0(cli):
+    proc = cli('tools/rain_samples.py', '--help')
+    assert proc.code == 0 and 'usage:' in proc.stdout and proc.stderr == ''

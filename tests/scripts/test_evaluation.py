@@ -1,10 +1,6 @@
 """evaluation.py end to end (subprocess): table, means, reports, pairing errors, --lpips."""
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +8,13 @@ from PIL import Image
 
 from utils.eval.metrics import calculate_psnr, calculate_ssim
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+pytestmark = pytest.mark.slow          # every test runs evaluation.py in a subprocess
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), *map(str, args)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+@pytest.fixture(scope='module')
+def run(cli):
+    """``python evaluation.py ARGS``: (code, stdout, stderr)."""
+    return lambda *args, **kw: cli('evaluation.py', *args, **kw)
 
 
 @pytest.fixture()
@@ -39,7 +34,7 @@ def folders(tmp_path):
     return tmp_path / 'restored', tmp_path / 'target', arrays
 
 
-def test_table_means_and_reports(folders, tmp_path):
+def test_table_means_and_reports(folders, tmp_path, run):
     restored, target, arrays = folders
     code, out, err = run('--generated_images_path', restored, '--target_path', target,
                          '--json', tmp_path / 'rep' / 'm.json', '--csv', tmp_path / 'm.csv')
@@ -58,7 +53,7 @@ def test_table_means_and_reports(folders, tmp_path):
     assert float(rows[0]['psnr']) == pytest.approx(psnr['rain-001'])
 
 
-def test_missing_partner_is_named(folders):
+def test_missing_partner_is_named(folders, run):
     restored, target, _ = folders
     (target / 'rain-010.png').unlink()
     code, out, err = run('--restored', restored, '--target_path', target)
@@ -66,18 +61,15 @@ def test_missing_partner_is_named(folders):
     assert 'Traceback' not in err and out == ''
 
 
-def test_rgb_crop_quiet_and_unavailable_lpips(folders, tmp_path):
+def test_rgb_crop_quiet_and_unavailable_lpips(folders, tmp_path, run):
     restored, target, arrays = folders
     # An `lpips` that cannot be imported, whatever is installed on this machine.
     (tmp_path / 'fake').mkdir()
     (tmp_path / 'fake' / 'lpips.py').write_text("raise ImportError('lpips is not installed')\n")
-    env = {**ENV, 'PYTHONPATH': str(tmp_path / 'fake')}
-    proc = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), '--restored', str(restored),
-                           '--target_path', str(target), '--no-test_y', '--crop_border', '2',
-                           '--quiet', '--lpips'],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run('--restored', restored, '--target_path', target, '--no-test_y', '--crop_border',
+               '2', '--quiet', '--lpips', env={'PYTHONPATH': str(tmp_path / 'fake')})
     # LPIPS fails with a message saying how to get it; PSNR/SSIM are still computed.
-    assert proc.returncode == 1
+    assert proc.code == 1
     assert '--lpips' in proc.stderr and 'pip install lpips' in proc.stderr
     mean_p = np.mean([calculate_psnr(*a, crop_border=2, test_y=False) for a in arrays.values()])
     assert f'(RGB, crop_border 2): PSNR {mean_p:.4f} dB' in proc.stdout

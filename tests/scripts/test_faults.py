@@ -9,15 +9,16 @@
   as an uninterrupted run.
 * The same seed and settings give the same weights; another seed does not.
 
-The non-finite-loss stop is tested in tests/test_train.py. The scripts run as forked children
-of one warm helper process (tests/test_robustness.py: ``fork_script``), so killing them is a
-real SIGKILL of a real ``python train.py`` without paying for a fresh interpreter each time.
+The non-finite-loss stop is tested in tests/train/test_train.py. The scripts run as forked
+children of one warm helper process (tests/support/cli.py: ``fork_script``), so killing them is
+a real SIGKILL of a real ``python train.py`` without paying for a fresh interpreter each time.
 """
 import json
 import math
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -27,12 +28,12 @@ import pytest
 import torch
 from PIL import Image
 
-import test_robustness as tr
-from models import build_model, save_weights
+import support.cli as tr
 from utils.train.checkpoint import load_training_state
 from utils.inference.outputs import MANIFEST_NAME
 from utils.train.trainer import TrainConfig, Trainer
 
+HERE = Path(__file__).resolve().parent       # the helper process imports this module from here
 ITERS = 18
 TRAIN = ['train.py', '--model', 'spikerain-tiny', '--iters', str(ITERS), '--patch_size', '16',
          '--batch_size', '2', '--workers', '0', '--no-tensorboard', '--save_every', '1',
@@ -149,28 +150,17 @@ def run_all(spec_file: str, result_file: str) -> None:
 
 
 # ------------------------------------------------------------------------------- fixtures
-def _pairs(root: Path, n: int, h: int, w: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        clean = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        rainy = np.clip(clean.astype(int) + rng.integers(0, 80, clean.shape), 0, 255)
-        for sub, img in (('target', clean), ('input', rainy.astype(np.uint8))):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(root / sub / f'im{i}.png')
-
-
 @pytest.fixture(scope='module')
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, paired_folder, tiny_weights) -> Path:
     root = tmp_path_factory.mktemp('fault_data')
-    _pairs(root / 'train', 4, 20, 24, seed=0)
-    _pairs(root / 'val', 1, 16, 16, seed=1)
+    paired_folder(root / 'train', 4, (20, 24), seed=0)
+    paired_folder(root / 'val', 1, (16, 16), seed=1)
     rng = np.random.default_rng(2)
     (root / 'many').mkdir()
     for i in range(TEST_IMAGES):
         Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
             root / 'many' / f'img{i:02d}.png')
-    torch.manual_seed(0)
-    save_weights(build_model('spikerain-tiny'), root / 'tiny.pth')
+    shutil.copyfile(tiny_weights('spikerain-tiny'), root / 'tiny.pth')
     return root
 
 
@@ -183,7 +173,7 @@ def faults(data, tmp_path_factory) -> dict:
         Path(part['work']).mkdir()
     (work / 'spec.json').write_text(json.dumps(spec))
     tr.run_helper(f'import test_faults; test_faults.run_all({str(work / "spec.json")!r}, '
-                  f'{str(work / "result.json")!r})')
+                  f'{str(work / "result.json")!r})', path=[HERE])
     result = json.loads((work / 'result.json').read_text())
     result['train']['dir'] = work / 'train'
     result['test']['dir'] = work / 'test'
@@ -203,6 +193,7 @@ def _same_run_state(a: dict, b: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- tests
+@pytest.mark.slow
 def test_killed_training_always_leaves_a_loadable_checkpoint(faults):
     train = faults['train']
     assert train['ref']['code'] == 0, train['ref']['stderr'][-2000:]
@@ -221,6 +212,7 @@ def test_killed_training_always_leaves_a_loadable_checkpoint(faults):
             assert entry['temps'] == []                # a clean stop removes its own temp
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_final_state(faults):
     train = faults['train']
     final = train['final']
@@ -241,6 +233,7 @@ def test_killed_training_resumes_to_the_same_final_state(faults):
         assert torch.equal(value, best_run['state_dict'][key]), key
 
 
+@pytest.mark.slow
 def test_interrupted_test_run_redoes_only_missing_outputs(faults):
     test = faults['test']
     assert test['ref']['code'] == 0, test['ref']['stderr'][-2000:]

@@ -1,7 +1,11 @@
 """tools/gpu_check.py: its CPU-only part runs and writes both reports (issue 16, item 7)."""
 import json
 
+import pytest
+
 from support import load_tool
+
+pytestmark = pytest.mark.slow          # the whole tool (its CPU part) in this process: ~5 s
 
 gpu_check = load_tool('gpu_check')
 

@@ -2,56 +2,31 @@
 numbers as evaluation.py, resumable, one-line errors (subprocess)."""
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from models import build_model, save_weights
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
-
-
-def run(script, *args):
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def _images(folder: Path, n: int, seed: int, size=(20, 16)) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
-            folder / f'im{i}.png')
+pytestmark = pytest.mark.slow          # every test runs tools/paper_table.py in a subprocess
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, paired_folder, tiny_weights, cli):
     root = tmp_path_factory.mktemp('table')
     data = root / 'data'
-    _images(data / 'Rain12' / 'test' / 'input', 3, 0)
-    _images(data / 'Rain12' / 'test' / 'target', 3, 1)
-    _images(data / 'RW_Rain' / 'test' / 'input', 2, 2)        # real rain: no ground truth
+    paired_folder(data / 'Rain12' / 'test', 3, (16, 20))
+    paired_folder(data / 'RW_Rain' / 'test', 2, (16, 20), seed=2,
+                  targets=False)                              # real rain: no ground truth
     (data / 'photos' / 'train').mkdir(parents=True)            # not a benchmark: ignored
-    torch.manual_seed(0)
-    save_weights(build_model('spikerain-tiny'), root / 'snn.pth')
-    save_weights(build_model('spikerain-tiny', neuron='relu'), root / 'ann.pth')
     out = root / 'out'
-    args = ('--data_root', data, '--weights', root / 'snn.pth', root / 'ann.pth',
-            '--save_root', out, '--size', 16, '--rate_images', 1, '--format', 'all')
-    first = run('tools/paper_table.py', *args)
-    again = run('tools/paper_table.py', *args)
+    args = ('--data_root', data, '--weights', tiny_weights('spikerain-tiny'),
+            tiny_weights('spikerain-tiny', neuron='relu'), '--save_root', out, '--size', 16,
+            '--rate_images', 1, '--format', 'all')
+    first = cli('tools/paper_table.py', *args)
+    again = cli('tools/paper_table.py', *args)
     return data, out, first, again
 
 
-def test_scores_equal_evaluation_py(setup, tmp_path):
+def test_scores_equal_evaluation_py(setup, tmp_path, cli):
     data, out, (code, stdout, err), _ = setup
     assert code == 0, err
     doc = json.loads((out / 'paper_table.json').read_text())
@@ -59,7 +34,7 @@ def test_scores_equal_evaluation_py(setup, tmp_path):
     for entry in doc['entries']:
         rain12, rw = entry['results']
         assert (rain12['benchmark'], rw['benchmark']) == ('Rain12', 'RW_Rain')
-        code, _, err = run('evaluation.py', '--restored', rain12['save_dir'], '--target_path',
+        code, _, err = cli('evaluation.py', '--restored', rain12['save_dir'], '--target_path',
                            data / 'Rain12' / 'test' / 'target', '--json', tmp_path / 'e.json',
                            '--quiet')
         assert code == 0, err
@@ -99,18 +74,18 @@ def test_second_run_reuses_every_output(setup):
     assert table(again) == table(first)
 
 
-def test_bad_input_is_one_line(tmp_path):
+def test_bad_input_is_one_line(tmp_path, cli, paired_folder):
     # Missing folders and files are runtime errors (exit 1); bad options exit 2.
-    code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
+    code, _, err = cli('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth')
     assert code == 1 and err.count('\n') == 1 and 'no benchmark found' in err
-    _images(tmp_path / 'Rain12' / 'test' / 'input', 1, 0)
-    code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
+    paired_folder(tmp_path / 'Rain12' / 'test', 1, (16, 20), targets=False)
+    code, _, err = cli('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth')
     assert code == 1 and err.count('\n') == 1 and 'w.pth' in err
-    code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
+    code, _, err = cli('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth', '--datasets', 'Rain200H')
     assert code == 1 and err.count('\n') == 1 and 'Rain200H not found' in err
-    code, _, err = run('tools/paper_table.py', '--data_root', tmp_path, '--weights',
+    code, _, err = cli('tools/paper_table.py', '--data_root', tmp_path, '--weights',
                        tmp_path / 'w.pth', '--model', 'nosuch')
     assert code == 2 and err.count('\n') == 1 and '--model nosuch: unknown' in err

@@ -6,24 +6,18 @@ names the culprit, no Python traceback. Inputs smaller than the training patch m
 script, failing or not, may change a byte of its inputs.
 
 Starting Python with torch costs seconds on a busy 2-core machine, so the cases run in forked
-children of ONE warm process (see :func:`serve`) rather than in one interpreter each; a crash
-in a case still prints its traceback into that case's stderr, as the interpreter would.
-Cases already covered end to end elsewhere are not repeated here: missing ``--train_dir``,
-``--lr -1``, a bad int, an unknown config key and a wrong ``--model`` on resume
-(tests/test_train.py); zero-byte/corrupt/non-image files in test.py's input and an official
-state dict without ``--model`` (tests/test_test_script.py); an unmatched target in
-evaluation.py (tests/test_evaluation.py); a name mismatch in ``dataset_load.py check``
-(tests/test_dataset_load.py).
+children of ONE warm process (tests/support/cli.py: ``serve``) rather than in one interpreter
+each; a crash in a case still prints its traceback into that case's stderr, as the interpreter
+would. Cases already covered end to end elsewhere are not repeated here: missing
+``--train_dir``, ``--lr -1``, a bad int, an unknown config key and a wrong ``--model`` on resume
+(tests/train/test_train.py); zero-byte/corrupt/non-image files in test.py's input and an
+official state dict without ``--model`` (tests/scripts/test_test_script.py); an unmatched target
+in evaluation.py (tests/scripts/test_evaluation.py); a name mismatch in ``dataset_load.py
+check`` (tests/data/test_dataset_load.py).
 """
-import hashlib
-import importlib
 import json
-import os
 import re
-import runpy
-import subprocess
-import sys
-import traceback
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +26,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from models import build_model, save_weights
+from support.cli import ERROR_LINE, last_line, run_helper, tree_digest
 from utils.core.cli import close_progress_bars, run_main
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ('train.py', '--model', 'spikerain-tiny', '--iters', '1', '--patch_size', '16',
          '--batch_size', '2', '--workers', '0', '--no-tensorboard', '--warmup', '0')
 TEST = ('test.py', '--no_progress', '--weights', '{D}/tiny.pth')
@@ -214,24 +207,16 @@ GOOD = [
      ['train/input', 'test/target', 'preview.png']),
 ]
 
-ERROR_LINE = re.compile(r'^(\S+\.py( \w+)?: )?error: ')   # argparse: 'PROG [COMMAND]: error:'
-
-
 # ---------------------------------------------------------------------------------- fixtures
 def _png(path: Path, h: int, w: int, seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)).save(path)
 
 
-def _split(root: Path, stems=('a', 'b'), h=20, w=24) -> Path:
-    for i, stem in enumerate(stems):
-        _png(root / 'input' / f'{stem}.png', h, w, seed=2 * i)
-        _png(root / 'target' / f'{stem}.png', h, w, seed=2 * i + 1)
-    return root
-
-
-def make_inputs(d: Path) -> None:
+def make_inputs(d: Path, paired_folder, tiny_weights) -> None:
     """Every bad (and awkward-but-valid) input of the catalogue, under ``d``."""
+    def _split(root, stems=('a', 'b'), h=20, w=24):
+        return paired_folder(root, stems=stems, size=(h, w))
     _split(d / 'good')
     _split(d / 'small', h=11, w=13)                  # smaller than the 16 px patch
     (_split(d / 'zero') / 'input' / 'a.png').write_bytes(b'')
@@ -250,10 +235,8 @@ def make_inputs(d: Path) -> None:
     (d / 'not_yaml.yaml').write_text('lr: [0.1\n')
     (d / 'bad_value.yaml').write_text('patch_size: large\n')
     (d / 'list.yaml').write_text('- lr\n- 0.1\n')
-    torch.manual_seed(0)
-    model = build_model('spikerain-tiny')
-    save_weights(model, d / 'tiny.pth')
-    torch.save(model.state_dict(), d / 'official.pth')
+    shutil.copyfile(tiny_weights('spikerain-tiny'), d / 'tiny.pth')
+    torch.save(torch.load(d / 'tiny.pth', weights_only=True)['state_dict'], d / 'official.pth')
     whole = (d / 'tiny.pth').read_bytes()
     (d / 'trunc.pth').write_bytes(whole[:len(whole) // 2])
     (d / 'text.pth').write_text('this is not a checkpoint')
@@ -262,100 +245,12 @@ def make_inputs(d: Path) -> None:
     (d / 'half_copied_run' / 'model_last.pth').write_bytes(whole[:len(whole) // 3])
 
 
-def tree_digest(folder: Path) -> dict:
-    """Path -> sha256 of every file below ``folder`` (folders included, to see new files)."""
-    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest()
-                                               if p.is_file() else 'dir')
-            for p in sorted(folder.rglob('*'))}
-
-
-def last_line(text: str) -> str:
-    """The last line a terminal shows: text after the last carriage return, blanks skipped."""
-    lines = [ln.rsplit('\r', 1)[-1].strip() for ln in text.split('\n')]
-    lines = [ln for ln in lines if ln]
-    return lines[-1] if lines else ''
-
-
-# ---------------------------------------------------------------------------- the runner
-_SITE: list[str] = []          # sys.path of `python SCRIPT`, less the script's own folder
-
-
-def warm_up() -> None:
-    """Import once what every script imports, so forked children start in milliseconds."""
-    torch.set_num_threads(1)      # also keeps OpenMP's thread pool unborn before fork()
-    for name in ('models.spikerain', 'models.esdnet', 'utils.train.trainer', 'utils.eval.metrics',
-                 'utils.inference.outputs', 'utils.data.prepare', 'utils.data.rain',
-                 'utils.core.cli',
-                 'skimage.data', 'torch._dynamo'):        # torch.optim imports _dynamo: 2 s
-        importlib.import_module(name)
-    Image.init()
-    _SITE[:] = [p for p in sys.path if p not in ('', str(ROOT), str(ROOT / 'tests'))]
-
-
-def fork_script(argv: list[str], cwd: str, stdout: str, stderr: str) -> int:
-    """Start ``python ROOT/argv[0] argv[1:]`` as a forked child of this warm process; its pid.
-
-    The child runs the script's ``__main__`` code with its output in the given files and exits
-    as the interpreter would: SystemExit's code, or the traceback and 1 for an exception.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1                                          # the child: never returns
-    try:
-        os.chdir(cwd)
-        for fd, name in ((1, stdout), (2, stderr)):
-            os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        script = str(ROOT / argv[0])
-        sys.argv = [script, *argv[1:]]
-        sys.path[:] = [os.path.dirname(script), *_SITE]
-        try:
-            runpy.run_path(script, run_name='__main__')
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None or isinstance(stop.code, int):
-                code = stop.code or 0
-            else:
-                print(stop.code, file=sys.stderr)
-        except BaseException:                         # noqa: BLE001 - report it like Python
-            traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
-
-
-def serve(jobs_file: str, results_file: str) -> None:
-    """Run every job, one after the other, each in a forked child of this warm process."""
-    warm_up()
-    results = {}
-    for job in json.loads(Path(jobs_file).read_text()):
-        pid = fork_script(job['argv'], job['cwd'], job['stdout'], job['stderr'])
-        _, status = os.waitpid(pid, 0)
-        results[job['id']] = dict(code=os.waitstatus_to_exitcode(status),
-                                  stdout=Path(job['stdout']).read_text(errors='replace'),
-                                  stderr=Path(job['stderr']).read_text(errors='replace'))
-    Path(results_file).write_text(json.dumps(results))
-
-
-def run_helper(call: str, timeout: int = 600) -> None:
-    """``python -c 'import test_robustness, ...; CALL'`` with one thread; fails on an error."""
-    code = (f'import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]; {call}')
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    env.pop('SPIKEDERAIN_DEBUG', None)
-    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.fixture(scope='module')
-def ran(tmp_path_factory):
+def ran(tmp_path_factory, paired_folder, tiny_weights):
     """Build the inputs, run every case once, and hash the inputs before and after."""
     base = tmp_path_factory.mktemp('robustness')
     data, outs, logs = base / 'data', base / 'out', base / 'logs'
-    make_inputs(data)
+    make_inputs(data, paired_folder, tiny_weights)
     logs.mkdir()
     before = tree_digest(data)
     jobs = []
@@ -371,7 +266,7 @@ def ran(tmp_path_factory):
         jobs.append(dict(id=case_id, argv=argv, cwd=str(cwd), stdout=str(logs / f'{case_id}.out'),
                          stderr=str(logs / f'{case_id}.err')))
     (base / 'jobs.json').write_text(json.dumps(jobs))
-    run_helper(f'import test_robustness; test_robustness.serve('
+    run_helper(f'from support import cli; cli.serve('
                f'{str(base / "jobs.json")!r}, {str(base / "results.json")!r})')
     results = json.loads((base / 'results.json').read_text())
     return dict(results=results, before=before, after=tree_digest(data), outs=outs)
@@ -379,6 +274,7 @@ def ran(tmp_path_factory):
 
 # ------------------------------------------------------------------------------- the tests
 @pytest.mark.parametrize('case_id,argv,expected', BAD, ids=[c[0] for c in BAD])
+@pytest.mark.slow
 def test_bad_input_is_one_line_naming_the_culprit(ran, case_id, argv, expected):
     res = ran['results'][case_id]
     err = res['stderr']
@@ -393,6 +289,7 @@ def test_bad_input_is_one_line_naming_the_culprit(ran, case_id, argv, expected):
 
 
 @pytest.mark.parametrize('case_id,argv,outputs', GOOD, ids=[c[0] for c in GOOD])
+@pytest.mark.slow
 def test_awkward_but_valid_input_works(ran, case_id, argv, outputs):
     res = ran['results'][case_id]
     assert res['code'] == 0, res['stderr'][-3000:]
@@ -401,6 +298,7 @@ def test_awkward_but_valid_input_works(ran, case_id, argv, outputs):
         assert (ran['outs'] / case_id / name).exists(), name
 
 
+@pytest.mark.slow
 def test_no_script_modifies_or_adds_to_its_inputs(ran):
     assert len(ran['before']) > 40
     assert ran['after'] == ran['before']

@@ -7,12 +7,13 @@ per run folder (a real second process), (3) finite or refused, (4) images as peo
 (6) signals (a real SIGTERM; a SIGINT to a job that inherited an ignored SIGINT, as a job
 started with ``&`` from a script does), (7) scores that mean something (PSNR inf reported,
 outputs of other weights never re-scored). The scripts run as forked children of one warm
-helper process (tests/test_robustness.py: ``fork_script``); inputs and targets are hashed
-before and after.
+helper process (tests/support/cli.py: ``fork_script``); inputs and targets are hashed before
+and after.
 """
 import json
 import os
 import resource
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,12 +24,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-import test_robustness as tr
-from models import build_model, save_weights
+import support.cli as tr
 from utils.train.checkpoint import LOCK_NAME, load_training_state
 from utils.inference.outputs import MANIFEST_NAME, restore_files
 from utils.data.image_io import NonFiniteImageError, image_size, read_image_rgb, tensor_to_uint8
 
+HERE = Path(__file__).resolve().parent       # the helper process imports this module from here
 TRAIN = ('train.py', '--model', 'spikerain-tiny', '--patch_size', '16', '--batch_size', '2',
          '--workers', '0', '--no-tensorboard', '--warmup', '0')
 LONG = (*TRAIN, '--iters', '100000', '--save_every', '1', '--train_dir', '{D}/good')
@@ -108,10 +109,8 @@ def _two_frames(path: Path) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:])
 
 
-def make_inputs(d: Path) -> None:
-    for sub in ('input', 'target'):
-        for i, stem in enumerate('ab'):
-            _png(d / 'good' / sub / f'{stem}.png', seed=2 * i + (sub == 'target'))
+def make_inputs(d: Path, paired_folder, tiny_weights) -> None:
+    paired_folder(d / 'good', stems=('a', 'b'))
     _png(d / 'loose' / 'in' / 'a.png', seed=5)
     _png(d / 'loose' / 'gt' / 'a.png', seed=6)
     _png(d / 'odd' / 'a_ok.png', seed=7)
@@ -124,11 +123,8 @@ def make_inputs(d: Path) -> None:
     _png(d / 'gifsplit' / 'target' / 'a.png', seed=10)
     for i in range(12):
         _png(d / 'many' / f'img{i:02d}.png', 24, 24, seed=20 + i)
-    torch.manual_seed(0)
-    model = build_model('spikerain-tiny')
-    save_weights(model, d / 'tiny.pth')
-    torch.manual_seed(1)
-    save_weights(build_model('spikerain-tiny'), d / 'other.pth')
+    shutil.copyfile(tiny_weights('spikerain-tiny'), d / 'tiny.pth')
+    shutil.copyfile(tiny_weights('spikerain-tiny', seed=1), d / 'other.pth')
     state = torch.load(d / 'tiny.pth', weights_only=True)
     first = next(k for k, v in state['state_dict'].items() if v.is_floating_point())
     state['state_dict'][first] = state['state_dict'][first].clone().fill_(float('nan'))
@@ -296,15 +292,16 @@ def serve(spec_file: str, result_file: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def ran(tmp_path_factory):
+def ran(tmp_path_factory, paired_folder, tiny_weights):
     base = tmp_path_factory.mktemp('robustness2')
     data, work = base / 'data', base / 'work'
-    make_inputs(data)
+    make_inputs(data, paired_folder, tiny_weights)
     work.mkdir()
     before = tr.tree_digest(data)
     (base / 'spec.json').write_text(json.dumps(dict(data=str(data), work=str(work))))
     tr.run_helper(f'import test_robustness2; test_robustness2.serve('
-                  f'{str(base / "spec.json")!r}, {str(base / "result.json")!r})')
+                  f'{str(base / "spec.json")!r}, {str(base / "result.json")!r})',
+                  path=[HERE])
     res = json.loads((base / 'result.json').read_text())
     return dict(res=res, before=before, after=tr.tree_digest(data), work=work, data=data)
 
@@ -321,29 +318,35 @@ def _one_line_error(res: dict, expected: str) -> str:
 
 # ------------------------------------------------------------------------------- the tests
 @pytest.mark.parametrize('case_id,argv,expected', BAD, ids=[c[0] for c in BAD])
+@pytest.mark.slow
 def test_bad_input_is_one_line(ran, case_id, argv, expected):
     _one_line_error(ran['res'][case_id], expected)
 
 
 @pytest.mark.parametrize('case_id,argv,env,expected', ENV_CASES, ids=[c[0] for c in ENV_CASES])
+@pytest.mark.slow
 def test_limit_from_the_environment(ran, case_id, argv, env, expected):
     _one_line_error(ran['res'][case_id], expected)
 
 
+@pytest.mark.slow
 def test_inputs_and_targets_are_byte_identical_afterwards(ran):
     assert len(ran['before']) > 20
     assert ran['after'] == ran['before']
 
 
+@pytest.mark.slow
 def test_refused_paths_wrote_nothing(ran):
     assert not (ran['data'] / 'good' / 'target' / 'restored').exists()
     assert not (ran['work'] / 'out' / 'test-save-into-split-target').exists()
 
 
+@pytest.mark.slow
 def test_resume_from_nan_checkpoint_is_refused(ran):
     _one_line_error(ran['res']['train-resume-nan-checkpoint'], 'non-finite (NaN/inf)')
 
 
+@pytest.mark.slow
 def test_multi_frame_and_bomb_are_bad_files_and_the_rest_is_restored(ran):
     res = ran['res']['test-multi-frame-and-bomb']
     assert res['code'] == 1
@@ -354,6 +357,7 @@ def test_multi_frame_and_bomb_are_bad_files_and_the_rest_is_restored(ran):
     assert sorted(p.name for p in out.glob('*.png')) == ['a_ok.png', 'd_ok.png']
 
 
+@pytest.mark.slow
 def test_full_disk_stops_test_py_naming_the_file(ran):
     res = ran['res']['test-full-disk']
     line = _one_line_error(res, 'File too large')
@@ -363,6 +367,7 @@ def test_full_disk_stops_test_py_naming_the_file(ran):
     assert list(out.glob('*.png')) == [] and list(out.glob('.img*.tmp')) == []
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint_save_keeps_the_previous_one(ran):
     res = ran['res']['train-full-disk']
     line = _one_line_error(res, 'cannot save the checkpoint: File too large')
@@ -372,6 +377,7 @@ def test_full_disk_during_checkpoint_save_keeps_the_previous_one(ran):
     assert list(run_dir.glob('.*.tmp')) == []
 
 
+@pytest.mark.slow
 def test_second_run_on_a_folder_is_refused_naming_the_holder(ran):
     res = ran['res']['second-run-same-folder']
     _one_line_error(res, f'PID {res["holder_pid"]}')
@@ -379,6 +385,7 @@ def test_second_run_on_a_folder_is_refused_naming_the_holder(ran):
     _one_line_error(res, f'PID {res["holder_pid"]}')
 
 
+@pytest.mark.slow
 def test_sigterm_ends_training_like_ctrl_c(ran):
     res = ran['res']['sigterm-training']
     assert res['started'], res['stderr'][-2000:]
@@ -390,6 +397,7 @@ def test_sigterm_ends_training_like_ctrl_c(ran):
     assert not res['lock_left']                         # a clean end removes the lock file
 
 
+@pytest.mark.slow
 def test_sigint_stops_a_job_started_with_sigint_ignored(ran):
     res = ran['res']['sigint-ignored-at-start']
     assert res['started'], res['stderr'][-2000:]
@@ -398,6 +406,7 @@ def test_sigint_stops_a_job_started_with_sigint_ignored(ran):
     assert res['seconds'] < 60
 
 
+@pytest.mark.slow
 def test_sigterm_ends_test_py_with_complete_outputs(ran):
     res = ran['res']['sigterm-test']
     assert res['code'] in (0, 143), res['stderr'][-2000:]
@@ -409,6 +418,7 @@ def test_sigterm_ends_test_py_with_complete_outputs(ran):
         assert read_image_rgb(out / name).shape == (24, 24, 3)
 
 
+@pytest.mark.slow
 def test_outputs_of_other_weights_are_never_rescored(ran):
     r = ran['res']
     assert r['manifest-first']['code'] == 0
@@ -423,6 +433,7 @@ def test_outputs_of_other_weights_are_never_rescored(ran):
     _one_line_error(r['outputs-without-manifest'], 'no record of the weights')
 
 
+@pytest.mark.slow
 def test_identical_images_say_psnr_inf(ran):
     res = ran['res']['eval-identical']
     assert res['code'] == 0
@@ -480,11 +491,9 @@ def test_huge_image_suggests_tile(tmp_path, monkeypatch):
     assert inf.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
 
 
-def test_weights_gone_nan_are_never_saved_as_the_last_good_checkpoint(tmp_path):
+def test_weights_gone_nan_are_never_saved_as_the_last_good_checkpoint(tmp_path, paired_folder):
     from utils.train.trainer import TrainConfig, Trainer, TrainingError
-    for sub in ('input', 'target'):
-        for i in range(2):
-            _png(tmp_path / 'data' / sub / f'{i}.png', seed=i + 10 * (sub == 'input'))
+    paired_folder(tmp_path / 'data', 2, name='{i}')
     cfg = TrainConfig(model='spikerain-tiny', train_dir=str(tmp_path / 'data'), iters=4,
                       patch_size=16, batch_size=2, workers=0, tensorboard=False, warmup='0',
                       save_every='1', val_every='0', model_save_dir=str(tmp_path / 'run'))

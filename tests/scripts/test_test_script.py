@@ -1,28 +1,25 @@
 """test.py end to end, as a user runs it (subprocess, tiny model, tiny images)."""
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from models import build_model, save_weights
+from support import ROOT
 from utils.data.image_io import read_image_rgb
 from utils.eval.folders import evaluate_folders
 
-ROOT = Path(__file__).resolve().parents[1]
-# One thread per subprocess: the test machine's cores are shared, and the images are tiny.
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+pytestmark = pytest.mark.slow          # every test runs test.py in a subprocess
 
 
-def run(*args, cwd=ROOT):
-    proc = subprocess.run([sys.executable, str(ROOT / 'test.py'), '--no_progress', *map(str, args)],
-                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
+@pytest.fixture(scope='module')
+def run(cli):
+    """``python test.py --no_progress ARGS`` (one thread: the test machine's cores are shared,
+    and the images are tiny): (code, stdout, stderr)."""
+    def run(*args, cwd=ROOT):
+        return cli('test.py', '--no_progress', *args, cwd=cwd)
+    return run
 
 
 def _split(folder, sizes=((37, 53), (16, 16))):
@@ -38,15 +35,7 @@ def _split(folder, sizes=((37, 53), (16, 16))):
     return folder
 
 
-@pytest.fixture(scope='module')
-def tiny_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp('weights') / 'tiny.pth'
-    torch.manual_seed(0)
-    save_weights(build_model('spikerain-tiny'), path)
-    return path
-
-
-def test_help_lists_every_option():
+def test_help_lists_every_option(run):
     code, out, _ = run('--help')
     assert code == 0
     for flag in ('--model', '--weights', '--data_path', '--save_path', '--device', '--tile',
@@ -55,7 +44,7 @@ def test_help_lists_every_option():
         assert flag in out
 
 
-def test_refuses_without_weights_and_into_the_input_folder(tmp_path):
+def test_refuses_without_weights_and_into_the_input_folder(tmp_path, run):
     split = _split(tmp_path / 'split')
     code, _, err = run('--model', 'spikerain-tiny', '--data_path', split)
     assert code == 2 and '--random_weights' in err and len(err.strip().splitlines()) == 1
@@ -65,9 +54,9 @@ def test_refuses_without_weights_and_into_the_input_folder(tmp_path):
     assert sorted(p.name for p in (split / 'input').iterdir()) == ['img0.jpg', 'img1.jpg']
 
 
-def test_our_checkpoint_restores_a_split_and_evaluates(tmp_path, tiny_weights):
+def test_our_checkpoint_restores_a_split_and_evaluates(tmp_path, tiny_weights, run):
     split = _split(tmp_path / 'Rain0')
-    code, out, err = run('--weights', tiny_weights, '--data_path', split,
+    code, out, err = run('--weights', tiny_weights('spikerain-tiny'), '--data_path', split,
                          '--target_path', split, cwd=tmp_path)      # a split: its target/
     assert code == 0, err
     save = tmp_path / 'results' / 'spikerain-tiny' / 'Rain0'
@@ -87,9 +76,10 @@ def test_our_checkpoint_restores_a_split_and_evaluates(tmp_path, tiny_weights):
                           read_image_rgb(save / 'img1.png'))
 
 
-def test_official_state_dict_needs_model(tmp_path, tiny_weights):
+def test_official_state_dict_needs_model(tmp_path, tiny_weights, run):
     sd_path = tmp_path / 'official.pth'
-    torch.save(torch.load(tiny_weights, weights_only=True)['state_dict'], sd_path)
+    torch.save(torch.load(tiny_weights('spikerain-tiny'), weights_only=True)['state_dict'],
+               sd_path)
     img = tmp_path / 'one.png'
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     code, _, err = run('--weights', sd_path, '--data_path', img, '--save_path', tmp_path / 'o')
@@ -97,7 +87,7 @@ def test_official_state_dict_needs_model(tmp_path, tiny_weights):
     assert code == 1 and '--model' in err and 'Traceback' not in err
 
 
-def test_bad_files_skip_existing_and_overwrite(tmp_path):
+def test_bad_files_skip_existing_and_overwrite(tmp_path, run):
     folder = tmp_path / 'in'
     folder.mkdir()
     rng = np.random.default_rng(1)
@@ -127,7 +117,7 @@ def test_bad_files_skip_existing_and_overwrite(tmp_path):
 
 
 @pytest.mark.parametrize('model', ['spikerain-tiny', 'esdnet-tiny', 'vlif-net-tiny'])
-def test_default_is_the_fast_path_and_exact_gives_the_reference(model, tmp_path):
+def test_default_is_the_fast_path_and_exact_gives_the_reference(model, tmp_path, run):
     # asserted, not assumed: what a user gets with no flags is the fast inference path
     split = _split(tmp_path / 'split', sizes=((16, 16),))
     code, out, err = run('--model', model, '--random_weights', '--data_path', split / 'input',
@@ -140,7 +130,7 @@ def test_default_is_the_fast_path_and_exact_gives_the_reference(model, tmp_path)
     assert f'{model} (exact path)' in out + err
 
 
-def test_precision_bf16_runs_the_fast_path_where_the_cpu_has_bf16(tmp_path):
+def test_precision_bf16_runs_the_fast_path_where_the_cpu_has_bf16(tmp_path, run):
     from models.acceleration import bf16_supported
     split = _split(tmp_path / 'split', sizes=((16, 16),))
     base = ('--model', 'spikerain-tiny', '--random_weights', '--data_path', split / 'input')

@@ -1,4 +1,13 @@
-"""Helpers shared by tests (importable as ``support``: pytest puts tests/ on sys.path)."""
+"""Helpers shared by tests, not tests themselves (importable as ``support``: pyproject.toml's
+pytest ``pythonpath`` puts tests/ on sys.path).
+
+``support.golden`` the golden tensors of tests/fixtures; ``support.images`` paired image folders;
+``support.weights`` tiny model weights; ``support.cli`` running the scripts and tools (one
+subprocess each, or forked from one warm process); ``support.spike_fidelity`` spike agreement of
+paths that change rounding; ``support/ddp_worker.py`` the process torchrun starts twice.
+tests/conftest.py turns the first four into the fixtures ``golden``, ``paired_folder``,
+``tiny_weights`` and ``cli``.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -7,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / 'tests'
 
 
 def load_tool(name: str) -> ModuleType:

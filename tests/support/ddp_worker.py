@@ -1,4 +1,4 @@
-"""Started twice by tests/test_distributed.py through torch.distributed.run (gloo, CPU).
+"""Started twice by tests/train/test_distributed.py through torch.distributed.run (gloo, CPU).
 
 Each rank trains the same tiny run through the library code train.py uses, then writes its own
 final state dict, so the test can check that the two processes ended with identical weights.

@@ -1,11 +1,12 @@
 """Training-state checkpoints: round trip, RNG states, weights-only and foreign files, atomicity."""
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from models import build_from_checkpoint, build_model, save_weights
+from models import build_from_checkpoint, build_model
 from utils.train.checkpoint import (CheckpointError, capture_rng_state, check_same_model,
                                     load_training_state, restore_rng_state, restore_training_state,
                                     save_training_state)
@@ -68,10 +69,9 @@ def test_training_state_round_trip_restores_everything(tmp_path):
     assert type(build_from_checkpoint(path)).__name__ == 'SpikeRain'
 
 
-def test_weights_only_and_corrupt_files_are_refused_clearly(tmp_path):
-    model, _, _ = _parts()
+def test_weights_only_and_corrupt_files_are_refused_clearly(tmp_path, tiny_weights):
     best = tmp_path / 'model_best.pth'
-    save_weights(model, best)
+    shutil.copyfile(tiny_weights('spikerain-tiny'), best)      # what _parts() builds, saved
     with pytest.raises(CheckpointError, match='model_best.pth: not a training state'):
         load_training_state(best)
     broken = tmp_path / 'model_last.pth'

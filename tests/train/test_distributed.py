@@ -2,19 +2,15 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models import build_model
+from support import ROOT, TESTS
 from utils.train.checkpoint import load_training_state
 from utils.core.device import DeviceError, resolve_device
 from utils.train.distributed import DistInfo, EpochSampler, setup
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_device_choice(monkeypatch):
@@ -53,25 +49,16 @@ def test_shards_are_disjoint_cover_the_data_and_depend_on_seed_and_epoch():
     assert list(again) == shard0[2:] and len(again) == 3 and again.epoch_length == 5
 
 
-def _pairs(root: Path, n: int, size: int) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        clean = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        rainy = np.clip(clean.astype(int) + rng.integers(0, 80, clean.shape), 0, 255)
-        for sub, img in (('target', clean), ('input', rainy.astype(np.uint8))):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(root / sub / f'{i}.png')
-
-
-def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path, paired_folder):
     data, run, out = tmp_path / 'data', tmp_path / 'run', tmp_path / 'out'
-    _pairs(data / 'train', 4, 20)
-    _pairs(data / 'test', 2, 16)
+    paired_folder(data / 'train', 4, (20, 20), name='{i}')
+    paired_folder(data / 'test', 2, (16, 16), name='{i}')
     out.mkdir()
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-         str(ROOT / 'tests' / 'ddp_worker.py'), str(data), str(run), str(out)],
+         str(TESTS / 'support' / 'ddp_worker.py'), str(data), str(run), str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = torch.load(out / 'rank0.pt', weights_only=True)
@@ -126,10 +113,11 @@ def test_sync_batchnorm_is_refused():
 
 
 def test_checkpoint_is_loaded_before_the_ddp_wrap_and_batches_are_reported(tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch,
+                                                                         paired_folder):
     from utils.train import distributed as dist_utils
     from utils.train.trainer import ConfigError, TrainConfig, Trainer
-    _pairs(tmp_path / 'train', 4, 20)
+    paired_folder(tmp_path / 'train', 4, (20, 20), name='{i}')
     cfg = dict(model='spikerain-tiny', train_dir=str(tmp_path / 'train'),
                model_save_dir=str(tmp_path / 'run'), batch_size=2, patch_size=16, iters=1,
                warmup='0', save_every='1', workers=0, tensorboard=False)

@@ -1,37 +1,21 @@
 """train.py and its loop: exact resume, non-finite loss, settings, the command line."""
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
+from support import ROOT
 from utils.train.checkpoint import CheckpointError, load_training_state
 from utils.train.trainer import ConfigError, TrainConfig, Trainer, TrainingError
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _pairs(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        clean = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        rainy = np.clip(clean.astype(int) + rng.integers(0, 80, clean.shape), 0, 255)
-        for sub, img in (('target', clean), ('input', rainy.astype(np.uint8))):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(root / sub / f'im{i}.png')
-
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, paired_folder) -> Path:
     root = tmp_path_factory.mktemp('pairs')
-    _pairs(root / 'train', 5, (24, 20))          # smaller than the patch on one side: padded
-    _pairs(root / 'test', 1, (20, 16), seed=1)
+    paired_folder(root / 'train', 5, (20, 24))     # smaller than the patch on one side: padded
+    paired_folder(root / 'test', 1, (16, 20), seed=1)
     return root
 
 
@@ -127,20 +111,21 @@ def test_shipped_configs_hold_only_known_valid_settings():
         TrainConfig(**{k: v for k, v in cfg.items() if k != 'dim'}).validate()
 
 
-def _cli(*args, cwd=ROOT):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, str(ROOT / 'train.py'), *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope='module')
+def train_py(cli):
+    """``python train.py ARGS``: (code, stdout, stderr)."""
+    return lambda *args, cwd=ROOT: cli('train.py', *args, cwd=cwd)
 
 
-def test_command_line_run_config_override_auto_resume_and_wrong_model(data, tmp_path):
+@pytest.mark.slow
+def test_command_line_run_config_override_auto_resume_and_wrong_model(data, tmp_path, train_py):
     run = tmp_path / 'run'
     common = ['--config', ROOT / 'configs' / 'spikerain-s_rain200h.yaml',
               '--model', 'spikerain-tiny', '--train_dir', data / 'train',
               '--val_dir', data / 'test', '--model_save_dir', run, '--batch_size', 2,
               '--patch_size', 16, '--workers', 0, '--iters', 2]
-    proc = _cli(*common)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = train_py(*common)
+    assert proc.code == 0, proc.stderr[-2000:]
     assert 'epoch 1/1  iter 2/2' in proc.stdout + proc.stderr
     for name in ('model_last.pth', 'model_best.pth', 'config.yaml'):
         assert (run / name).is_file(), name
@@ -155,10 +140,10 @@ def test_command_line_run_config_override_auto_resume_and_wrong_model(data, tmp_
     saved = yaml.safe_load((run / 'config.yaml').read_text())
     assert saved['iters'] == 2 and saved['model'] == 'spikerain-tiny'   # flags beat the file
     assert saved['lr'] == 1e-3 and saved['loss'] == 'ssim'              # from the file
-    again = _cli(*common)                                               # same command: resumes
-    assert again.returncode == 0 and 'finished at iteration 2/2' in again.stdout + again.stderr
-    wrong = _cli(*common[:2], '--model', 'esdnet-tiny', *common[4:])
-    assert wrong.returncode != 0
+    again = train_py(*common)                                           # same command: resumes
+    assert again.code == 0 and 'finished at iteration 2/2' in again.stdout + again.stderr
+    wrong = train_py(*common[:2], '--model', 'esdnet-tiny', *common[4:])
+    assert wrong.code != 0
     assert wrong.stderr.strip().count('\n') == 0
     assert "saved from model 'spikerain-tiny', but --model is 'esdnet-tiny'" in wrong.stderr
 
@@ -170,12 +155,13 @@ def test_command_line_run_config_override_auto_resume_and_wrong_model(data, tmp_
     (['--train_dir', 'x', '--batch_size', 'many'], "--batch_size: invalid int value: 'many'"),
     (['--config', 'BAD'], "unknown key 'lrate'"),
 ])
-def test_command_line_errors_are_one_line(tmp_path, args, match):
+@pytest.mark.slow
+def test_command_line_errors_are_one_line(tmp_path, args, match, train_py):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('lrate: 0.1\n')
     args = [bad if a == 'BAD' else a for a in args]
-    proc = _cli(*args, cwd=tmp_path)
-    assert proc.returncode != 0
+    proc = train_py(*args, cwd=tmp_path)
+    assert proc.code != 0
     assert proc.stderr.strip().count('\n') == 0, proc.stderr
     assert match in proc.stderr and 'Traceback' not in proc.stderr
 
