@@ -330,7 +330,6 @@ class CleanPhotoRainDataset(EpochAware, Dataset):
             kinds = parse_rain_kinds(rain, holdout)
         except ValueError as err:
             raise DatasetError(str(err)) from None
-        self.holdout = holdout
         if int(patch_size) < 1:
             raise DatasetError(f'patch_size must be a positive integer, got {patch_size}')
         if not 0.0 <= clean_fraction < 1.0:
