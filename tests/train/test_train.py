@@ -259,3 +259,21 @@ def test_precision_bf16_trains_with_bfloat16_autocast_where_the_cpu_has_it(data,
                if v.is_floating_point())           # weights stay float32
     with pytest.raises(ConfigError, match='choose one'):
         _cfg(data, tmp_path / 'x', precision='bf16', amp=True).validate()
+
+
+def test_a_runs_own_config_yaml_loads_back_as_a_config(data, tmp_path):
+    """``--config RUN/config.yaml`` restarts a run: its nulls (e.g. no held-out family) load."""
+    import argparse
+    import dataclasses
+    from utils.train.config import add_options, load_config_file
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    written = dataclasses.asdict(_cfg(data, tmp_path))
+    assert written['holdout_family'] is None
+    path = tmp_path / 'config.yaml'
+    path.write_text(yaml.safe_dump(written))
+    loaded = load_config_file(str(path), parser)
+    assert loaded['holdout_family'] is None and loaded['model'] == written['model']
+    path.write_text(yaml.safe_dump({**written, 'holdout_family': 'drizzle'}))
+    with pytest.raises(ConfigError, match="'drizzle' is not one of"):
+        load_config_file(str(path), parser)

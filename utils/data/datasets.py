@@ -132,8 +132,8 @@ def summarize_pairs(pairs: list[tuple[Path, Path]], progress: bool = False) -> P
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    """HxWx3 uint8 -> 3xHxW float32 in [0, 1] (a read-only cached photo is copied, not shared)."""
+    return torch.from_numpy(np.require(img, requirements=['C', 'W'])).permute(2, 0, 1).float().div_(255.0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -240,7 +240,8 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
         except (TypeError, ValueError) as err:
             raise ConfigError(f'--config {path}: key {key!r}: bad value {value!r} ({err})') \
                 from None
-        if action.choices is not None and value not in action.choices:
+        unset = value is None and action.default is None   # a run's own config.yaml writes null
+        if action.choices is not None and value not in action.choices and not unset:
             raise ConfigError(f'--config {path}: key {key!r}: {value!r} is not one of '
                               f'{", ".join(map(str, action.choices))}')
         out[action.dest] = value
