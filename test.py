@@ -8,6 +8,8 @@ are already complete, so an interrupted run simply resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 import torch
@@ -19,8 +21,10 @@ from utils.core.device import lif_kernel_report
 from utils.core.cli import ArgumentParser, describe, run_main
 from utils.core.errors import InputError, SpikeDerainError, UsageError
 from utils.eval.folders import evaluate_pairs, pair_with_targets, psnr_text, target_folder
-from utils.inference.outputs import (check_output_manifest, file_sha256, find_inputs,
-                                     output_path, restore_files, write_manifest)
+from utils.core.lock import FolderLock
+from utils.data.image_io import is_image_file, list_images
+from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
+                                     output_recipe, restore_files, write_manifest)
 from utils.data.image_io import check_writable, remove_interrupted_writes
 from utils.inference.tiling import check_tiling
 from utils.core.paths import check_writes, split_folders
@@ -53,8 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--tile', type=int, default=None,
                    help='restore in tiles of this many pixels to bound memory on large images '
                         '(default: whole images)')
-    p.add_argument('--tile_overlap', type=int, default=32,
-                   help='overlap between tiles in pixels, blended smoothly (default: %(default)s)')
+    p.add_argument('--tile_overlap', type=int, default=None,
+                   help='overlap between tiles in pixels, blended smoothly (default: 32; only '
+                        'with --tile)')
     p.add_argument('--batch_size', type=int, default=1,
                    help='images (untiled, same size) or tiles (tiled) per forward pass '
                         '(default: %(default)s)')
@@ -112,15 +117,20 @@ def check_save_path(save: Path, inputs: list[Path], input_dir: Path, target: Pat
                  files=[('output', output_path(save, p)) for p in inputs])
 
 
-def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str) -> dict:
+def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str,
+              device: torch.device) -> dict:
     """What decides the outputs' pixels, recorded in the output folder's manifest."""
-    import json
-    recipe = dict(model=model.model_name, model_config=dict(getattr(model, 'config', {})),
-                  weights=str(args.weights) if args.weights else None,
-                  weights_sha256=file_sha256(args.weights) if args.weights
-                  else 'random weights, seed 0',
-                  path=path, tile=args.tile, tile_overlap=args.tile_overlap if args.tile else None)
-    return json.loads(json.dumps(recipe, default=str))     # as it reads back from the file
+    backend = device.type + (', tf32' if args.tf32 and device.type == 'cuda' else '')
+    return output_recipe(model, args.weights, path=path, precision=args.precision,
+                         backend=backend, tile=args.tile, tile_overlap=args.tile_overlap,
+                         batch_size=args.batch_size)
+
+
+def check_targets(inputs: list[Path], target: Path) -> None:
+    """Every input has its target (an image) before the model is loaded."""
+    if target.is_file() and not is_image_file(target):
+        raise InputError(f'--target_path {target}: not an image file')
+    pair_with_targets(inputs, target)
 
 
 def evaluate(summary, target_path: str) -> None:
@@ -130,11 +140,29 @@ def evaluate(summary, target_path: str) -> None:
         raise InputError('evaluation: no restored images to evaluate')
     _, means = evaluate_pairs(pair_with_targets(outputs, target_path))
     print(f'evaluated {means["images"]} images against {target_path} (Y channel, no crop): '
-          f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}')
+          f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}{subset_note(summary, target_path)}')
+
+
+def subset_note(summary, target_path: str) -> str:
+    """What a mean over fewer images than asked for leaves out (failed inputs, unused targets)."""
+    scored = len(summary.restored) + len(summary.skipped)
+    words = []
+    if summary.failed:
+        words.append(f'{len(summary.failed)} input(s) failed and are not in the mean')
+    tdir = target_folder(target_path)
+    targets = len(list_images(tdir)) if tdir.is_dir() else 1
+    if targets > scored + len(summary.failed):
+        words.append(f'{targets - scored - len(summary.failed)} of the {targets} images in '
+                     f'{tdir} have no input here and are not scored')
+    return f' (over {scored} images only: {"; ".join(words)})' if words else ''
 
 
 def check_options(args: argparse.Namespace) -> None:
     """What the command line alone gets wrong (exit 2), before any file is read."""
+    if args.tile_overlap is not None and args.tile is None:
+        print(f'note: --tile_overlap {args.tile_overlap} has no effect without --tile (whole '
+              f'images are restored)', file=sys.stderr)
+    args.tile_overlap = 32 if args.tile_overlap is None else args.tile_overlap
     try:
         check_tiling(args.tile, args.tile_overlap)
     except ValueError as err:
@@ -156,7 +184,11 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    with contextlib.ExitStack() as held:         # the output folder's lock, for the whole run
+        return restore_folder(parse_args(argv), held)
+
+
+def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     check_options(args)
     try:
         device = resolve_device(args.device)
@@ -170,6 +202,8 @@ def main(argv=None) -> int:
     target = target_folder(args.target_path) if args.target_path else None
     if target is not None and not target.exists():
         raise InputError(f'--target_path {target}: no such file or folder')
+    if target is not None:
+        check_targets(inputs, target)
     model = load_model(args, device)
     path = 'exact path'
     if not args.exact and supports_fast_path(model):
@@ -179,9 +213,10 @@ def main(argv=None) -> int:
     save = Path(args.save_path) if args.save_path else (
         Path('results') / model.model_name / data_name(Path(args.data_path)))
     check_save_path(save, inputs, input_dir, target, args.weights)
-    recipe = recipe_of(args, model, path.split(' (')[0])
+    recipe = recipe_of(args, model, path.split(' (')[0].split(',')[0], device)
     save.mkdir(parents=True, exist_ok=True)
     check_writable(save)                        # a full or read-only disk: before any work
+    held.enter_context(FolderLock(save, what='test.py run', option='another --save_path'))
     check_output_manifest(save, recipe, inputs, args.overwrite)
     remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
     write_manifest(save, recipe, overwriting=args.overwrite)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from utils.core.atomic import remove_stale_temps, write_text_atomic
 from utils.core.errors import InputError, SpikeDerainError
+from utils.core.version import code_version
 from utils.data.image_io import (ImageReadError, NonFiniteImageError, is_image_file,
                                  is_out_of_space, list_images, read_image_rgb, tensor_to_uint8,
                                  uint8_to_tensor, write_png_atomic)
@@ -200,7 +201,9 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
 
 MANIFEST_NAME = '.spikederain-outputs.json'
 # Recipe entries that decide the pixels: outputs made with other values are other outputs.
-RECIPE_KEYS = ('weights_sha256', 'model', 'model_config', 'path', 'tile', 'tile_overlap')
+# (The batch size changes the last bits of the floats, so it is part of the recipe too.)
+RECIPE_KEYS = ('weights_sha256', 'model', 'model_config', 'path', 'precision', 'backend', 'tile',
+               'tile_overlap', 'batch_size', 'code_version')
 
 
 class OutputsMismatchError(InputError):
@@ -215,12 +218,40 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def output_recipe(model: nn.Module, weights: str | Path | None, *, path: str,
+                  precision: str = 'fp32', backend: str = 'cpu', tile: int | None = None,
+                  tile_overlap: int = 32, batch_size: int = 1) -> dict:
+    """What decides the outputs' pixels (test.py and tools/paper_table.py record it beside
+    them): the weights' SHA-256, the model and its config, the forward (``path``: fast or exact,
+    ``precision``), the ``backend`` (cpu, cuda, tf32), tiling, batch size and the code version."""
+    recipe = dict(model=getattr(model, 'model_name', type(model).__name__),
+                  model_config=dict(getattr(model, 'config', {})),
+                  weights=str(weights) if weights else None,
+                  weights_sha256=file_sha256(weights) if weights else 'random weights, seed 0',
+                  path=path, precision=precision, backend=backend, tile=tile,
+                  tile_overlap=tile_overlap if tile else None, batch_size=batch_size,
+                  code_version=code_version())
+    return json.loads(json.dumps(recipe, default=str))     # as it reads back from the file
+
+
 def _describe_recipe(recipe: dict) -> str:
     sha = recipe.get('weights_sha256') or '?'
     tile = f'tile {recipe.get("tile")}/{recipe.get("tile_overlap")}' if recipe.get('tile') \
         else 'whole images'
     return (f'{recipe.get("model")} from {recipe.get("weights")} (sha256 {sha[:12]}), '
             f'{recipe.get("path")}, {tile}')
+
+
+def _shown(key: str, value) -> str:
+    if value is None:
+        return 'none recorded' if key not in ('tile', 'tile_overlap') else 'none'
+    return str(value)[:12] if key == 'weights_sha256' else str(value)
+
+
+def recipe_differences(old: dict, new: dict) -> list[str]:
+    """``'tile: 16 -> none'`` for every recipe entry that differs (folder's -> this run's)."""
+    return [f'{k}: {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}' for k in RECIPE_KEYS
+            if old.get(k) != new.get(k)]
 
 
 def read_manifest(save_dir: str | Path) -> dict | None:
@@ -236,13 +267,14 @@ def read_manifest(save_dir: str | Path) -> dict | None:
 
 
 def check_output_manifest(save_dir: str | Path, recipe: dict, inputs: list[Path],
-                          overwrite: bool) -> None:
+                          overwrite: bool, option: str = '--save_path') -> None:
     """Refuse to skip (and re-score) outputs another model or setting made.
 
-    A folder records the recipe of its outputs in ``MANIFEST_NAME`` (weights' SHA-256, model,
-    path, tiling). Without ``overwrite``, a folder whose existing outputs for these inputs were
-    made by another recipe -- or by an unknown one: no manifest, or an ``--overwrite`` run that
-    was interrupted -- is an :class:`OutputsMismatchError`; with it, they are all redone.
+    A folder records the recipe of its outputs in ``MANIFEST_NAME`` (:func:`output_recipe`:
+    weights' SHA-256, model, path, precision, backend, tiling, batch, code version). Without
+    ``overwrite``, a folder whose existing outputs for these inputs were made by another recipe
+    -- or by an unknown one: no manifest, or an ``--overwrite`` run that was interrupted -- is an
+    :class:`OutputsMismatchError`; with it, they are all redone.
     """
     save_dir = Path(save_dir)
     if overwrite:
@@ -251,22 +283,20 @@ def check_output_manifest(save_dir: str | Path, recipe: dict, inputs: list[Path]
     if not existing:
         return
     old = read_manifest(save_dir)
-    hint = 'use --overwrite to redo them with these weights, or another --save_path'
+    hint = f'use --overwrite to redo them with this recipe, or another {option}'
     if old is None or not old.get('recipe'):
         raise OutputsMismatchError(
-            f'--save_path {save_dir}: holds {len(existing)} output(s) for these inputs '
+            f'{option} {save_dir}: holds {len(existing)} output(s) for these inputs '
             f'({existing[0].name}, ...) with no record of the weights that made them; {hint}')
     if old.get('overwriting'):
         raise OutputsMismatchError(
-            f'--save_path {save_dir}: an --overwrite run into this folder was interrupted, so its '
+            f'{option} {save_dir}: an --overwrite run into this folder was interrupted, so its '
             f'outputs may come from two models; re-run with --overwrite')
-    mine = {k: recipe.get(k) for k in RECIPE_KEYS}
-    theirs = {k: old['recipe'].get(k) for k in RECIPE_KEYS}
-    if mine != theirs:
-        diff = ', '.join(k for k in RECIPE_KEYS if mine[k] != theirs[k])
+    diff = recipe_differences(old['recipe'], recipe)
+    if diff:
         raise OutputsMismatchError(
-            f'--save_path {save_dir}: holds outputs of {_describe_recipe(old["recipe"])}; this '
-            f'run is {_describe_recipe(recipe)} (differs in {diff}); {hint}')
+            f'{option} {save_dir}: holds outputs of {_describe_recipe(old["recipe"])}, made with '
+            f'another recipe (differs in {"; ".join(diff)}; folder -> this run); {hint}')
 
 
 def write_manifest(save_dir: str | Path, recipe: dict, overwriting: bool = False) -> None:

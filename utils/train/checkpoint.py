@@ -6,16 +6,13 @@ epoch, optimizer step), every random generator's state, the best validation scor
 settings. It is written atomically, so a run killed at any moment leaves the previous complete
 file. ``model_best.pth`` holds weights only (see ``models.save_weights``).
 
-One run per run folder: :class:`RunLock` takes an exclusive ``fcntl.flock`` on
-``<run folder>/.train.lock`` for the whole run (the kernel drops it when the process ends, even
+One run per run folder: :class:`RunLock` (a :class:`utils.core.lock.FolderLock`) takes an
+exclusive ``fcntl.flock`` on ``<run folder>/.train.lock`` for the whole run (the kernel drops it when the process ends, even
 on SIGKILL), so a second train.py on the same folder refuses with one line naming the holder's
 PID instead of resuming the first run's checkpoint and deleting its save in progress.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import random
 from pathlib import Path
@@ -29,6 +26,7 @@ from models import WeightsError, load_weights, save_weights
 from models.weights import check_finite, read_checkpoint, save_atomic, weights_checkpoint
 from utils.core.atomic import remove_stale_temps
 from utils.core.errors import SpikeDerainError
+from utils.core.lock import FolderBusy, FolderLock
 
 LAST_NAME = 'model_last.pth'
 BEST_NAME = 'model_best.pth'
@@ -40,86 +38,18 @@ class CheckpointError(SpikeDerainError, RuntimeError):
     """A checkpoint that cannot resume this run (not a training state, another model, ...)."""
 
 
-class RunFolderBusy(CheckpointError):
+class RunFolderBusy(FolderBusy, CheckpointError):
     """Another process holds the run folder's lock."""
 
 
-class RunLock:
-    """Exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release`.
-
-    The lock file holds the holder's PID (for the message) and is removed on release, so a
-    run that ends, or fails before it starts, leaves nothing behind (a folder it had to create
-    is removed again if still empty). Removal is safe: after locking, the holder checks that
-    the path still names the file it locked, and retries otherwise.
-    """
+class RunLock(FolderLock):
+    """Exclusive lock on a run folder (:class:`utils.core.lock.FolderLock` on
+    ``<run folder>/.train.lock``), held from :meth:`acquire` to :meth:`release`."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
-        self.fd: int | None = None
-        self._created_dir = False
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
-
-    def acquire(self) -> RunLock:
-        if self.fd is not None:
-            return self
-        if not self.run_dir.is_dir():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._created_dir = True
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                try:
-                    holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
-                finally:
-                    os.close(fd)
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise OSError(err.errno, err.strerror, str(self.path)) from None
-                raise RunFolderBusy(f'{self.run_dir}: in use by another training run (PID '
-                                    f'{holder}, lock {self.path}); wait for it to end, or '
-                                    f'choose another --model_save_dir') from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)                 # its holder removed it as we locked it: try again
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
-        except OSError:
-            pass                         # a full disk: the lock holds, only the PID is unknown
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            try:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)      # while still locked: see the class docstring
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-            if self._created_dir:
-                self._created_dir = False
-                with contextlib.suppress(OSError):
-                    self.run_dir.rmdir()      # only if the failed run left it empty
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        self.release()
+        super().__init__(run_dir, name=LOCK_NAME, what='training run',
+                         option='another --model_save_dir', busy=RunFolderBusy)
+        self.run_dir = self.folder
 
 
 def capture_rng_state() -> dict:
