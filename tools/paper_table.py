@@ -16,10 +16,12 @@ and energy come from utils/efficiency/energy.py under ``--energy_model``. The ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,9 @@ from utils.efficiency.energy import ENERGY_CONVENTIONS, energy_report
 from utils.data.image_io import (list_images, read_image_tensor, remove_interrupted_writes)
 from utils.core.device import resolve_device
 from utils.eval.folders import evaluate_pair, mean_metrics, pair_with_targets
-from utils.inference.outputs import find_inputs, output_path, restore_files
+from utils.core.lock import FolderLock
+from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
+                                     output_recipe, restore_files, write_manifest)
 from utils.inference.tiling import check_tiling
 
 TABLE_NAME = 'paper_table'
@@ -67,10 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='what to print (all three are always written to --save_root)')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--tile', type=int, default=None, help='restore in tiles of this size')
-    p.add_argument('--tile_overlap', type=int, default=32, help='overlap between tiles')
+    p.add_argument('--tile_overlap', type=int, default=None,
+                   help='overlap between tiles (default: 32; only with --tile)')
     p.add_argument('--batch_size', type=int, default=1, help='images or tiles per forward')
     p.add_argument('--fast', action='store_true',
                    help='fast inference path where the model has one (see test.py --fast)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='redo outputs made with another recipe (weights, path, tiling, ...) '
+                        'instead of refusing them')
     p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
     return p.parse_args(argv)
 
@@ -100,6 +108,10 @@ def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Ben
         raise InputError(f'--data_root {root}: folder not found')
     folders = [root] if _split_of(root) else [d for d in root.iterdir() if d.is_dir()
                                               and _split_of(d)]
+    for d in ([] if _split_of(root) else sorted(root.iterdir())):
+        if d.is_dir() and (d / 'test').is_dir() and not _split_of(d):
+            print(f'note: {d}: has test/ but no test/input, so it is not in the table '
+                  f'(convert it with dataset_load.py prepare)', file=sys.stderr)
     order = {name.lower(): i for i, name in enumerate(DATASET_PRESETS)}
     folders.sort(key=lambda d: (order.get(d.name.lower(), len(order)), d.name.lower()))
     if only is not None:
@@ -115,6 +127,9 @@ def find_benchmarks(root: str | Path, only: list[str] | None = None) -> list[Ben
         inputs, input_dir = find_inputs(split)
         target = split / 'target'
         has_target = target.is_dir() and bool(list_images(target))
+        if target.is_dir() and not has_target:
+            print(f'note: {target}: no images, so {folder.name} is restored but not scored',
+                  file=sys.stderr)
         out.append(Benchmark(folder.name, inputs, input_dir, target if has_target else None))
     if not out:
         raise InputError(f'--data_root {root}: no benchmark found (expected NAME/test/input)')
@@ -155,6 +170,7 @@ class Result:
     save_dir: str
     psnr: float | None = None
     ssim: float | None = None
+    recipe: dict = field(default_factory=dict)
 
     @property
     def scored(self) -> bool:
@@ -190,21 +206,30 @@ def complexity(model, bench: Benchmark, args, cache: Path) -> dict:
     return value
 
 
-def run_benchmark(model, bench: Benchmark, save: Path, args, bar: tqdm) -> Result:
-    """Restore (reusing complete outputs) and score one benchmark; the bar counts images."""
+def run_benchmark(model, bench: Benchmark, save: Path, args, bar: tqdm,
+                  recipe: dict | None = None) -> Result:
+    """Restore (reusing complete outputs only if ``recipe`` made them) and score one benchmark;
+    the bar counts images."""
     save.mkdir(parents=True, exist_ok=True)
+    if recipe is not None:
+        check_output_manifest(save, recipe, bench.inputs, args.overwrite, option='--save_root')
+        write_manifest(save, recipe, overwriting=args.overwrite)
     remove_interrupted_writes(save, (p.stem for p in bench.inputs))
     restored, reused, failed = 0, 0, []
     step = args.batch_size if args.tile is None else 1
     for i in range(0, len(bench.inputs), step):
         chunk = bench.inputs[i:i + step]
         summary = restore_files(model, chunk, save, args.tile, args.tile_overlap,
-                                args.batch_size, progress=False, report=bar.write)
+                                args.batch_size, overwrite=args.overwrite, progress=False,
+                                report=bar.write)
         restored += len(summary.restored)
         reused += len(summary.skipped)
         failed += [p for p, _ in summary.failed]
         bar.update(len(chunk))
-    result = Result(bench.name, len(bench.inputs), restored, reused, len(failed), str(save))
+    if recipe is not None and args.overwrite:
+        write_manifest(save, recipe)                # every output is now this recipe's
+    result = Result(bench.name, len(bench.inputs), restored, reused, len(failed), str(save),
+                    recipe=recipe or {})
     if bench.target is not None:
         outputs = [output_path(save, p) for p in bench.inputs if p not in failed]
         rows = []
@@ -344,8 +369,29 @@ def load(path: Path, name: str | None, device: torch.device):
     return build_from_checkpoint(path, name).to(device).eval()
 
 
+def save_folder(args, label: str, weights: Path) -> Path:
+    """``--save_root/<model>-<weights hash>``: retrained weights get new folders."""
+    return Path(args.save_root) / f'{label.split(" ")[0].replace("/", "-")}-{file_hash(weights)}'
+
+
+def recipe_for(model, weights: Path, args, device: torch.device) -> dict:
+    """The recipe of this run's outputs (checked against, and recorded beside, each folder)."""
+    fast = args.fast and supports_fast_path(model)
+    return output_recipe(model, weights, path='fast path' if fast else 'exact path',
+                         backend=device.type, tile=args.tile, tile_overlap=args.tile_overlap,
+                         batch_size=args.batch_size)
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    with contextlib.ExitStack() as held:          # --save_root's lock, for the whole run
+        return make_table(parse_args(argv), held)
+
+
+def make_table(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    if args.tile_overlap is not None and args.tile is None:
+        print(f'note: --tile_overlap {args.tile_overlap} has no effect without --tile (whole '
+              f'images are restored)', file=sys.stderr)
+    args.tile_overlap = 32 if args.tile_overlap is None else args.tile_overlap
     try:
         check_tiling(args.tile, args.tile_overlap)
         device = resolve_device(args.device)
@@ -362,25 +408,31 @@ def main(argv=None) -> int:
     labels = [m.model_name + ('/relu' if is_ann_twin(m) else '') for m in models]
     labels = [f'{lab} ({w.stem})' if labels.count(lab) > 1 else lab
               for lab, w in zip(labels, weights)]
+    held.enter_context(FolderLock(args.save_root, what='paper_table.py run',
+                                  option='another --save_root'))
+    recipes = [recipe_for(model, w, args, device) for w, model in zip(weights, models)]
+    for w, label, recipe in zip(weights, labels, recipes):      # refused before any work
+        for bench in benchmarks:
+            check_output_manifest(save_folder(args, label, w) / bench.name, recipe, bench.inputs,
+                                  args.overwrite, option='--save_root')
     print(f'{len(weights)} weights x {len(benchmarks)} benchmarks '
           f'({", ".join(b.name for b in benchmarks)}) on {device} -> {args.save_root}')
     total = sum(len(b.inputs) * (2 if b.target else 1) for b in benchmarks) * len(models)
     entries, status = [], 0
     with tqdm(total=total, unit='img', disable=args.no_progress, dynamic_ncols=True) as bar:
-        for w, model, label in zip(weights, models, labels):
-            save = Path(args.save_root) / f'{label.split(" ")[0].replace("/", "-")}-{file_hash(w)}'
+        for w, model, label, recipe in zip(weights, models, labels, recipes):
+            save = save_folder(args, label, w)
             entry = Entry(label, str(w), model.model_name, save)
             bar.set_description(f'{label}: complexity')
             entry.complexity = complexity(model, benchmarks[0], args,
                                           save / f'complexity-{args.energy_model}.json')
-            if args.fast:
-                if not supports_fast_path(model):
-                    bar.write(f'note: --fast: no fast path for {label}; using the plain one')
-                else:
-                    model = optimize_for_inference(model)
+            if args.fast and recipe['path'] != 'fast path':
+                bar.write(f'note: --fast: no fast path for {label}; using the plain one')
+            if recipe['path'] == 'fast path':
+                model = optimize_for_inference(model)
             for bench in benchmarks:
                 bar.set_description(f'{label}: {bench.name}')
-                result = run_benchmark(model, bench, save / bench.name, args, bar)
+                result = run_benchmark(model, bench, save / bench.name, args, bar, recipe)
                 entry.results.append(result)
                 bar.write(summary_line(entry, result))
                 status = 1 if result.failed else status
