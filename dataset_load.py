@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 from utils.core.cli import ArgumentParser, run_main
-from utils.data.prepare import CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE, prepare_dataset
+from utils.data.prepare import (CONVENTIONS, PAIR_CONVENTIONS, SIDE_BY_SIDE,
+                                check_not_overlapping, prepare_dataset)
 from utils.data.datasets import (DATASET_PRESETS, SPLITS, find_pairs, resolve_split_dir,
                                  summarize_pairs)
 from utils.core.errors import UsageError
+from utils.core.lock import FolderLock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,10 +97,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     dest = args.out / args.name / args.split
-    s = prepare_dataset(args.src, dest, args.convention, rainy_side=args.rainy_side,
-                        input_pattern=args.input_pattern, target_pattern=args.target_pattern,
-                        overwrite=args.overwrite, progress=True)
-    find_pairs(dest)   # the result must load as a dataset
+    if args.src.is_dir():
+        check_not_overlapping(args.src, dest)      # before the lock creates dest
+    with FolderLock(dest, what='dataset_load.py prepare', option='another --name or --split'):
+        s = prepare_dataset(args.src, dest, args.convention, rainy_side=args.rainy_side,
+                            input_pattern=args.input_pattern,
+                            target_pattern=args.target_pattern, overwrite=args.overwrite,
+                            progress=True)
+        find_pairs(dest)   # the result must load as a dataset
     print(f'{dest}: {s.pairs} pairs ({s.written} files written, {s.unchanged} already identical)')
     return 0
 

@@ -26,10 +26,12 @@ that package (for a folder, the file used), licence, credit. It is rewritten onl
 """
 from __future__ import annotations
 
+import argparse
 import bz2
 import io
 import os
 import re
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -37,6 +39,7 @@ from PIL import Image, ImageOps
 from utils.core.atomic import write_bytes_atomic, write_text_atomic
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
+from utils.core.lock import FolderLock
 
 PROG = 'collect_photos.py'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('items', nargs='+', metavar='NAME=SOURCE')
     ap.add_argument('--out', required=True, type=Path, help='writes OUT/train and OUT/val')
     ap.add_argument('--val', action='append', default=[], metavar='NAME',
-                    help='put this photo in val/ (repeatable); unknown names are ignored')
+                    help='put this photo in val/ (repeatable); an unknown name gets a note')
     ap.add_argument('--max_side', type=int, default=1024, help='longest side in pixels (1024)')
     ap.add_argument('--source_root', type=Path, default=None,
                     help='show source files relative to this folder; with --meta, files under '
@@ -251,6 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         missing = [name for name in items if name not in meta]
         if missing:
             raise UsageError(f'--meta {args.meta}: no line for {", ".join(missing)}')
+    unknown = sorted(val - set(items))
+    if unknown:
+        print(f'note: --val {", ".join(unknown)}: no such NAME among the photos given; ignored',
+              file=sys.stderr)
+    with FolderLock(args.out, what=f'{PROG} run', option='another --out'):
+        return collect(args, items, val, meta)
+
+
+def collect(args: argparse.Namespace, items: dict[str, str], val: set[str],
+            meta: dict | None) -> int:
+    """Write the photos into OUT/train and OUT/val, holding OUT's lock."""
     for split in SPLITS:
         (args.out / split).mkdir(parents=True, exist_ok=True)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, SpikeDerainError
+from utils.core.lock import FolderLock
 
 ROOT = Path(__file__).resolve().parents[1]
 SUFFIX = '_synthetic.pth'    # shipped weights: pretrained_models/<registry name>_synthetic.pth
@@ -63,12 +64,18 @@ def means(json_path: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    py = sys.executable
     data, out = Path(args.data), Path(args.out)
-    test_in, test_gt = data / 'test' / 'input', data / 'test' / 'target'
     weights = sorted((ROOT / args.weights_dir).glob(f'*{SUFFIX}'))
     if not weights:
         raise InputError(f'no shipped weights (*{SUFFIX}) in {args.weights_dir}/')
+    with FolderLock(out, what='demo.py run', option='another --out'):
+        return demo(args, data, out, weights)
+
+
+def demo(args: argparse.Namespace, data: Path, out: Path, weights: list[Path]) -> int:
+    """Every step of the demo, while holding ``out``'s lock."""
+    py = sys.executable
+    test_in, test_gt = data / 'test' / 'input', data / 'test' / 'target'
     t_start = time.perf_counter()
 
     run([py, 'tools/make_demo_data.py', '--out', str(data)])

@@ -24,6 +24,7 @@ from models.acceleration import optimize_for_inference, supports_fast_path
 from utils.core.atomic import write_text_atomic
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
+from utils.core.lock import FolderLock
 from utils.eval.heldout import (ALL_KINDS, KINDS, family_kinds, heldout_pairs, load_photos,
                                 judge_model)
 from utils.data.rain import FAMILIES
@@ -72,10 +73,12 @@ def main(argv=None) -> int:
         raise InputError(f'--photos {args.photos}: no images')
     pairs = heldout_pairs(photos, kinds, args.seed)
     if args.save_pairs:
-        for name, kind, inp, clean in pairs:
-            stem = f'{name}_{kind.replace(":", "-")}'     # no ':' in file names (Windows)
-            write_png_atomic(args.save_pairs / 'input' / f'{stem}.png', inp)
-            write_png_atomic(args.save_pairs / 'target' / f'{stem}.png', clean)
+        with FolderLock(args.save_pairs, what='heldout_check.py run',
+                        option='another --save_pairs'):
+            for name, kind, inp, clean in pairs:
+                stem = f'{name}_{kind.replace(":", "-")}'     # no ':' in file names (Windows)
+                write_png_atomic(args.save_pairs / 'input' / f'{stem}.png', inp)
+                write_png_atomic(args.save_pairs / 'target' / f'{stem}.png', clean)
         print(f'{args.save_pairs}: {len(pairs)} pairs written')
     if not args.weights:
         if not args.save_pairs:

@@ -22,6 +22,7 @@ from utils.core.cli import ArgumentParser, run_main
 from utils.data.prepare import OutputWriter, check_not_overlapping
 from utils.data.datasets import DatasetError
 from utils.core.errors import InputError, UsageError
+from utils.core.lock import FolderLock
 from utils.data.image_io import list_images, read_image_rgb, resize_longest
 from utils.data.rain import RAIN_KINDS, make_rainy
 
@@ -156,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     styles = check_args(args)
+    with FolderLock(args.out, what='make_demo_data.py run', option='another --out'):
+        return make_data(args, styles, t0)
+
+
+def make_data(args: argparse.Namespace, styles: list[str], t0: float) -> int:
     train, test = load_photos(args)
     writer = OutputWriter(overwrite=True)
     made_train = make_split(train, args.out / 'train', args.train_samples, styles,

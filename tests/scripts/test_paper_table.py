@@ -42,7 +42,9 @@ def test_scores_equal_evaluation_py(setup, tmp_path, cli):
         assert (rain12['psnr'], rain12['ssim']) == (means['psnr'], means['ssim'])
         assert rain12['images'] == means['images'] == 3
         assert rw['psnr'] is None and rw['images'] == 2
-        assert sorted(p.name for p in Path(rw['save_dir']).iterdir()) == ['im0.png', 'im1.png']
+        assert sorted(p.name for p in Path(rw['save_dir']).iterdir()) == \
+            ['.spikederain-outputs.json', 'im0.png', 'im1.png']      # outputs and their recipe
+        assert rw['recipe']['weights_sha256'] and rain12['recipe']['path'] == 'exact path'
     snn, ann = (e['complexity'] for e in doc['entries'])
     assert snn['spikes_m'] > 0 and ann['spikes_m'] == 0 and ann['gmacs'] < snn['gmacs']
     assert doc['energy_model'] == 'papers' and doc['energy_convention']['e_spike_pj'] == 3.7
