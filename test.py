@@ -24,7 +24,8 @@ from utils.eval.folders import evaluate_pairs, pair_with_targets, psnr_text, tar
 from utils.core.lock import FolderLock
 from utils.data.image_io import is_image_file, list_images
 from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
-                                     output_recipe, restore_files, write_manifest)
+                                     output_recipe, restore_files, write_manifest,
+                                     command_line)
 from utils.data.image_io import check_writable, remove_interrupted_writes
 from utils.inference.tiling import check_tiling
 from utils.core.paths import check_writes, split_folders
@@ -185,7 +186,9 @@ def check_options(args: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     with contextlib.ExitStack() as held:         # the output folder's lock, for the whole run
-        return restore_folder(parse_args(argv), held)
+        args = parse_args(argv)
+        args.command = command_line('test.py', argv)   # recorded in the manifest
+        return restore_folder(args, held)
 
 
 def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
@@ -219,7 +222,8 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     held.enter_context(FolderLock(save, what='test.py run', option='another --save_path'))
     check_output_manifest(save, recipe, inputs, args.overwrite)
     remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
-    write_manifest(save, recipe, overwriting=args.overwrite)
+    write_manifest(save, recipe, overwriting=args.overwrite,
+                   command=args.command)
     if path.startswith('fast path'):
         model = optimize_for_inference(model, precision=args.precision)
     tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
@@ -233,7 +237,7 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         stop.detail = 'outputs written so far are complete; re-run to finish the rest'
         raise
     if args.overwrite:
-        write_manifest(save, recipe)                # every output is now this recipe's
+        write_manifest(save, recipe, command=args.command)  # all this recipe's now
     print(f'restored {len(summary.restored)} images in {summary.seconds:.1f} s '
           f'({summary.images_per_second:.3g} images/s); skipped {len(summary.skipped)} existing'
           f'{" (use --overwrite to redo them)" if summary.skipped else ""}; '

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -299,12 +300,23 @@ def check_output_manifest(save_dir: str | Path, recipe: dict, inputs: list[Path]
             f'another recipe (differs in {"; ".join(diff)}; folder -> this run); {hint}')
 
 
-def write_manifest(save_dir: str | Path, recipe: dict, overwriting: bool = False) -> None:
-    """Record the recipe of the folder's outputs (atomically).
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """``python SCRIPT ARGS`` as a user would type it again (``argv``: the script's arguments,
+    default the process's): what a manifest records as the command that made the outputs."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(['python', script, *map(str, args)])
+
+
+def write_manifest(save_dir: str | Path, recipe: dict, overwriting: bool = False,
+                   command: str | None = None) -> None:
+    """Record the recipe of the folder's outputs (atomically), and the ``command`` that wrote
+    them (shown by tools/report.py; not part of the recipe).
 
     Temps of a manifest write killed before its rename are removed first.
     """
     doc = {'recipe': recipe, 'overwriting': bool(overwriting)}
+    if command:
+        doc.update(command=command, cwd=str(Path.cwd()))
     remove_stale_temps(save_dir, [MANIFEST_NAME])
     write_text_atomic(Path(save_dir) / MANIFEST_NAME,
                       json.dumps(doc, indent=2, sort_keys=True) + '\n')
