@@ -7,9 +7,10 @@ settings. It is written atomically, so a run killed at any moment leaves the pre
 file. ``model_best.pth`` holds weights only (see ``models.save_weights``).
 
 One run per run folder: :class:`RunLock` (a :class:`utils.core.lock.FolderLock`) takes an
-exclusive ``fcntl.flock`` on ``<run folder>/.train.lock`` for the whole run (the kernel drops it when the process ends, even
-on SIGKILL), so a second train.py on the same folder refuses with one line naming the holder's
-PID instead of resuming the first run's checkpoint and deleting its save in progress.
+exclusive ``fcntl.flock`` on ``<run folder>/.train.lock`` for the whole run (the kernel drops it
+when the process ends, even on SIGKILL), so a second train.py on the same folder refuses with one
+line naming the holder's PID instead of resuming the first run's checkpoint and deleting its save
+in progress.
 """
 from __future__ import annotations
 
