@@ -24,9 +24,11 @@ from utils.eval.folders import evaluate_pairs, pair_with_targets, psnr_text, tar
 from utils.core.lock import FolderLock
 from utils.data.image_io import is_image_file, list_images
 from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
-                                     output_recipe, restore_files, write_manifest,
+                                     output_recipe, planned_tiling, restore_files, write_manifest,
                                      command_line)
 from utils.data.image_io import check_writable, remove_interrupted_writes
+from utils.inference.memory import memory_budget
+from utils.inference.restore import AUTO
 from utils.inference.tiling import check_tiling
 from utils.core.paths import check_writes, split_folders
 
@@ -56,11 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='allow TF32 convolutions/matmuls on a CUDA GPU (faster on Ampere or '
                         'newer, less exact; default: off, true float32)')
     p.add_argument('--tile', type=int, default=None,
-                   help='restore in tiles of this many pixels to bound memory on large images '
-                        '(default: whole images)')
+                   help='restore in tiles of this many pixels; 0: whole images, whatever their '
+                        'size (default: whole if the estimated memory fits, else tiles chosen '
+                        'to fit, said in one line; SPIKEDERAIN_MEMORY_BUDGET=4G sets the budget)')
     p.add_argument('--tile_overlap', type=int, default=None,
-                   help='overlap between tiles in pixels, blended smoothly (default: 32; only '
-                        'with --tile)')
+                   help='overlap between tiles in pixels, blended smoothly (default: 32; not '
+                        'with --tile 0)')
     p.add_argument('--batch_size', type=int, default=1,
                    help='images (untiled, same size) or tiles (tiled) per forward pass '
                         '(default: %(default)s)')
@@ -119,12 +122,12 @@ def check_save_path(save: Path, inputs: list[Path], input_dir: Path, target: Pat
 
 
 def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str,
-              device: torch.device) -> dict:
+              device: torch.device, tiling: dict | None = None) -> dict:
     """What decides the outputs' pixels, recorded in the output folder's manifest."""
     backend = device.type + (', tf32' if args.tf32 and device.type == 'cuda' else '')
     return output_recipe(model, args.weights, path=path, precision=args.precision,
                          backend=backend, tile=args.tile, tile_overlap=args.tile_overlap,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, tiling=tiling)
 
 
 def check_targets(inputs: list[Path], target: Path) -> None:
@@ -160,12 +163,17 @@ def subset_note(summary, target_path: str) -> str:
 
 def check_options(args: argparse.Namespace) -> None:
     """What the command line alone gets wrong (exit 2), before any file is read."""
-    if args.tile_overlap is not None and args.tile is None:
-        print(f'note: --tile_overlap {args.tile_overlap} has no effect without --tile (whole '
+    if args.tile is not None and args.tile < 0:
+        raise UsageError(f'--tile {args.tile}: must be >= 8, or 0 for whole images')
+    if args.tile_overlap is not None and args.tile == 0:
+        print(f'note: --tile_overlap {args.tile_overlap} has no effect with --tile 0 (whole '
               f'images are restored)', file=sys.stderr)
     args.tile_overlap = 32 if args.tile_overlap is None else args.tile_overlap
+    args.tile = AUTO if args.tile is None else (None if args.tile == 0 else args.tile)
     try:
-        check_tiling(args.tile, args.tile_overlap)
+        check_tiling(None if args.tile == AUTO else args.tile, args.tile_overlap)
+        if args.tile == AUTO and args.tile_overlap < 0:
+            raise ValueError(f'--tile_overlap {args.tile_overlap}: must be >= 0')
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.batch_size < 1:
@@ -216,7 +224,14 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     save = Path(args.save_path) if args.save_path else (
         Path('results') / model.model_name / data_name(Path(args.data_path)))
     check_save_path(save, inputs, input_dir, target, args.weights)
-    recipe = recipe_of(args, model, path.split(' (')[0].split(',')[0], device)
+    if path.startswith('fast path'):
+        model = optimize_for_inference(model, precision=args.precision)
+    memory = memory_budget(device)   # a bad SPIKEDERAIN_MEMORY_BUDGET: one line, before work
+    tiling = None
+    if args.tile == AUTO:            # what automatic tiling will do, decided and recorded now
+        tiling = planned_tiling(model, inputs, args.tile_overlap, args.batch_size, memory,
+                                image_on_model_device=device.type == 'cpu')
+    recipe = recipe_of(args, model, path.split(' (')[0].split(',')[0], device, tiling)
     save.mkdir(parents=True, exist_ok=True)
     check_writable(save)                        # a full or read-only disk: before any work
     held.enter_context(FolderLock(save, what='test.py run', option='another --save_path'))
@@ -224,15 +239,16 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     remove_interrupted_writes(save, (p.stem for p in inputs))   # a killed run's temps
     write_manifest(save, recipe, overwriting=args.overwrite,
                    command=args.command)
-    if path.startswith('fast path'):
-        model = optimize_for_inference(model, precision=args.precision)
-    tiling = f'tiles {args.tile}/{args.tile_overlap}' if args.tile else 'whole images'
+    tiling = (f'tiles {args.tile}/{args.tile_overlap}' if isinstance(args.tile, int) else
+              'whole images' if args.tile is None else
+              f'whole images where they fit (memory budget {memory})')
     print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from '
           f'{input_dir} '
           f'-> {save}')
     try:
         summary = restore_files(model, inputs, save, args.tile, args.tile_overlap,
-                                args.batch_size, args.overwrite, progress=not args.no_progress)
+                                args.batch_size, args.overwrite, progress=not args.no_progress,
+                                memory=memory)
     except KeyboardInterrupt as stop:
         stop.detail = 'outputs written so far are complete; re-run to finish the rest'
         raise

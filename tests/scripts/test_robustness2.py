@@ -472,9 +472,9 @@ def test_nan_image_is_never_written(tmp_path):
     assert not (tmp_path / 'out' / 'a.png').exists()
 
 
-def test_huge_image_suggests_tile(tmp_path, monkeypatch):
+def test_huge_image_suggests_tile(tmp_path):
     import utils.inference.outputs as inf
-    monkeypatch.setattr(inf, 'LARGE_IMAGE_PIXELS', 100)
+    from utils.inference.memory import Budget
     _png(tmp_path / 'in' / 'a.png')
 
     class Same(nn.Module):
@@ -486,8 +486,8 @@ def test_huge_image_suggests_tile(tmp_path, monkeypatch):
             return x
     lines = []
     restore_files(Same(), [tmp_path / 'in' / 'a.png'], tmp_path / 'out', progress=False,
-                  report=lines.append)
-    assert any('--tile' in ln for ln in lines)
+                  report=lines.append, memory=Budget(1000, 10**12, 'test'))   # over the budget
+    assert any(ln.startswith('warning: ') and '--tile' in ln for ln in lines)
     assert inf.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
 
 

@@ -27,10 +27,8 @@ from utils.core.version import code_version
 from utils.data.image_io import (ImageReadError, NonFiniteImageError, is_image_file,
                                  is_out_of_space, list_images, read_image_rgb, tensor_to_uint8,
                                  uint8_to_tensor, write_png_atomic)
-from utils.inference.restore import restore
-
-# Untiled images larger than this get a one-time note suggesting --tile.
-LARGE_IMAGE_PIXELS = 4096 * 4096
+from utils.inference.memory import Budget, NotEnoughMemory, plan_tiling
+from utils.inference.restore import AUTO, restore
 
 
 # --- Folders of files: what test.py runs ------------------------------------------------------
@@ -110,6 +108,12 @@ def _restore_pending(model: nn.Module, pending: list[tuple[Path, np.ndarray]], s
     batch = torch.cat([uint8_to_tensor(arr) for _, arr in pending])
     try:
         out = restore(model, batch, **options)
+    except NotEnoughMemory as err:              # refused before the forward: it says why
+        for src, _ in pending:
+            summary.failed.append((src, str(err)))
+            report(f'error: {src}: {err}')
+        pending.clear()
+        return
     except (RuntimeError, MemoryError) as err:
         why = ('out of memory; use --tile (e.g. 512) or a smaller --batch_size'
                if is_out_of_memory(err) else
@@ -147,10 +151,16 @@ def _write_outputs(out: torch.Tensor, pending: list[tuple[Path, np.ndarray]], sa
 
 
 def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
-                  tile: int | None = None, tile_overlap: int = 32, batch_size: int = 1,
+                  tile: int | str | None = None, tile_overlap: int = 32, batch_size: int = 1,
                   overwrite: bool = False, progress: bool = True,
-                  report: Callable[[str], None] | None = None) -> RestoreSummary:
+                  report: Callable[[str], None] | None = None,
+                  memory: Budget | int | None = None) -> RestoreSummary:
     """Restore ``inputs`` into ``save_dir/<stem>.png`` and say what happened.
+
+    ``tile``: ``'auto'`` tiles an image only when it would not fit ``memory`` (see
+    :func:`utils.inference.restore.restore`), ``None`` restores whole (warned or refused, per
+    image, before a forward that would not fit), an int forces tiles of that side. Each
+    distinct note or warning is reported once.
 
     Existing complete outputs are skipped unless ``overwrite`` (so an interrupted run resumes).
     A file that cannot be read or restored is reported through ``report`` (one line naming it)
@@ -160,18 +170,23 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
     if report is None:
         def report(line: str) -> None:
             tqdm.write(line, file=sys.stderr)
+    said: set[str] = set()
+
+    def say_once(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            report(line)
     save_dir = Path(save_dir)
     summary = RestoreSummary()
     pending: list[tuple[Path, np.ndarray]] = []
-    per_forward = 1 if tile is not None else batch_size
+    per_forward = 1 if tile not in (None, AUTO) else batch_size
     start = time.perf_counter()
 
     def flush() -> None:
         _restore_pending(model, pending, save_dir, summary, len(inputs), report,
                          dict(tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
-                              progress=progress))
+                              progress=progress, memory=memory, report=say_once))
 
-    noted_large = False
     bar = tqdm(inputs, desc='restoring', unit='img', disable=not progress)
     for src in bar:
         dst = output_path(save_dir, src)
@@ -184,10 +199,6 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
             summary.failed.append((src, str(err)))
             report(f'error: {err}')
             continue
-        if tile is None and not noted_large and arr.shape[0] * arr.shape[1] > LARGE_IMAGE_PIXELS:
-            noted_large = True
-            report(f'note: {src} is {arr.shape[1]}x{arr.shape[0]}: restoring it whole needs a lot '
-                   f'of memory; if it runs out, use --tile 512')
         if pending and (len(pending) == per_forward or arr.shape != pending[0][1].shape):
             flush()
         pending.append((src, arr))
@@ -204,7 +215,7 @@ MANIFEST_NAME = '.spikederain-outputs.json'
 # Recipe entries that decide the pixels: outputs made with other values are other outputs.
 # (The batch size changes the last bits of the floats, so it is part of the recipe too.)
 RECIPE_KEYS = ('weights_sha256', 'model', 'model_config', 'path', 'precision', 'backend', 'tile',
-               'tile_overlap', 'batch_size', 'code_version')
+               'tile_overlap', 'tiling', 'batch_size', 'code_version')
 
 
 class OutputsMismatchError(InputError):
@@ -221,10 +232,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def output_recipe(model: nn.Module, weights: str | Path | None, *, path: str,
                   precision: str = 'fp32', backend: str = 'cpu', tile: int | None = None,
-                  tile_overlap: int = 32, batch_size: int = 1) -> dict:
+                  tile_overlap: int = 32, batch_size: int = 1,
+                  tiling: dict[str, str] | None = None) -> dict:
     """What decides the outputs' pixels (test.py and tools/paper_table.py record it beside
     them): the weights' SHA-256, the model and its config, the forward (``path``: fast or exact,
-    ``precision``), the ``backend`` (cpu, cuda, tf32), tiling, batch size and the code version."""
+    ``precision``), the ``backend`` (cpu, cuda, tf32), tiling, batch size and the code version.
+    ``tiling``: with ``tile='auto'``, what was chosen per image size (``{'WxH': 'whole' or
+    'tiles WxH overlap N'}``, :func:`planned_tiling`)."""
     recipe = dict(model=getattr(model, 'model_name', type(model).__name__),
                   model_config=dict(getattr(model, 'config', {})),
                   weights=str(weights) if weights else None,
@@ -232,6 +246,8 @@ def output_recipe(model: nn.Module, weights: str | Path | None, *, path: str,
                   path=path, precision=precision, backend=backend, tile=tile,
                   tile_overlap=tile_overlap if tile else None, batch_size=batch_size,
                   code_version=code_version())
+    if tiling is not None:
+        recipe['tiling'] = tiling
     return json.loads(json.dumps(recipe, default=str))     # as it reads back from the file
 
 
@@ -252,7 +268,35 @@ def _shown(key: str, value) -> str:
 def recipe_differences(old: dict, new: dict) -> list[str]:
     """``'tile: 16 -> none'`` for every recipe entry that differs (folder's -> this run's)."""
     return [f'{k}: {_shown(k, old.get(k))} -> {_shown(k, new.get(k))}' for k in RECIPE_KEYS
-            if old.get(k) != new.get(k)]
+            if _differs(k, old.get(k), new.get(k))]
+
+
+def _differs(key: str, old, new) -> bool:
+    """Automatic tiling is recorded per image size: sizes both runs saw must agree."""
+    if key == 'tiling' and isinstance(old, dict) and isinstance(new, dict):
+        return any(old[size] != new[size] for size in old.keys() & new.keys())
+    return old != new
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) as :func:`read_image_rgb` will return it (EXIF rotation applied), from
+    the header only; ``None`` if the file cannot be opened (it fails later, naming itself)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return (w, h) if rotated else (h, w)
+
+
+def planned_tiling(model: nn.Module, inputs: list[Path], tile_overlap: int, batch_size: int,
+                   memory: Budget, image_on_model_device: bool = True) -> dict[str, str]:
+    """What ``tile='auto'`` will do per image size of ``inputs`` (the recipe's ``tiling``)."""
+    sizes = sorted({s for s in map(image_size, inputs) if s is not None})
+    return {f'{w}x{h}': plan_tiling(model, h, w, tile_overlap, batch_size, memory,
+                                    image_on_model_device).recipe()
+            for h, w in sizes}
 
 
 def read_manifest(save_dir: str | Path) -> dict | None:

@@ -56,17 +56,22 @@ def _tile_weight(y: int, x: int, th: int, tw: int, h: int, w: int, overlap: int)
     return wy[:, None] * wx[None, :]
 
 
-def blend_tiles(forward: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor, tile: int,
-                overlap: int, batch_size: int = 1, progress: bool = False) -> torch.Tensor:
+def blend_tiles(forward: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor,
+                tile: int | tuple[int, int], overlap: int, batch_size: int = 1,
+                progress: bool = False) -> torch.Tensor:
     """``forward`` applied to one ``[1,C,H,W]`` image tile by tile, the overlaps blended.
+
+    ``tile`` is a side, or ``(height, width)`` (automatic tiling picks rectangles that cover
+    the image evenly).
 
     ``forward`` maps a batch of up to ``batch_size`` tiles to outputs of the same size (on any
     device); the output and the weight buffers live on the image's device, so memory is
     bounded by the tile size. The caller checks the options (:func:`check_tiling`).
     """
     _, c, h, w = img.shape
-    th, tw = min(tile, h), min(tile, w)
-    coords = [(y, x) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    th, tw = min(th, h), min(tw, w)
+    coords = [(y, x) for y in tile_starts(h, th, overlap) for x in tile_starts(w, tw, overlap)]
     out = torch.zeros(1, c, h, w, dtype=img.dtype, device=img.device)
     weight = torch.zeros(1, 1, h, w, dtype=img.dtype, device=img.device)
     for i in tqdm(range(0, len(coords), batch_size), desc='tiles', unit='batch', leave=False,
