@@ -176,3 +176,24 @@ def test_test_py_tiles_by_itself_says_why_records_it_and_tile_0_forces_whole(tmp
     whole = np.asarray(Image.open(tmp_path / 'whole' / 'a.png'), dtype=float)
     mse = ((auto - whole) ** 2).mean()
     assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 45
+
+
+def test_validation_and_the_heldout_check_warn_or_refuse_before_a_forward(monkeypatch, capsys):
+    """The paths that restore whole on purpose (scores by the protocol) say it in time."""
+    import utils.eval.protocol as protocol
+    import utils.inference.memory as memory
+    from utils.eval.heldout import judge_model
+    from utils.inference.restore import say_once
+    monkeypatch.setattr(protocol, '_warn_once', say_once())      # fresh for this test
+    model = Recorder()
+    monkeypatch.setenv(BUDGET_ENV, '1K')
+    x = torch.rand(3, 32, 40)
+    protocol.score_dataset(model, [(x, x, 'a'), (x, x, 'b')], torch.device('cpu'), [0, 1])
+    err = capsys.readouterr().err
+    assert err.count('warning: ') == 1 and '40x32' in err and '--val_tile' in err
+    assert model.calls == 2
+    arr = (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    monkeypatch.setattr(memory, 'available_memory', lambda device='cpu': 1000)
+    with pytest.raises(NotEnoughMemory, match=r'40x32 .*use a smaller --size'):
+        judge_model(model, [('p', 'light', arr, arr)])
+    assert model.calls == 2                                     # refused before the forward

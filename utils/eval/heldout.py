@@ -19,7 +19,7 @@ import torch
 
 from utils.data.image_io import (list_images, read_image_rgb, resize_longest, tensor_to_uint8,
                                  uint8_to_tensor)
-from utils.inference.restore import restore
+from utils.inference.restore import restore, say_once
 from utils.eval.metrics import calculate_psnr
 from utils.data.rain import RAIN_KINDS, make_rain_pair
 from utils.eval.protocol import score_pair
@@ -116,8 +116,10 @@ def judge_model(model: torch.nn.Module, pairs, device: torch.device | str = 'cpu
     """Restore every pair's input with ``model`` (eval mode) and score input and output."""
     model.eval()
     report = HeldoutReport()
+    warn = say_once()                    # the memory warning before a forward, once per size
     for name, kind, inp, target in (progress(pairs) if progress else pairs):
-        out = restore(model, uint8_to_tensor(inp).to(device))
+        out = restore(model, uint8_to_tensor(inp).to(device), tile=None,   # scored: whole
+                      fix='use a smaller --size', report=warn)
         scores = score_pair(tensor_to_uint8(out), target)      # the same rule as validation
         input_psnr = min(calculate_psnr(inp, target), PSNR_CAP)
         report.rows.append(dict(name=name, kind=kind, input_psnr=input_psnr,

@@ -13,8 +13,11 @@ import torch
 import torch.nn as nn
 
 from utils.data.image_io import NonFiniteImageError, tensor_to_uint8
-from utils.inference.restore import restore
+from utils.inference.restore import restore, say_once
 from utils.eval.metrics import calculate_psnr, calculate_ssim
+
+# A validation whose forward would not fit says so once per process, not at every validation.
+_warn_once = say_once()
 
 
 def score_pair(restored: np.ndarray, target: np.ndarray) -> dict:
@@ -59,7 +62,8 @@ def score_dataset(net: nn.Module, dataset, device: torch.device, indices: Iterab
     sums = [0.0, 0.0, 0.0]
     for run in _same_size_runs(dataset, indices, batch_size):
         batch = torch.stack([inp for _, inp, _, _ in run]).to(device)
-        outs = restore(net, batch, tile=tile)
+        outs = restore(net, batch, tile=tile, report=_warn_once,
+                       fix='validate in tiles (train.py --val_tile N)')
         for (i, inp, tgt, stem), out in zip(run, outs):
             out = out[None]
             try:

@@ -28,7 +28,7 @@ from utils.data.image_io import (ImageReadError, NonFiniteImageError, is_image_f
                                  is_out_of_space, list_images, read_image_rgb, tensor_to_uint8,
                                  uint8_to_tensor, write_png_atomic)
 from utils.inference.memory import Budget, NotEnoughMemory, plan_tiling
-from utils.inference.restore import AUTO, restore
+from utils.inference.restore import AUTO, restore, say_once
 
 
 # --- Folders of files: what test.py runs ------------------------------------------------------
@@ -170,12 +170,7 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
     if report is None:
         def report(line: str) -> None:
             tqdm.write(line, file=sys.stderr)
-    said: set[str] = set()
-
-    def say_once(line: str) -> None:
-        if line not in said:
-            said.add(line)
-            report(line)
+    notes = say_once(report)
     save_dir = Path(save_dir)
     summary = RestoreSummary()
     pending: list[tuple[Path, np.ndarray]] = []
@@ -185,7 +180,7 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
     def flush() -> None:
         _restore_pending(model, pending, save_dir, summary, len(inputs), report,
                          dict(tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
-                              progress=progress, memory=memory, report=say_once))
+                              progress=progress, memory=memory, report=notes))
 
     bar = tqdm(inputs, desc='restoring', unit='img', disable=not progress)
     for src in bar:

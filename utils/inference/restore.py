@@ -25,6 +25,19 @@ def _print_note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def say_once(report: Callable[[str], None] | None = None) -> Callable[[str], None]:
+    """``report`` (default: stderr) that passes each distinct line once: a folder of photos of
+    one size gets one tiling note or memory warning, not one per image."""
+    report = report or _print_note
+    said: set[str] = set()
+
+    def once(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            report(line)
+    return once
+
+
 def _forward(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return model(batch.to(device)).clamp_(0, 1)
 
