@@ -2,8 +2,9 @@
 
 Reads one image, a folder, or a benchmark split (its ``input/``), writes ``<stem>.png`` into
 ``--save_path`` (never into the input folder), and with ``--target_path`` reports PSNR/SSIM
-by the published protocol (the same functions as evaluation.py). Re-running skips outputs that
-are already complete, so an interrupted run simply resumes.
+by the published protocol (the same functions as evaluation.py); without it, the no-reference
+scores (NIQE, BRISQUE, PIQE; lower is better) of the rainy inputs and of their outputs. Re-running
+skips outputs that are already complete, so an interrupted run simply resumes.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from utils.core.device import configure_numerics, resolve_device
 from utils.core.device import lif_kernel_report
 from utils.core.cli import ArgumentParser, describe, run_main
 from utils.core.errors import InputError, SpikeDerainError, UsageError
-from utils.eval.folders import evaluate_pairs, pair_with_targets, psnr_text, target_folder
+from utils.eval.folders import (evaluate_pairs, input_output_text, input_output_without_targets,
+                                pair_with_targets, psnr_text, target_folder)
+from utils.eval.noreference import parse_metrics
 from utils.core.lock import FolderLock
 from utils.data.image_io import is_image_file, list_images
 from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
@@ -52,6 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='output folder (default: results/<model>/<data name>)')
     p.add_argument('--target_path', default=None,
                    help='ground-truth folder (or image): evaluate PSNR/SSIM after restoring')
+    p.add_argument('--no_reference', default=None, metavar='METRICS',
+                   help='no-reference scores of each rainy input and its output, as means input '
+                        '-> output (lower is better): niqe, brisque, piqe (comma-separated), all '
+                        'or none (default: all without --target_path, none with it). About 0.3 s '
+                        'per metric per megapixel, twice per image; images too small for a metric '
+                        '(NIQE: 192x96) are left out of its mean')
     p.add_argument('--device', default='auto',
                    help='auto (default: CUDA if present, else CPU), cpu, cuda or cuda:N')
     p.add_argument('--tf32', action='store_true',
@@ -147,6 +156,18 @@ def evaluate(summary, target_path: str) -> None:
           f'{psnr_text(means)}, SSIM {means["ssim"]:.4f}{subset_note(summary, target_path)}')
 
 
+def compare_without_targets(summary, inputs: list[Path], metrics: list[str]) -> None:
+    """No-reference scores of this run's outputs (new and skipped) and of their rainy inputs."""
+    outputs = sorted(summary.restored + summary.skipped, key=lambda p: p.stem)
+    if not outputs:
+        return
+    by_stem = {p.stem: p for p in inputs}
+    before, after = input_output_without_targets([(by_stem[o.stem], o) for o in outputs],
+                                                 metrics)
+    print(f'no-reference scores of {len(outputs)} images, rainy input -> output (lower is '
+          f'better): {input_output_text(before, after, metrics)}')
+
+
 def subset_note(summary, target_path: str) -> str:
     """What a mean over fewer images than asked for leaves out (failed inputs, unused targets)."""
     scored = len(summary.restored) + len(summary.skipped)
@@ -178,6 +199,11 @@ def check_options(args: argparse.Namespace) -> None:
         raise UsageError(str(err)) from None
     if args.batch_size < 1:
         raise UsageError(f'--batch_size {args.batch_size}: must be >= 1')
+    try:
+        args.no_reference = parse_metrics(args.no_reference or
+                                          ('none' if args.target_path else 'all'))
+    except ValueError as err:
+        raise UsageError(f'--no_reference {err}') from None
     if not args.weights and not args.random_weights:
         raise UsageError('--weights is required (a model with random weights restores nothing); '
                          'pass --random_weights explicitly for a smoke test')
@@ -264,6 +290,11 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             evaluate(summary, args.target_path)
         except (ValueError, OSError) as err:         # the outputs stay; say what failed
             problems.append(f'evaluation: {describe(err)}')
+    if args.no_reference:
+        try:
+            compare_without_targets(summary, inputs, args.no_reference)
+        except (ValueError, OSError) as err:         # the outputs stay; say what failed
+            problems.append(f'no-reference scores: {describe(err)}')
     if summary.failed:
         problems.append(f'{len(summary.failed)} of {len(inputs)} images failed: '
                         f'{", ".join(str(p) for p, _ in summary.failed[:5])}'
