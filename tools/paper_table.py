@@ -9,8 +9,10 @@ others follow. Each weights file restores each benchmark into
 ``--save_root/<model>-<weights hash>/<benchmark>/``; outputs already there are reused, so an
 interrupted run resumes (the hash makes retrained weights start afresh). Benchmarks with a
 ``target`` folder are scored by the published protocol with the functions evaluation.py uses;
-the others (RW_Rain has no ground truth) are restored and listed, not scored. Params, GMACs
-and energy come from utils/efficiency/energy.py under ``--energy_model``. The table is printed
+the others (RW_Rain has no ground truth) by the no-reference scores NIQE, BRISQUE and PIQE of the
+restored images (lower is better; the rainy inputs' scores are in the notes), as evaluation.py
+without --target_path gives them. Params, GMACs and energy come from utils/efficiency/energy.py
+under ``--energy_model``. The table is printed
 (Markdown by default) and written as ``paper_table.{md,csv,tex,json}`` in ``--save_root``.
 """
 from __future__ import annotations
@@ -37,7 +39,9 @@ from utils.data.datasets import DATASET_PRESETS
 from utils.efficiency.energy import ENERGY_CONVENTIONS, energy_report
 from utils.data.image_io import (list_images, read_image_tensor, remove_interrupted_writes)
 from utils.core.device import resolve_device
-from utils.eval.folders import evaluate_pair, mean_metrics, pair_with_targets
+from utils.eval.folders import (evaluate_pair, evaluate_without_targets, mean_metrics,
+                                no_reference_text, pair_with_targets)
+from utils.eval.noreference import LABELS, parse_metrics
 from utils.core.lock import FolderLock
 from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
                                      output_recipe, restore_files, write_manifest)
@@ -61,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='only these benchmarks (names as found under --data_root)')
     p.add_argument('--save_root', default='results/paper_table',
                    help='restored images and the table files go here')
+    p.add_argument('--no_reference', default='all', metavar='METRICS',
+                   help='no-reference scores of benchmarks without ground truth (lower is '
+                        'better): niqe, brisque, piqe (comma-separated), all or none (restored, '
+                        'not scored). About 0.3 s per metric per megapixel on a CPU; images too '
+                        'small for a metric (NIQE: 192x96) are left out of its mean')
     p.add_argument('--energy_model', choices=sorted(ENERGY_CONVENTIONS), default='papers',
                    help='energy convention (utils/efficiency/energy.py)')
     p.add_argument('--size', type=int, default=None,
@@ -90,7 +99,7 @@ class Benchmark:
     name: str
     inputs: list[Path]
     input_dir: Path
-    target: Path | None          # None: no ground truth, restored but not scored
+    target: Path | None          # None: no ground truth, scored by the no-reference metrics
 
 
 def _split_of(folder: Path) -> Path | None:
@@ -170,11 +179,21 @@ class Result:
     save_dir: str
     psnr: float | None = None
     ssim: float | None = None
+    niqe: float | None = None    # no-reference means of the outputs (no ground truth)
+    brisque: float | None = None
+    piqe: float | None = None
+    no_reference: dict = field(default_factory=dict)   # the means, with images per metric
+    inputs_no_reference: dict = field(default_factory=dict)   # the same of the rainy inputs
     recipe: dict = field(default_factory=dict)
 
     @property
     def scored(self) -> bool:
+        """Scored against targets (PSNR/SSIM)."""
         return self.psnr is not None
+
+    @property
+    def no_reference_scored(self) -> bool:
+        return bool(self.no_reference)
 
 
 @dataclass
@@ -207,9 +226,10 @@ def complexity(model, bench: Benchmark, args, cache: Path) -> dict:
 
 
 def run_benchmark(model, bench: Benchmark, save: Path, args, bar: tqdm,
-                  recipe: dict | None = None) -> Result:
+                  recipe: dict | None = None, input_scores: dict | None = None) -> Result:
     """Restore (reusing complete outputs only if ``recipe`` made them) and score one benchmark;
-    the bar counts images."""
+    the bar counts images. ``input_scores`` caches the rainy inputs' no-reference means per
+    benchmark (they do not depend on the weights)."""
     save.mkdir(parents=True, exist_ok=True)
     if recipe is not None:
         check_output_manifest(save, recipe, bench.inputs, args.overwrite, option='--save_root')
@@ -240,14 +260,42 @@ def run_benchmark(model, bench: Benchmark, save: Path, args, bar: tqdm,
         if rows:
             means = mean_metrics(rows)
             result.psnr, result.ssim = means['psnr'], means['ssim']
+    elif args.no_reference:
+        outputs = [output_path(save, p) for p in bench.inputs if p not in failed]
+        if outputs:
+            _, means = evaluate_without_targets(outputs, args.no_reference, skip_small=True)
+            result.no_reference = _finite(means)
+            for m in args.no_reference:
+                setattr(result, m, result.no_reference.get(m))
+            cache = {} if input_scores is None else input_scores
+            if bench.name not in cache:
+                _, before = evaluate_without_targets(bench.inputs, args.no_reference,
+                                                     skip_small=True)
+                cache[bench.name] = _finite(before)
+            result.inputs_no_reference = cache[bench.name]
+        bar.update(len(bench.inputs))
     return result
+
+
+def _finite(means: dict) -> dict:
+    """Means as JSON holds them: a metric no image could be scored by becomes None."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in means.items()}
+
+
+def _no_reference_text(means: dict, metrics: list[str]) -> str:
+    return no_reference_text({k: (float('nan') if v is None else v) for k, v in means.items()},
+                             metrics)
 
 
 def summary_line(entry: Entry, r: Result) -> str:
     done = (f'{r.images} images ({r.restored} restored, {r.reused} reused'
             f'{f", {r.failed} FAILED" if r.failed else ""}) in {r.save_dir}')
+    metrics = [m for m in LABELS if m in r.no_reference]
     score = (f'PSNR {r.psnr:.4f} dB, SSIM {r.ssim:.4f}' if r.scored else
-             'no ground truth: restored, not scored')
+             f'no ground truth, no-reference (lower is better): '
+             f'{_no_reference_text(r.no_reference, metrics)}; rainy inputs: '
+             f'{_no_reference_text(r.inputs_no_reference, metrics)}'
+             if r.no_reference_scored else 'no ground truth: restored, not scored')
     return f'{r.benchmark} | {entry.label}: {score}; {done}'
 
 
@@ -260,12 +308,35 @@ def _scored_names(entries: list[Entry]) -> list[str]:
     return names
 
 
+def _no_reference_names(entries: list[Entry]) -> list[str]:
+    names = []
+    for e in entries:
+        names += [r.benchmark for r in e.results
+                  if r.no_reference_scored and r.benchmark not in names]
+    return names
+
+
+def _metrics(entries: list[Entry]) -> list[str]:
+    """The no-reference metrics the table shows, in their order."""
+    found = {m for e in entries for r in e.results for m in r.no_reference}
+    return [m for m in LABELS if m in found]
+
+
 def _cell(e: Entry, name: str) -> tuple[str, str]:
     r = next((r for r in e.results if r.benchmark == name), None)
     if r is None or not r.scored:
         return '-', '-'
     mark = '*' if r.failed else ''
     return f'{r.psnr:.2f}{mark}', f'{r.ssim:.4f}{mark}'
+
+
+def _no_reference_cells(e: Entry, name: str, metrics: list[str]) -> list[str]:
+    r = next((r for r in e.results if r.benchmark == name), None)
+    if r is None or not r.no_reference_scored:
+        return ['-'] * len(metrics)
+    mark = '*' if r.failed else ''
+    return ['-' if r.no_reference.get(m) is None else f'{r.no_reference[m]:.2f}{mark}'
+            for m in metrics]
 
 
 def notes(entries: list[Entry], args) -> list[str]:
@@ -276,14 +347,31 @@ def notes(entries: list[Entry], args) -> list[str]:
              f'{conv.formula()} (convention {conv.name!r}, utils/efficiency/energy.py; its source '
              f'is in '
              f'{TABLE_NAME}.json).']
-    unscored = {}
+    metrics = _metrics(entries)
+    if metrics:
+        lines.append(f'{"/".join(LABELS[m] for m in metrics)}: no-reference scores of the '
+                     f'restored images where there is no ground truth, lower is better (NIQE: '
+                     f'Mittal et al. 2013; BRISQUE: Mittal et al. 2012; PIQE: Venkatanath N et '
+                     f'al. 2015). They follow people\'s judgement only loosely; read them next '
+                     f'to the pictures (docs/protocol.md).')
+    unscored, inputs = {}, {}
     for e in entries:
         for r in e.results:
-            if not r.scored:
+            if not r.scored and not r.no_reference_scored:
                 unscored.setdefault(r.benchmark, r.images)
+            if r.no_reference_scored:
+                inputs.setdefault(r.benchmark, r.inputs_no_reference)
+                small = [f'{LABELS[m]} over {r.no_reference[f"{m}_images"]}' for m in metrics
+                         if f'{m}_images' in r.no_reference]
+                if small:
+                    lines.append(f'{e.label} on {r.benchmark}: of {r.no_reference["images"]} '
+                                 f'images, {", ".join(small)} (the others are too small or '
+                                 f'flat for the metric).')
             if r.failed:
                 lines.append(f'* {e.label} on {r.benchmark}: {r.failed} of {r.images} images '
                              f'failed to restore; the mean is over the others.')
+    for name, means in inputs.items():
+        lines.append(f'{name} rainy inputs: {_no_reference_text(means, metrics)}.')
     for name, n in unscored.items():
         lines.append(f'{name}: {n} images restored, not scored (no ground truth).')
     return lines
@@ -295,11 +383,14 @@ def _head(e: Entry) -> list[str]:
 
 
 def markdown_table(entries: list[Entry], args) -> str:
-    names = _scored_names(entries)
-    head = ['Model', 'Params (M)', 'GMACs', 'Energy (mJ)'] + [f'{n} PSNR/SSIM' for n in names]
+    names, blind, metrics = _scored_names(entries), _no_reference_names(entries), _metrics(entries)
+    label = '/'.join(LABELS[m] for m in metrics)
+    head = ['Model', 'Params (M)', 'GMACs', 'Energy (mJ)'] + [f'{n} PSNR/SSIM' for n in names] \
+        + [f'{n} {label} (lower is better)' for n in blind]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for e in entries:
-        cells = ['/'.join(_cell(e, n)) for n in names]
+        cells = ['/'.join(_cell(e, n)) for n in names] + \
+            ['/'.join(_no_reference_cells(e, n, metrics)) for n in blind]
         lines.append('| ' + ' | '.join(_head(e) + cells) + ' |')
     return '\n'.join(lines + [''] + notes(entries, args))
 
@@ -310,37 +401,44 @@ def _tex(text: str) -> str:
 
 
 def latex_table(entries: list[Entry], args) -> str:
-    """A booktabs tabular: PSNR and SSIM columns under each benchmark."""
-    names = _scored_names(entries)
-    cols = 'lrrr' + 'cc' * len(names)
+    """A booktabs tabular: PSNR and SSIM columns under each benchmark with targets, the
+    no-reference scores under each without."""
+    names, blind, metrics = _scored_names(entries), _no_reference_names(entries), _metrics(entries)
+    cols = 'lrrr' + 'cc' * len(names) + 'c' * len(metrics) * len(blind)
     top = ['Model', 'Params (M)', 'GMACs', 'Energy (mJ)'] + \
-        [f'\\multicolumn{{2}}{{c}}{{{_tex(n)}}}' for n in names]
-    sub = [''] * 4 + ['PSNR', 'SSIM'] * len(names)
+        [f'\\multicolumn{{2}}{{c}}{{{_tex(n)}}}' for n in names] + \
+        [f'\\multicolumn{{{len(metrics)}}}{{c}}{{{_tex(n)}}}' for n in blind]
+    sub = [''] * 4 + ['PSNR', 'SSIM'] * len(names) + \
+        [f'{LABELS[m]}$\\downarrow$' for m in metrics] * len(blind)
     lines = ['% ' + line for line in notes(entries, args)]
     lines += [f'\\begin{{tabular}}{{{cols}}}', '\\toprule', ' & '.join(top) + ' \\\\',
               ' & '.join(sub) + ' \\\\', '\\midrule']
     for e in entries:
-        cells = [x for n in names for x in _cell(e, n)]
+        cells = [x for n in names for x in _cell(e, n)] + \
+            [x for n in blind for x in _no_reference_cells(e, n, metrics)]
         lines.append(' & '.join(map(_tex, _head(e) + cells)) + ' \\\\')
     lines += ['\\bottomrule', '\\end{tabular}']
     return '\n'.join(lines)
 
 
-CSV_FIELDS = ('model', 'weights', 'benchmark', 'images', 'psnr', 'ssim', 'failed', 'params',
-              'gmacs', 'energy_mj', 'energy_model', 'size', 'restored_dir')
+CSV_FIELDS = ('model', 'weights', 'benchmark', 'images', 'psnr', 'ssim', 'niqe', 'brisque',
+              'piqe', 'failed', 'params', 'gmacs', 'energy_mj', 'energy_model', 'size',
+              'restored_dir')
 
 
 def csv_table(entries: list[Entry], args) -> str:
-    """One row per weights x benchmark (empty PSNR/SSIM where there is no ground truth)."""
+    """One row per weights x benchmark (empty PSNR/SSIM where there is no ground truth, empty
+    NIQE/BRISQUE/PIQE where there is)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator='\n')
     writer.writerow(CSV_FIELDS)
     for e in entries:
         c = e.complexity
         for r in e.results:
+            scores = [getattr(r, k) for k in ('psnr', 'ssim', 'niqe', 'brisque', 'piqe')]
             writer.writerow([e.label, e.weights, r.benchmark, r.images,
-                             '' if r.psnr is None else repr(r.psnr),
-                             '' if r.ssim is None else repr(r.ssim), r.failed, c['params'],
+                             *('' if v is None else repr(v) for v in scores), r.failed,
+                             c['params'],
                              repr(c['gmacs']), repr(c['energy_mj']), args.energy_model,
                              c['size'], r.save_dir])
     return buf.getvalue()
@@ -401,6 +499,10 @@ def make_table(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         raise UsageError('--batch_size and --rate_images must be >= 1')
     if args.size is not None and args.size < 8:
         raise UsageError(f'--size {args.size}: must be at least 8')
+    try:
+        args.no_reference = parse_metrics(args.no_reference)
+    except ValueError as err:
+        raise UsageError(f'--no_reference {err}') from None
     names = model_names(args)
     benchmarks = find_benchmarks(args.data_root, args.datasets)
     weights = [Path(w) for w in args.weights]
@@ -417,8 +519,10 @@ def make_table(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                                   args.overwrite, option='--save_root')
     print(f'{len(weights)} weights x {len(benchmarks)} benchmarks '
           f'({", ".join(b.name for b in benchmarks)}) on {device} -> {args.save_root}')
-    total = sum(len(b.inputs) * (2 if b.target else 1) for b in benchmarks) * len(models)
-    entries, status = [], 0
+    scores = bool(args.no_reference)
+    total = sum(len(b.inputs) * (2 if b.target or scores else 1) for b in benchmarks) * \
+        len(models)
+    entries, status, input_scores = [], 0, {}
     with tqdm(total=total, unit='img', disable=args.no_progress, dynamic_ncols=True) as bar:
         for w, model, label, recipe in zip(weights, models, labels, recipes):
             save = save_folder(args, label, w)
@@ -432,7 +536,8 @@ def make_table(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 model = optimize_for_inference(model)
             for bench in benchmarks:
                 bar.set_description(f'{label}: {bench.name}')
-                result = run_benchmark(model, bench, save / bench.name, args, bar, recipe)
+                result = run_benchmark(model, bench, save / bench.name, args, bar, recipe,
+                                       input_scores)
                 entry.results.append(result)
                 bar.write(summary_line(entry, result))
                 status = 1 if result.failed else status
