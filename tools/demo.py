@@ -4,7 +4,9 @@
 2. restore its test split with every shipped model in ``pretrained_models/*_synthetic.pth``,
    and restore the clean targets too: a derainer must leave a clean photo (almost) unchanged;
 3. score rainy inputs and restorations with the published protocol (PSNR/SSIM on Y);
-4. write a comparison grid and the energy table of each shipped model.
+4. write a comparison grid and the energy table of each shipped model;
+5. write the report to look at (``tools/report.py``): one self-contained HTML page with a
+   before/after slider per image and model, zoom, scores, energy and the commands.
 
 Each step runs the same command a user would type (printed before it runs), so the demo is
 also a check that the scripts work together. Outputs go to ``demo_output/``.
@@ -83,7 +85,7 @@ def demo(args: argparse.Namespace, data: Path, out: Path, weights: list[Path]) -
          '--json', str(out / 'rainy_input.json'), '--quiet'], quiet=True)
     table = [('rainy input', means(out / 'rainy_input.json'), None)]
 
-    restored_dirs, labels, clean_rows = [], [], []
+    restored_dirs, labels, clean_rows, energy_files = [], [], [], []
     for w in weights:
         name = w.name[:-len(SUFFIX)]
         restored = out / name
@@ -104,11 +106,17 @@ def demo(args: argparse.Namespace, data: Path, out: Path, weights: list[Path]) -
         clean_rows.append((f'{name}: clean image in', means(out / f'{name}_on_clean.json')))
         restored_dirs.append(str(restored))
         labels.append(name)
+        energy_files.append(str(out / f'{name}_energy.json'))
 
     grid = out / 'comparison_grid.png'
     run([py, 'tools/compare_grid.py', '--rainy', str(test_in), *sum(
         (['--restored', d] for d in restored_dirs), []), '--labels', *labels,
         '--target', str(test_gt), '--out', str(grid)], quiet=True)
+    report = out / 'report.html'
+    t_report = time.perf_counter()
+    run([py, 'tools/report.py', '--input', str(data / 'test'), '--restored', *restored_dirs,
+         '--labels', *labels, '--complexity', *energy_files, '--out', str(report)], quiet=True)
+    t_report = time.perf_counter() - t_report
 
     print(f'\nDemo test split: {len(list(test_in.iterdir()))} images, '
           f'PSNR/SSIM on Y (published protocol)')
@@ -123,6 +131,8 @@ def demo(args: argparse.Namespace, data: Path, out: Path, weights: list[Path]) -
     print('("clean image in": the clean targets restored and scored against themselves; a '
           'derainer should leave them almost unchanged, >= 40 dB)')
     print(f'Outputs in {out}/: restored images, metrics JSON, energy JSON, {grid.name}')
+    print(f'Report to look at (sliders, zoom, scores, energy; works offline): {report} '
+          f'(written in {t_report:.1f} s); open it in a browser')
     print(f'Demo finished in {time.perf_counter() - t_start:.0f} s')
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from utils.core.atomic import check_writable
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import UsageError
 from utils.eval.report import (ReportSet, attach_complexity, efficiency_entry, gather,
@@ -66,6 +67,15 @@ def check_args(args: argparse.Namespace) -> None:
     if args.energy_model not in ENERGY_CONVENTIONS:
         raise UsageError(f'--energy_model {args.energy_model!r}: choose one of '
                          f'{", ".join(sorted(ENERGY_CONVENTIONS))}')
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f'--out {out}: is a folder; give the HTML file to write')
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f'--out {out}: {folder} is a file, not a folder')
+    check_writable(folder)          # before the scoring and energy work, not after
 
 
 def _weights_file(recipe: dict, manifest: dict) -> Path | None:
@@ -138,8 +148,9 @@ def main(argv=None) -> int:
     page = render_html(report, args.out, command_line('tools/report.py', argv), args.title,
                        args.preview, args.quality)
     out = write_report(args.out, page)
+    n = len(report.columns)
     print(f'wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {len(report.stems)} images, '
-          f'{len(report.columns)} models)')
+          f'{n} model{"s" if n != 1 else ""})')
     return 0
 
 
