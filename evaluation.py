@@ -16,12 +16,12 @@ from pathlib import Path
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.device import configure_numerics, resolve_device
 from utils.core.errors import InputError, SpikeDerainError, UsageError
-from utils.data.image_io import is_image_file, list_images
+from utils.data.image_io import image_size, is_image_file, list_images
 from utils.eval.folders import (evaluate_pairs, evaluate_without_targets, format_table,
                                 no_reference_text, pair_by_stem, psnr_text, write_csv_report,
                                 write_json_report)
 from utils.eval.metrics import LPIPSMetric, LPIPSUnavailable
-from utils.eval.noreference import parse_metrics
+from utils.eval.noreference import NoReferenceSizeError, check_size, parse_metrics
 from utils.core.paths import check_writes
 
 
@@ -81,6 +81,11 @@ def score_without_targets(args, metrics: list[str]) -> int:
     check_writes([], [('image being scored', f) for f in files],
                  files=[(f'--{opt}', getattr(args, opt)) for opt in ('json', 'csv')
                         if getattr(args, opt)])
+    for f in files:                             # a too-small image: one line, before any work
+        try:
+            check_size(*image_size(f), metrics)
+        except NoReferenceSizeError as err:
+            raise NoReferenceSizeError(f'{f}: {err}') from None
     rows, means = evaluate_without_targets(files, metrics, progress=not args.quiet)
     if not args.quiet:
         print(format_table(rows, means))

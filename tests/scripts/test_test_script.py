@@ -65,6 +65,7 @@ def test_our_checkpoint_restores_a_split_and_evaluates(tmp_path, tiny_weights, r
     assert re.search(r'restored 2 images in [\d.]+ s \([\d.]+ images/s\)', out)
     _, means = evaluate_folders(save, split / 'target')
     assert f'PSNR {means["psnr"]:.4f} dB, SSIM {means["ssim"]:.4f}' in out
+    assert 'no-reference' not in out                 # with targets: only if asked for
     # Random weights with seed 0 are the same model: same outputs, bit for bit.
     code, _, err = run('--model', 'spikerain-tiny', '--random_weights', '--data_path', split,
                        '--save_path', tmp_path / 'rand', '--tile', 16, '--tile_overlap', 4,
@@ -143,3 +144,26 @@ def test_precision_bf16_runs_the_fast_path_where_the_cpu_has_bf16(tmp_path, run)
         assert (tmp_path / 'b' / 'img0.png').is_file()
     else:                                   # a CPU without native bf16: one clear line, exit 2
         assert code == 2 and 'no native bfloat16' in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_targets_prints_input_and_output_no_reference_scores(tmp_path, run):
+    """Real rainy photos have no targets: test.py gives NIQE/BRISQUE/PIQE of the inputs and of
+    the outputs (means over the images each metric can score)."""
+    import skimage.data
+    from utils.eval.noreference import score_image
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    Image.fromarray(skimage.data.astronaut()[100:196, 100:292]).save(folder / 'a.jpg')
+    Image.fromarray(np.full((20, 20, 3), 128, np.uint8)).save(folder / 'b.png')   # < NIQE's
+    args = ('--model', 'spikerain-tiny', '--random_weights', '--data_path', folder)
+    code, out, err = run(*args, '--save_path', tmp_path / 'out')
+    assert code == 0, err
+    before = score_image(read_image_rgb(folder / 'a.jpg'), ['niqe'])['niqe']
+    after = score_image(read_image_rgb(tmp_path / 'out' / 'a.png'), ['niqe'])['niqe']
+    assert ('no-reference scores of 2 images, rainy input -> output (lower is better): '
+            f'NIQE {before:.4f} -> {after:.4f} (over 1 of 2 images; the others are too small '
+            'or flat), BRISQUE ') in out
+    code, out, err = run(*args, '--save_path', tmp_path / 'out', '--no_reference', 'none')
+    assert code == 0 and 'no-reference' not in out
+    code, _, err = run(*args, '--save_path', tmp_path / 'out', '--no_reference', 'lpips')
+    assert code == 2 and 'niqe, brisque, piqe' in err

@@ -59,6 +59,22 @@ def _check_image(img: np.ndarray) -> None:
         raise ValueError(f'expected a uint8 HxWx3 RGB image, got {img.dtype} {img.shape}')
 
 
+def check_size(width: int, height: int, metrics: list[str] | tuple[str, ...] = METRICS) -> None:
+    """Raise :class:`NoReferenceSizeError` if a ``width`` x ``height`` image is too small for
+    one of ``metrics`` (so a folder can be checked from the image headers, before any work)."""
+    for m in metrics:
+        if m == 'niqe' and (height // NIQE_BLOCK) * (width // NIQE_BLOCK) < NIQE_MIN_BLOCKS:
+            need = f'{NIQE_MIN_BLOCKS} blocks of {NIQE_BLOCK}x{NIQE_BLOCK} pixels (e.g. 192x96)'
+        elif m == 'brisque' and min(width, height) < BRISQUE_MIN_SIZE:
+            need = f'{BRISQUE_MIN_SIZE}x{BRISQUE_MIN_SIZE} pixels'
+        elif m == 'piqe' and min(width, height) < PIQE_BLOCK:
+            need = f'{PIQE_BLOCK}x{PIQE_BLOCK} pixels'
+        else:
+            continue
+        raise NoReferenceSizeError(
+            f'{width}x{height} is too small for {m.upper()}: it needs at least {need}')
+
+
 def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
     """MATLAB ``fspecial('gaussian', size, sigma)``: sampled, normalised to sum 1."""
     r = np.arange(size) - (size - 1) / 2
@@ -160,11 +176,8 @@ def niqe(img: np.ndarray) -> float:
     # the rounded MATLAB Y in float32, as the reference (BasicSR) computes: on a small image
     # (few blocks) float64 moves a shape estimate by a grid step and the score by ~0.02
     y = rgb_to_y(img).astype(np.float32)
+    check_size(img.shape[1], img.shape[0], ['niqe'])
     nh, nw = y.shape[0] // NIQE_BLOCK, y.shape[1] // NIQE_BLOCK
-    if nh * nw < NIQE_MIN_BLOCKS:
-        raise NoReferenceSizeError(
-            f'{img.shape[1]}x{img.shape[0]} is too small for NIQE: it needs at least '
-            f'{NIQE_MIN_BLOCKS} blocks of {NIQE_BLOCK}x{NIQE_BLOCK} pixels (e.g. 192x96)')
     y = y[:nh * NIQE_BLOCK, :nw * NIQE_BLOCK]
     window = _gaussian_window()
     feats = []
@@ -314,10 +327,7 @@ def _brisque_features(gray01: np.ndarray) -> np.ndarray:
 def brisque(img: np.ndarray) -> float:
     """BRISQUE of a uint8 RGB image with the LIVE-trained SVR, in [0, 100] (lower is better)."""
     _check_image(img)
-    if min(img.shape[:2]) < BRISQUE_MIN_SIZE:
-        raise NoReferenceSizeError(
-            f'{img.shape[1]}x{img.shape[0]} is too small for BRISQUE: it needs at least '
-            f'{BRISQUE_MIN_SIZE}x{BRISQUE_MIN_SIZE} pixels')
+    check_size(img.shape[1], img.shape[0], ['brisque'])
     gray = _gray_opencv(img).astype(np.float32) * np.float32(1 / 255)
     model = _brisque_model()
     lo, hi = model['feature_range']
@@ -338,11 +348,8 @@ def _sliding_std(edges: np.ndarray, window: int) -> np.ndarray:
 def piqe(img: np.ndarray) -> float:
     """PIQE of a uint8 RGB image, in [0, 100] (lower is better); needs no trained parameters."""
     _check_image(img)
+    check_size(img.shape[1], img.shape[0], ['piqe'])
     b = PIQE_BLOCK
-    if min(img.shape[:2]) < b:
-        raise NoReferenceSizeError(
-            f'{img.shape[1]}x{img.shape[0]} is too small for PIQE: it needs at least {b}x{b} '
-            f'pixels')
     gray = _gray_opencv(img).astype(np.float64)               # = MATLAB rgb2gray of uint8
     h, w = gray.shape
     gray = np.pad(gray, ((0, -h % b), (0, -w % b)), mode='symmetric')
