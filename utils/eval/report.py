@@ -36,8 +36,9 @@ from utils.data.image_io import list_images, read_image_rgb
 from utils.eval.folders import evaluate_pair, mean_metrics, target_folder
 from utils.inference.outputs import read_manifest
 
-# The page may load nothing but itself, data: URIs and local files (the linked full images).
-CSP = ("default-src 'none'; img-src data: file:; style-src 'unsafe-inline'; "
+# The page may load nothing but itself, data: URIs and the linked full images beside it (local
+# files, or the same server when a folder of reports is served).
+CSP = ("default-src 'none'; img-src data: file: 'self'; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 NO_REFERENCE_MODULE = 'utils.eval.noreference'     # NIQE / BRISQUE / PIQE (issue 24, part 2)
 NO_REFERENCE_METRICS = ('niqe', 'brisque', 'piqe')  # each (HxWx3 uint8) -> float, lower better
