@@ -26,15 +26,15 @@ from models.acceleration import bf16_supported, supports_fast_path
 from utils.efficiency.benchmark import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV, NEEDS_FAST_FORWARD,
                                         TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
                                         run_isolated)
-from utils.core.atomic import write_text_atomic
-from utils.core.cli import describe, print_error, run_main
+from utils.core.atomic import check_output_file, write_text_atomic
+from utils.core.cli import ArgumentParser, describe, print_error, run_main
 
 ALL_MODELS = ('spikerain-s', 'esdnet', 'vlif-net')     # --model all
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', default='spikerain-s',
                    help=f'registered model name, or all ({", ".join(ALL_MODELS)})')
     p.add_argument('--size', type=int, default=256, help='inference image side')
@@ -76,6 +76,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise ValueError(f'--{opt}: unknown variant(s) {bad}; choose from {", ".join(known)}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda: no CUDA device available')
+    check_output_file('--json', args.json)           # before the benchmark, not after it
     devices = ['cpu'] if args.device in ('auto', 'cpu') else []
     if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):
         devices.append('cuda')

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from models import available_models, build_from_checkpoint, build_model, is_ann_twin
-from utils.core.atomic import atomic_open, write_text_atomic
+from utils.core.atomic import atomic_open, check_output_file, write_text_atomic
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
 from utils.efficiency.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,
@@ -83,6 +83,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
         if path is not None and args.images is not None and \
                 Path(path).resolve().parent == Path(args.images).resolve():
             raise UsageError(f'--{opt} {path}: is inside the --images folder; refusing to write')
+        check_output_file(f'--{opt}', path)          # before the measurement, not after it
     return names
 
 

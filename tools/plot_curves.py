@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.core.atomic import atomic_open
+from utils.core.atomic import atomic_open, check_output_file
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError
 
@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     p.add_argument('--smooth', type=int, default=50, help='moving-average window of the loss')
     p.add_argument('--title', default=None, help='figure title (default: the run folder name)')
     args = p.parse_args(argv)
+    check_output_file('--out', args.out)
     logdir = args.run / 'tensorboard'
     if not logdir.is_dir():
         raise InputError(f'{logdir}: no TensorBoard folder (was the run made with --tensorboard?)')

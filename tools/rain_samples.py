@@ -19,6 +19,7 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageDraw
 
+from utils.core.atomic import check_output_file
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import UsageError
 from utils.data.image_io import resize_longest, write_png_atomic
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument('--families', action='store_true',
                    help='one row per rain family (light and heavy) instead of random draws')
     args = p.parse_args(argv)
+    check_output_file('--out', args.out)
     if args.families:
         if args.size < 16:
             raise UsageError(f'--size {args.size}: need --size >= 16')

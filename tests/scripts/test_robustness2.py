@@ -60,9 +60,9 @@ BAD = [
     ('export-nan-weights', ('tools/export_weights.py', '--checkpoint', '{D}/nan.pth', '--out',
                             '{O}/x.pth'), 'non-finite'),
     ('train-lr-nan', (*TRAIN, '--iters', '1', '--train_dir', '{D}/good', '--lr', 'nan'),
-     '--lr must be a finite number'),
+     '--lr nan: not a finite number'),
     ('train-weight-decay-inf', (*TRAIN, '--iters', '1', '--train_dir', '{D}/good',
-                                '--weight_decay', 'inf'), '--weight_decay must be a finite'),
+                                '--weight_decay', 'inf'), '--weight_decay inf: not a finite'),
     # (4) images as people see them
     ('test-multi-frame-and-bomb', (*TEST, '--data_path', '{D}/odd'),
      '2 of 4 images failed'),
@@ -423,7 +423,8 @@ def test_outputs_of_other_weights_are_never_rescored(ran):
     r = ran['res']
     assert r['manifest-first']['code'] == 0
     _one_line_error(r['manifest-other-weights'], 'differs in weights_sha256')
-    _one_line_error(r['manifest-other-tiling'], 'differs in tile, tile_overlap')
+    _one_line_error(r['manifest-other-tiling'],
+                    'differs in tile: auto -> 16; tile_overlap: 32 -> 4')
     assert r['manifest-overwrite']['code'] == 0 and 'restored 2 images' in \
         r['manifest-overwrite']['stdout']
     assert r['manifest-same-again']['code'] == 0 and 'skipped 2 existing' in \

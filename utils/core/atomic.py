@@ -138,3 +138,26 @@ def check_writable(folder: str | os.PathLike) -> None:
             fh.flush()
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(folder)) from None
+
+
+def check_output_file(option: str, path: str | os.PathLike | None,
+                      checked: set | None = None) -> None:
+    """Before any work: ``path`` can be written (not a folder; its nearest existing folder is
+    writable), so a run never ends by failing to save what it computed. One line naming
+    ``option`` otherwise. ``checked``: folders already found writable (skipped)."""
+    checked = set() if checked is None else checked
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f'{option}: is a folder, expected a file path',
+                                str(path))
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f'{option}: {folder} is a file, not a folder',
+                                 str(path))
+    if folder not in checked:
+        check_writable(folder)
+        checked.add(folder)

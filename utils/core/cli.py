@@ -30,9 +30,11 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from utils.core.errors import RUNTIME, SpikeDerainError, UsageError
+from utils.core.settings import NumberTypeError, check_environment, cli_float, cli_int
 
 # Ours, and what library code (ours and others') raises for bad values and files.
 EXPECTED_ERRORS = (SpikeDerainError, ValueError, OSError)
+_CHECKED_TYPES = {int: cli_int, float: cli_float}
 INTERRUPTED = 130          # what shells report for a job stopped by Ctrl-C (128 + SIGINT)
 TERMINATED = 143           # ... and for one stopped by SIGTERM (128 + 15)
 
@@ -75,7 +77,25 @@ def close_progress_bars() -> None:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are a :class:`UsageError`: one line from :func:`run_main`, exit 2,
-    instead of the usage dump (subcommand parsers inherit the class)."""
+    instead of the usage dump (subcommand parsers inherit the class). Every ``int`` option takes
+    0 to 2**31-1 and every ``float`` option a finite number (:mod:`utils.core.settings`), so nan,
+    inf, 1e400 and negative counts are refused naming the option."""
+
+    def add_argument(self, *args, **kwargs):
+        kwargs['type'] = _CHECKED_TYPES.get(kwargs.get('type'), kwargs.get('type'))
+        if kwargs['type'] is None:
+            del kwargs['type']
+        return super().add_argument(*args, **kwargs)
+
+    def _get_value(self, action, arg_string):
+        """A refused number reads ``--tile -5: must be >= 0``: the option, the value, why."""
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as err:
+            if not isinstance(err.__context__, NumberTypeError):
+                raise
+            name = '/'.join(action.option_strings) or action.dest
+            raise UsageError(f'{name} {arg_string}: {err.__context__} (see --help)') from None
 
     def error(self, message):
         raise UsageError(f'{message} (see --help)')
@@ -116,6 +136,7 @@ def run_main(main: Callable[[], int | None], prog: str) -> NoReturn:
     """
     install_signal_handlers()
     try:
+        check_environment()               # a bad SPIKEDERAIN_MAX_PIXELS etc.: one line, first
         code = main()
     except KeyboardInterrupt as stop:
         close_progress_bars()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from utils.core.atomic import check_output_file
 from utils.core.errors import UsageError
 
 # (option or role, path): e.g. ('--save_path', Path('results/x')) or ('input folder', ...).
@@ -77,9 +78,11 @@ def check_writes(outputs: list[Named], reads: list[Named], *,
                     f'{name} {p}: {what} the {rname} {rpath}; refusing to write there '
                     f'(outputs never go where the command reads)')
     seen: dict = {}
+    writable: set = set()
     for name, p in files:
         if p is None:
             continue
+        check_output_file(name, p, writable)       # a folder, or an unwritable one: now
         real = _real(p)
         try:
             st = os.stat(real)

@@ -34,12 +34,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.core.atomic import atomic_open, check_writable, remove_stale_temps  # noqa: F401
 from utils.core.errors import InputError, SpikeDerainError
+from utils.core.settings import MAX_PIXELS_ENV, env_int
 
 # Our own limit replaces Pillow's (checked on the header's size in read_image_rgb, which names the
 # file and says how to raise it): Pillow's would stop a whole run with a traceback.
 Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 178_956_970        # 2 x Pillow's default MAX_IMAGE_PIXELS
-MAX_PIXELS_ENV = 'SPIKEDERAIN_MAX_PIXELS'
 # Write errors that will fail for every later file too: a command stops at the first one.
 OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
                                  errno.EACCES, errno.EPERM})
@@ -88,17 +88,7 @@ def max_image_pixels() -> int:
 
     ``SPIKEDERAIN_MAX_PIXELS`` overrides :data:`DEFAULT_MAX_PIXELS`.
     """
-    text = os.environ.get(MAX_PIXELS_ENV)
-    if text is None or not text.strip():
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise ValueError(f'{MAX_PIXELS_ENV}={text!r}: expected a number of pixels '
-                         f'(0: no limit)') from None
-    if value < 0:
-        raise ValueError(f'{MAX_PIXELS_ENV}={text!r}: must be >= 0 (0: no limit)')
-    return value
+    return env_int(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)    # inf, -1, 1e400: one line naming it
 
 
 def _check_frames_and_size(path: Path, im: Image.Image, limit: int) -> None:
@@ -113,6 +103,14 @@ def _check_frames_and_size(path: Path, im: Image.Image, limit: int) -> None:
                              f'the limit with {MAX_PIXELS_ENV}=N')
 
 
+def _check_file(path: Path) -> None:
+    """A missing or empty file, said as such (not as Pillow's "cannot identify")."""
+    if not path.is_file():
+        raise ImageReadError(f'{path}: file not found')
+    if path.stat().st_size == 0:
+        raise ImageReadError(f'{path}: empty file (0 bytes)')
+
+
 def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as an ``HxWx3`` uint8 RGB array; :class:`ImageReadError` if it can't.
 
@@ -120,10 +118,7 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     are refused (see the module docstring).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f'{path}: file not found')
-    if path.stat().st_size == 0:
-        raise ImageReadError(f'{path}: empty file (0 bytes)')
+    _check_file(path)
     limit = max_image_pixels()
     try:
         with Image.open(path) as opened, warnings.catch_warnings():
@@ -149,6 +144,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` as :func:`read_image_rgb` will return it (EXIF rotation applied),
     from the header only; the same :class:`ImageReadError` for bad, multi-frame or huge files."""
     path = Path(path)
+    _check_file(path)
     limit = max_image_pixels()
     try:
         with Image.open(path) as im:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Sampler
 
 from utils.core.device import resolve_device
+from utils.core.settings import env_int
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,17 @@ def per_process_batch(global_batch: int, world_size: int) -> int:
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get('WORLD_SIZE', '1')) > 1
+    return env_int('WORLD_SIZE', 1) > 1
 
 
 def setup(device_choice: str = 'auto', timeout_minutes: float = 60.0) -> DistInfo:
     """Join the process group when started by torchrun; pick this process's device."""
     if not launched_by_torchrun():
         return DistInfo(device=resolve_device(device_choice))
-    rank = int(os.environ['RANK'])
-    world = int(os.environ['WORLD_SIZE'])
-    local_rank = int(os.environ.get('LOCAL_RANK', rank))
-    per_node = int(os.environ.get('LOCAL_WORLD_SIZE', world))
+    rank = env_int('RANK', 0)
+    world = env_int('WORLD_SIZE', 1)
+    local_rank = env_int('LOCAL_RANK', rank)
+    per_node = env_int('LOCAL_WORLD_SIZE', world)
     device = resolve_device(device_choice, local_rank, per_node)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
