@@ -14,7 +14,10 @@ import argparse
 import os
 from utils.train import distributed as dist_utils
 from utils.core.cli import ArgumentParser, run_main
-from utils.train.config import TrainConfig, add_options, config_from_args, load_config_file
+from utils.core.errors import UsageError
+from utils.core.settings import env_int
+from utils.train.config import (TrainConfig, add_options, check_combination, config_from_args,
+                                load_config_file)
 from utils.train.trainer import Trainer
 
 
@@ -39,14 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
+def given_options(argv: list[str] | None, from_file: dict) -> set[str]:
+    """The options the user set: named on the command line, or in the --config file with a value
+    other than the default (a run's own config.yaml writes every option)."""
+    parser = build_parser()
+    defaults = {a.dest: a.default for a in parser._actions}
+    for action in parser._actions:     # not set_defaults(): argparse would parse the marker
+        action.default = argparse.SUPPRESS
+    named = set(vars(parser.parse_args(argv)))
+    return named | {k for k, v in from_file.items() if v is not None and v != defaults.get(k)}
+
+
+def parse_options(argv: list[str] | None = None) -> tuple[TrainConfig, list[str]]:
+    """The checked config and the notes on options another one replaces; an option that would
+    have no effect is refused (utils/train/config.py: check_combination)."""
     parser = build_parser()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument('--config')
     known, _ = pre.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_config_file(known.config, parser))
-    return config_from_args(vars(parser.parse_args(argv)))
+    from_file = load_config_file(known.config, parser) if known.config else {}
+    parser.set_defaults(**from_file)
+    cfg = config_from_args(vars(parser.parse_args(argv)))
+    world = env_int('WORLD_SIZE', 1)
+    return cfg, check_combination(cfg, given_options(argv, from_file) - {'config'}, world)
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    return parse_options(argv)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     last complete checkpoint and the same command continues."""
     trainer = None
     try:
-        cfg = parse_config(argv)
+        cfg, notes = parse_options(argv)
         info = dist_utils.setup(cfg.device)
         try:
-            trainer = Trainer(cfg, info)
+            trainer = Trainer(cfg, info, notes=notes)
             trainer.fit()
         finally:
             dist_utils.cleanup()
@@ -77,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def program_name() -> str:
     """``train.py``, or ``train.py (rank N)`` under torchrun: which process said it."""
-    if dist_utils.launched_by_torchrun():
-        return f'train.py (rank {os.environ.get("RANK")})'
+    try:
+        if dist_utils.launched_by_torchrun():
+            return f'train.py (rank {os.environ.get("RANK")})'
+    except UsageError:                # a bad WORLD_SIZE: run_main says so, in one line
+        pass
     return 'train.py'
 
 

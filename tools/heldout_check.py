@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from models import build_from_checkpoint
 from models.acceleration import optimize_for_inference, supports_fast_path
-from utils.core.atomic import write_text_atomic
+from utils.core.atomic import check_output_file, write_text_atomic
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
 from utils.core.lock import FolderLock
@@ -33,7 +34,7 @@ from utils.data.image_io import write_png_atomic
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--weights', help='our checkpoint (records its model) to judge')
     p.add_argument('--photos', default='data/photos/val',
                    help='folder of clean photos never used in training')
@@ -55,8 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.weights:      # before any photo is read: a run that judges nothing says so
+        if not args.save_pairs:
+            raise UsageError('nothing to do: give --weights to judge, --save_pairs DIR to write '
+                             'the pairs, or both')
+        idle = [o for o, v in (('--json', args.json), ('--exact', args.exact)) if v]
+        if idle:
+            raise UsageError(f'{", ".join(idle)}: no effect without --weights (only the pairs '
+                             f'are written); add --weights or remove {" and ".join(idle)}')
     kinds = tuple(k.strip() for k in args.kinds.split(',') if k.strip())
     if args.holdout_family:
+        if args.kinds != ','.join(KINDS):
+            print(f'note: --kinds {args.kinds} replaced by --holdout_family '
+                  f'{args.holdout_family}: its light and heavy levels and clean photos',
+                  file=sys.stderr)
         kinds = (*family_kinds(args.holdout_family), 'clean')
     bad = [k for k in kinds if k not in ALL_KINDS]
     if not kinds or bad:
@@ -64,6 +77,9 @@ def main(argv=None) -> int:
                          f'some of {", ".join(ALL_KINDS)}')
     if args.size < 16:
         raise UsageError(f'--size must be >= 16, got {args.size}')
+    check_output_file('--json', args.json)           # before the work, not after it
+    if args.weights and not Path(args.weights).is_file():
+        raise InputError(f'--weights {args.weights}: file not found')
     if not Path(args.photos).is_dir():
         raise InputError(f'--photos {args.photos}: folder not found (make photos creates '
                          f'data/photos/val)')
@@ -81,9 +97,6 @@ def main(argv=None) -> int:
                 write_png_atomic(args.save_pairs / 'target' / f'{stem}.png', clean)
         print(f'{args.save_pairs}: {len(pairs)} pairs written')
     if not args.weights:
-        if not args.save_pairs:
-            raise UsageError('nothing to do: give --weights to judge, --save_pairs DIR to write '
-                             'the pairs, or both')
         return 0
     torch.set_grad_enabled(False)
     model = build_from_checkpoint(args.weights).eval()

@@ -15,6 +15,7 @@ import yaml
 
 from models import available_models
 from utils.core.errors import UsageError
+from utils.core.settings import cli_float, cli_int
 from utils.train.losses import LossSpecError, build_loss
 from utils.data.rain import FAMILIES, parse_rain_kinds
 from utils.train.recipe import period_to_iters
@@ -189,8 +190,9 @@ class TrainConfig:
                               '--clean_dir (a folder of clean photos) or --dataset NAME')
 
 
-# annotation (a string under ``from __future__ import annotations``) -> argparse type
-_TYPES = {'int': int, 'float': float, 'str': str}
+# annotation (a string under ``from __future__ import annotations``) -> argparse type: checked
+# numbers (no nan, inf, 1e400 or negative counts) whatever parser the options are added to
+_TYPES = {'int': cli_int, 'float': cli_float, 'str': str}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -207,11 +209,29 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f'--{f.name}', **kw)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error (plain
+    YAML keeps the last value without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f'key {key!r} is given twice (line {key_node.start_mark.line + 1}'
+                                  f'); keep one')
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
-    """Defaults from a YAML file, checked against the options (unknown key -> one line)."""
+    """Defaults from a YAML file, checked against the options (unknown key -> one line). A key
+    given twice, or under two spellings (``batch-size`` and ``batch_size``), is refused."""
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(f'--config {path}: {err}') from None
     except OSError as err:
         raise ConfigError(f'--config {path}: cannot read ({err.strerror})') from None
     except yaml.YAMLError as err:
@@ -220,12 +240,16 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f'--config {path}: expected a mapping of option: value')
     actions = {a.dest: a for a in parser._actions if a.dest not in ('help', 'config')}
-    out = {}
+    out, spelled = {}, {}
     for key, value in data.items():
         action = actions.get(str(key).replace('-', '_'))
         if action is None:
             raise ConfigError(f'--config {path}: unknown key {key!r} (keys are the options of '
                               f'train.py --help without --)')
+        if action.dest in out:
+            raise ConfigError(f'--config {path}: keys {spelled[action.dest]!r} and {key!r} are '
+                              f'the same option; keep one')
+        spelled[action.dest] = key
         try:
             if action.dest == 'model_opt':
                 value = ([f'{k}={v}' for k, v in value.items()] if isinstance(value, dict)
@@ -256,6 +280,8 @@ def parse_model_opts(items: list[str], dim: int | None) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f'--model_opt {item!r}: expected KEY=VALUE, e.g. dim=16')
         opts[key.strip()] = yaml.safe_load(value)
+    if dim is not None and opts.get('dim', dim) != dim:
+        raise ConfigError(f'--dim {dim} and --model_opt dim={opts["dim"]}: two widths; give one')
     if dim is not None:
         opts['dim'] = dim
     return opts
@@ -269,3 +295,48 @@ def config_from_args(args: dict) -> TrainConfig:
     cfg = TrainConfig(**{k: v for k, v in args.items() if k in names})
     cfg.validate()
     return cfg
+
+
+# -- options that would have no effect (docs/reliability.md, "No option ignored in silence") --
+# An option whose feature is off is refused: the user most likely forgot the option that turns
+# it on. An option replaced by another one the user gave gets a note with the final value.
+_NEEDS = (   # (options, when they act, what turns them on)
+    (('rain', 'clean_fraction', 'samples_per_photo'), lambda c: c.clean_dir is not None,
+     '--clean_dir (they shape the rain drawn over clean photos; --train_dir pairs have theirs)'),
+    (('val_photos', 'val_size'), lambda c: c.holdout_family is not None,
+     '--holdout_family (they make its validation pairs)'),
+    (('val_tile', 'val_batch_size', 'val_images', 'val_every'),
+     lambda c: bool(c.val_dir or c.dataset or c.holdout_family),
+     '--val_dir, --dataset or --holdout_family (there is no validation set)'),
+    (('recompute',), lambda c: c.fast, '--fast (it changes the fast training path)'),
+    (('data_root',), lambda c: c.dataset is not None, '--dataset (it locates its folders)'),
+)
+
+
+def check_combination(cfg: TrainConfig, given: set[str], world_size: int = 1) -> list[str]:
+    """Options in ``given`` (named on the command line or set in a --config file) that would
+    have no effect: a :class:`ConfigError` when their feature is off; for an option another one
+    replaces, the notes to print (final value and why)."""
+    for names, active, needs in _NEEDS:
+        idle = [n for n in names if n in given]
+        if idle and not active(cfg):
+            shown = ', '.join(f'--{n} {getattr(cfg, n)}' for n in idle)
+            raise ConfigError(f'{shown}: no effect without {needs}; remove '
+                              f'{"it" if len(idle) == 1 else "them"} or add what turns '
+                              f'{"it" if len(idle) == 1 else "them"} on')
+    notes = []
+    if 'batch_size' in given and cfg.global_batch_size is not None:
+        per = cfg.global_batch_size // max(world_size, 1)
+        notes.append(f'--batch_size {cfg.batch_size} replaced: --global_batch_size '
+                     f'{cfg.global_batch_size} over {world_size} process(es) is {per} per '
+                     f'process')
+    if 'num_epochs' in given and cfg.iters is not None:
+        notes.append(f'--num_epochs {cfg.num_epochs} has no effect: --iters {cfg.iters} sets '
+                     f'the length of the run')
+    if 'val_dir' in given and cfg.holdout_family and ({'val_photos', 'val_size'} & given):
+        notes.append(f'--val_dir {cfg.val_dir} is the validation set: --val_photos/--val_size '
+                     f'are not used')
+    if {'train_dir', 'val_dir'} <= given and cfg.dataset:
+        notes.append(f'--dataset {cfg.dataset}: --train_dir and --val_dir replace both of its '
+                     f'folders; it only names the run folder')
+    return notes

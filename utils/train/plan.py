@@ -7,12 +7,15 @@ and the config itself is never rewritten. The datasets are built from the paths 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.data.datasets import (CleanPhotoRainDataset, MixedTrainingSet, PairedImageDataset,
-                                 PairedPatchDataset, resolve_split_dir)
+from utils.data.datasets import (CleanPhotoRainDataset, DatasetError, MixedTrainingSet,
+                                 PairedImageDataset, PairedPatchDataset, read_pair,
+                                 resolve_split_dir)
+from utils.data.image_io import ImageReadError, image_size
 from utils.eval.heldout import HeldoutPairSet, family_kinds
 from utils.train import distributed as dist_utils
 from utils.train.config import ConfigError, TrainConfig
@@ -157,3 +160,71 @@ def data_text(cfg: TrainConfig, paths: RunPaths) -> str:
         held = f', family {cfg.holdout_family} held out' if cfg.holdout_family else ''
         parts.append(f'{paths.clean_dir} (clean photos, rain {cfg.rain}{held})')
     return ' + '.join(parts)
+
+
+# -- checked before the first step ------------------------------------------------------------
+
+def _parts(train_set) -> list:
+    return list(getattr(train_set, 'datasets', [train_set]))
+
+
+def training_files(train_set) -> list[Path]:
+    """Every file the training set reads: both images of each pair, every clean photo."""
+    files: list[Path] = []
+    for part in _parts(train_set):
+        files += [p for pair in getattr(part, 'pairs', []) for p in pair]
+        files += list(getattr(part, 'photos', []))
+    return files
+
+
+def training_data_record(train_set) -> dict:
+    """What a checkpoint keeps of its training set: the number of files and a digest of their
+    names and byte sizes, so a resume on a changed set is noticed (cheap: no file is read)."""
+    digest = hashlib.sha256()
+    files = training_files(train_set)
+    for path in files:
+        digest.update(f'{path.parent.name}/{path.name}\0{path.stat().st_size}\n'.encode())
+    return dict(files=len(files), digest=digest.hexdigest()[:16])
+
+
+def check_validation_set(val_set, paths: RunPaths) -> None:
+    """Every validation pair decoded once before training, so a bad file stops the run at its
+    start, not at its first validation hours later (pairs made in memory are already checked)."""
+    pairs = getattr(val_set, 'pairs', None)
+    if not isinstance(val_set, PairedImageDataset) or not pairs:
+        return
+    for inp, tgt in pairs:
+        try:
+            read_pair(inp, tgt)
+        except DatasetError as err:
+            raise DatasetError(f'--val_dir {paths.val_dir}: {err}') from None
+
+
+def padding_notes(train_set, patch_size: int) -> list[str]:
+    """One note per part of the training set whose images are smaller than ``--patch_size`` on
+    a side (their patches are padded, by reflection or by repeating the edge). Reads headers
+    only, and refuses a pair whose sizes differ or a file that is no image, before any step."""
+    notes = []
+    for part in _parts(train_set):
+        pairs = getattr(part, 'pairs', None)
+        files = [inp for inp, _ in pairs] if pairs is not None else list(part.photos)
+        targets = [tgt for _, tgt in pairs] if pairs is not None else [None] * len(files)
+        small = []
+        for path, target in zip(files, targets):
+            try:
+                w, h = image_size(path)
+                if target is not None and image_size(target) != (w, h):
+                    tw, th = image_size(target)
+                    raise DatasetError(f'{path} ({w}x{h}) and {target} ({tw}x{th}): input and '
+                                       f'target sizes differ')
+            except ImageReadError as err:
+                raise DatasetError(str(err)) from None
+            if min(w, h) < patch_size:
+                small.append((w * h, w, h, path))
+        if small:
+            _, w, h, path = min(small, key=lambda x: x[:3])
+            what = 'training images' if pairs is not None else 'clean photos'
+            notes.append(f'{len(small)} of {len(files)} {what} are smaller than --patch_size '
+                         f'{patch_size} on a side (smallest {path}, {w}x{h}): their patches are '
+                         f'padded, not cropped; use a smaller --patch_size or larger images')
+    return notes

@@ -65,6 +65,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_iters: int, warmup_i
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_iters])
 
 
+def planned_lr(iteration: int, total_iters: int, warmup_iters: int, lr: float,
+               min_lr: float) -> float:
+    """The learning rate :func:`build_scheduler`'s cosine gives at ``iteration`` of a run planned
+    for ``total_iters`` (after the warm-up): where a longer run would be when a finished one is
+    extended."""
+    span = max(1, int(total_iters) - int(warmup_iters))
+    progress = min(max(int(iteration) - int(warmup_iters), 0), span) / span
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def build_extension_scheduler(optimizer: torch.optim.Optimizer, start_iteration: int,
                               start_lr: float, total_iters: int, min_lr: float) -> LambdaLR:
     """The schedule of a run extended at ``start_iteration`` (``train.py --extend``): cosine

@@ -36,9 +36,11 @@ from models.weights import WeightsError, check_finite, load_weights
 from utils.data.image_io import NonFiniteImageError
 from utils.train.losses import build_loss
 from utils.eval.protocol import score_dataset
-from utils.train.plan import (RunPaths, TrainPlan, batch_text, data_text, process_batch_size,
+from utils.train.plan import (RunPaths, TrainPlan, batch_text, check_validation_set, data_text,
+                              padding_notes, process_batch_size, training_data_record,
                               training_set, validation_set)
-from utils.train.recipe import build_extension_scheduler, build_optimizer, build_scheduler
+from utils.train.recipe import (build_extension_scheduler, build_optimizer, build_scheduler,
+                                planned_lr)
 from utils.train.run_folder import RunFolder, run_settings, schedule_history
 
 
@@ -149,7 +151,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, info: dist_utils.DistInfo | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, notes: list[str] | tuple = ()):
         cfg.validate()
         self.cfg = cfg
         self.info = info or dist_utils.DistInfo(device=resolve_device(cfg.device))
@@ -165,10 +167,17 @@ class Trainer:
         self.run = RunFolder(paths, main=self.info.is_main)    # checked; locked below
         self.lock, self.last_path, self.best_path = (self.run.lock, self.run.last_path,
                                                      self.run.best_path)
+        for note in notes:                        # options another option replaces
+            self.log(f'note: {note}')
         self.amp = mixed_precision(cfg, self.device, self.log)
         process_batch_size(cfg, self.info)       # a bad --global_batch_size before any data
         seed_everything(cfg.seed)
         self.train_set, self.val_set = training_set(cfg, paths), validation_set(cfg, paths)
+        # everything the steps will read, checked before the first one
+        check_validation_set(self.val_set, paths)
+        for note in padding_notes(self.train_set, cfg.patch_size):
+            self.log(f'note: {note}')
+        self.train_data = training_data_record(self.train_set)
         self.plan = TrainPlan.from_config(cfg, self.info, len(self.train_set), paths)
         self.sampler = dist_utils.EpochSampler(len(self.train_set), self.info, cfg.seed)
         self.model_cfg, self.model, self.fast = build_training_model(cfg, self.device, self.log)
@@ -190,6 +199,7 @@ class Trainer:
         self.progress = dict(epoch=0, epoch_batch=0, iteration=0)
         self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)      # -inf: none yet
         self.saved_iteration: int | None = None
+        self.state_path: Path | None = None      # the file holding the current state, if any
         # where the schedule was lengthened (--extend): [{iteration, lr, total_iters_before,
         # total_iters}], oldest first; the last one defines the remaining learning rates
         self.extensions: list[dict] = []
@@ -230,7 +240,7 @@ class Trainer:
     def record(self) -> dict:
         """What checkpoints store: the settings plus the resolved schedule and process count."""
         return dict(self.settings(), world_size=self.info.world_size, schedule=self.plan.schedule(),
-                    extensions=[dict(e) for e in self.extensions])
+                    extensions=[dict(e) for e in self.extensions], train_data=self.train_data)
 
     def _scalar(self, tag: str, value: float, step: int) -> None:
         if self.tb is not None:
@@ -244,8 +254,14 @@ class Trainer:
         state = ckpt.load_training_state(path)
         ckpt.check_same_model(state, self.cfg.model, self.model_cfg, str(path))
         saved = state.get('train_config', {})
-        extend_from = ckpt.check_same_schedule(saved, self.plan.schedule(), self.settings(),
-                                               str(path), extend=self.cfg.extend)
+        data_change = self._training_set_change(saved.get('train_data'))
+        try:
+            extend_from = ckpt.check_same_schedule(saved, self.plan.schedule(), self.settings(),
+                                                   str(path), extend=self.cfg.extend)
+        except ckpt.CheckpointError as err:
+            if data_change:
+                raise ckpt.CheckpointError(f'{err} ({data_change})') from None
+            raise
         self.extensions = [dict(e) for e in saved.get('extensions') or []]
         if self.extensions:          # a run lengthened earlier: its scheduler is the extension's
             self.scheduler = self._extension_scheduler(self.extensions[-1])
@@ -256,15 +272,41 @@ class Trainer:
         self.progress = dict(state['progress'])
         self.best = dict(state['best'])
         self.saved_iteration = self.progress['iteration']
+        self.state_path = path
         changed = ckpt.changed_settings(saved, self.record())
         if changed:
             self.log('note: resuming with changed settings: ' + ', '.join(changed))
+        if data_change:
+            self.log(f'note: {data_change}; the resumed run trains on the folder as it is now')
+        if self.cfg.init_weights:
+            self.log(f'note: --init_weights {self.cfg.init_weights} not used: the run resumes '
+                     f'from {path} (iteration {self.saved_iteration}), whose weights replace '
+                     f'them; to fine-tune from them choose a new --model_save_dir')
+        if math.isfinite(self.best['psnr']) and not self.best_path.is_file():
+            self.log(f'note: the best score so far (val PSNR {self.best["psnr"]:.2f} dB at '
+                     f'iteration {self.best["iteration"]}) has no {self.best_path} behind it; '
+                     f'the next validation writes a new one')
+            self.best = dict(psnr=float('-inf'), ssim=0.0, iteration=0)
         return path
+
+    def _training_set_change(self, saved: dict | None) -> str | None:
+        """How the training files differ from the checkpoint's (names and byte sizes), or
+        ``None`` (same, or a checkpoint from before this was recorded)."""
+        if not saved or saved == self.train_data:
+            return None
+        return (f'the training set changed since the checkpoint ({saved.get("files")} -> '
+                f'{self.train_data["files"]} files, or files renamed or rewritten)')
 
     def _extend(self, at: int, total_before) -> None:
         """Lengthen the schedule at iteration ``at``: a cosine from the current lr to --min_lr
         at the new end, recorded in :attr:`extensions`."""
         lr_now = float(self.optimizer.param_groups[0]['lr'])
+        if at >= int(total_before):   # a finished run sits at --min_lr: go on from where a run
+            lr_now = planned_lr(at, self.plan.total_iters, self.plan.warmup_iters,  # planned
+                                self.cfg.lr, self.cfg.min_lr)          # this long would be
+            self.log(f'note: the saved run had finished (lr at --min_lr {self.cfg.min_lr:g}); '
+                     f'the extension goes on from lr {lr_now:.3g}, where a run planned for '
+                     f'{self.plan.total_iters} iterations is at iteration {at}')
         self.extensions.append(dict(iteration=at, lr=lr_now,
                                     total_iters_before=int(total_before),
                                     total_iters=self.plan.total_iters))
@@ -299,6 +341,7 @@ class Trainer:
                 raise TrainingError(f'{err.filename or self.last_path}: cannot save the '
                                     f'checkpoint: {err.strerror}; {kept}') from None
         self.saved_iteration = self.progress['iteration']
+        self.state_path = self.last_path
 
     # -- one optimizer step -----------------------------------------------------------------
     def _forward_backward(self, inp: torch.Tensor, tgt: torch.Tensor, group: int,
@@ -480,13 +523,26 @@ class Trainer:
         minutes = (time.perf_counter() - t_run) / 60
         done = prog['iteration'] >= plan.total_iters
         state = 'finished' if done else 'stopped (--stop_after)'
-        best = (f'best val PSNR {self.best["psnr"]:.2f} dB at iteration {self.best["iteration"]}'
-                if math.isfinite(self.best['psnr']) else 'no validation')
         self.log(f'{state} at iteration {prog["iteration"]}/{plan.total_iters} after '
-                 f'{minutes:.1f} min; {best}; state in {self.last_path}; '
+                 f'{minutes:.1f} min; {self._best_text()}; {self._state_text()}; '
                  f'{peak_memory_text(self.device)}')
         return dict(iteration=prog['iteration'], finished=done, best=dict(self.best),
                     last=str(self.last_path), best_path=str(self.best_path))
+
+    def _best_text(self) -> str:
+        """The best score, named only with the file that holds its weights."""
+        if self.val_set is None:
+            return 'no validation'
+        if not math.isfinite(self.best['psnr']) or not self.best_path.is_file():
+            return 'no validation yet, so no model_best.pth'
+        return (f'best val PSNR {self.best["psnr"]:.2f} dB at iteration {self.best["iteration"]} '
+                f'in {self.best_path}')
+
+    def _state_text(self) -> str:
+        """Where the state is: the file last written or resumed from, never a file not there."""
+        if self.state_path is None or not self.state_path.is_file():
+            return 'no checkpoint written'
+        return f'state in {self.state_path}'
 
     def _run_epoch(self, bar: tqdm, stop_at: int) -> None:
         """Train from the current position to the end of the epoch (or ``stop_at``)."""
