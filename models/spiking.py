@@ -151,7 +151,7 @@ def upsample_bilinear_steps(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
     """Bilinear up-sampling of every time step (``align_corners=False``)."""
     T, B = x.shape[:2]
     y = F.interpolate(x.flatten(0, 1), scale_factor=scale, mode='bilinear', align_corners=False)
-    return y.view(T, B, *y.shape[1:])
+    return y.unflatten(0, (T, B))       # (not view(T, B, *y.shape[1:]): ONNX tracing fixes it)
 
 
 class DownSample(nn.Module):
@@ -334,23 +334,21 @@ def unshuffle_to_time(x: torch.Tensor, r: int = 2) -> torch.Tensor:
     T, B, C, H, W = x.shape
     if H % r or W % r:
         raise ValueError(f'VLIF needs H and W divisible by {r}, got {H}x{W}')
-    y = F.pixel_unshuffle(x.flatten(0, 1), r).view(T, B, C, r * r, H // r, W // r)
-    return y.permute(0, 3, 1, 2, 4, 5).reshape(T * r * r, B, C, H // r, W // r)
+    # [T,B,C,h,i,w,j] -> [T,i,j,B,C,h,w] -> steps (pixel_unshuffle's ONNX form fixes the sizes)
+    y = x.unflatten(4, (-1, r)).unflatten(3, (-1, r))
+    return y.permute(0, 4, 6, 1, 2, 3, 5).flatten(0, 2)
 
 
 def time_to_unshuffled(y: torch.Tensor, r: int = 2) -> torch.Tensor:
     """Undo the step interleaving: ``[T*r*r,B,C,h,w] -> [T,B,C*r*r,h,w]`` (unshuffled layout)."""
-    S, B, C, h, w = y.shape
-    T = S // (r * r)
-    return y.view(T, r * r, B, C, h, w).permute(0, 2, 3, 1, 4, 5).reshape(T, B, C * r * r, h, w)
+    return y.unflatten(0, (-1, r * r)).permute(0, 2, 3, 1, 4, 5).flatten(2, 3)
 
 
 def time_to_space(y: torch.Tensor, r: int = 2) -> torch.Tensor:
     """Exact inverse of :func:`unshuffle_to_time`: ``[T*r*r,B,C,h,w] -> [T,B,C,h*r,w*r]``."""
     z = time_to_unshuffled(y, r)
     T, B = z.shape[:2]
-    out = F.pixel_shuffle(z.flatten(0, 1), r)
-    return out.view(T, B, *out.shape[1:])
+    return F.pixel_shuffle(z.flatten(0, 1), r).unflatten(0, (T, B))
 
 
 VLIF_RESTORE_MODES = ('bilinear_conv', 'pixel_shuffle')
@@ -376,13 +374,14 @@ class VLIFNeuron(nn.Module):
             self.channel_adjust = conv2d(channels * r * r, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B, C, H, W = x.shape
+        T, B = x.shape[:2]
         spikes = self.lif_node(unshuffle_to_time(x, self.r))       # [T*r*r, B, C, H/r, W/r]
         if self.restore == 'pixel_shuffle':
             return time_to_space(spikes, self.r)
         z = time_to_unshuffled(spikes, self.r).flatten(0, 1)       # [T*B, C*r*r, H/r, W/r]
-        z = F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False)
-        return self.channel_adjust(z.view(T, B, C * self.r * self.r, H, W))
+        # x r (not size=(H, W): the same scale 1/r, and it traces to a size-free ONNX Resize)
+        z = F.interpolate(z, scale_factor=self.r, mode='bilinear', align_corners=False)
+        return self.channel_adjust(z.unflatten(0, (T, B)))
 
     def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """NI-LIF over each r x r patch (:meth:`NILIF.fast_forward`), then back to full

@@ -21,7 +21,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt requirements-deploy.txt pyproject.toml |
+  sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -29,11 +30,14 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 echo "[setup] installing requirements into .venv (first run takes a few minutes)"
 "${pip[@]}" -r requirements.txt
 "${pip[@]}" --no-deps -r requirements-nodeps.txt
+# ONNX export and ONNX Runtime / OpenVINO (~96 MB of wheels): the tests of the export need them.
+"${pip[@]}" -r requirements-deploy.txt
 if ! .venv/bin/python -c "import setuptools, sys; v = tuple(int(p) for p in setuptools.__version__.split('.')[:2]); sys.exit(v < (70, 1))" 2>/dev/null; then
   "${pip[@]}" "setuptools>=70.1"
 fi
 "${pip[@]}" --no-deps --no-build-isolation -e .
 # From another folder, so the import goes through the install, not the current directory.
-(cd / && "$root/.venv/bin/python" -c "import torch, spikingjelly.activation_based.neuron, models, utils.core.errors") >/dev/null
+check="import torch, spikingjelly.activation_based.neuron, models, utils.core.errors, onnxruntime"
+(cd / && "$root/.venv/bin/python" -c "$check") >/dev/null
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -1,0 +1,110 @@
+"""Export a model with its weights to ONNX, and check the file against the exact torch path.
+
+``python tools/export_onnx.py --weights W --out model.onnx`` writes one standard-ops graph
+(opset >= 17, T steps unrolled, BatchNorm folded, no custom ops) that takes ``image
+[1,3,H,W]`` for any H and W that are multiples of the model's size multiple: padding other
+sizes (reflect) and cropping back is the caller's (models/onnx_runtime.py does it). Before the
+file is written, ONNX Runtime runs it on test images of two sizes (two crops of a photo that
+ships with scikit-image, or --image) and its output is compared with the exact torch forward;
+the PSNR is printed and a result under --min_psnr writes nothing and exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from models import available_models, build_from_checkpoint, build_model
+from models.export import OPSET, graph_summary, onnx_bytes
+from models.onnx_runtime import OnnxError, OnnxRestorer, compare_with_torch
+from utils.core.atomic import write_bytes_atomic
+from utils.core.cli import ArgumentParser, run_main
+from utils.core.errors import InputError, UsageError
+from utils.core.paths import check_writes
+from utils.data.image_io import read_image_rgb, uint8_to_tensor
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--weights', default=None,
+                   help='weights or checkpoint to export (ours record the model)')
+    p.add_argument('--model', choices=available_models(), default=None,
+                   help='registered model name: for official state dicts and --random_weights')
+    p.add_argument('--random_weights', action='store_true',
+                   help='export the model with random weights, seed 0 (smoke tests only)')
+    p.add_argument('--out', required=True, help='the .onnx file to write')
+    p.add_argument('--image', default=None,
+                   help='test image for the check (default: two crops of scikit-image\'s '
+                        'coffee photo, 256x256 and 200x300)')
+    p.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (17 or newer)')
+    p.add_argument('--min_psnr', type=float, default=50.0,
+                   help='least PSNR (dB) of ONNX Runtime against the exact torch path')
+    return p.parse_args(argv)
+
+
+def test_images(image: str | None) -> list[torch.Tensor]:
+    """Two sizes through the one graph: the dynamic height and width are checked too."""
+    if image is not None:
+        full = uint8_to_tensor(read_image_rgb(image))
+    else:
+        from skimage import data
+        full = uint8_to_tensor(data.coffee())                 # 400 x 600, a real photo
+    h, w = full.shape[-2:]
+    crops = [full[..., :min(h, 256), :min(w, 256)],
+             full[..., h - min(h, 200):, w - min(w, 300):]]
+    return [c.contiguous() for c in crops]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.opset < 17:
+        raise UsageError(f'--opset {args.opset}: must be 17 or newer')
+    if not args.weights and not args.random_weights:
+        raise UsageError('--weights is required (or --random_weights --model NAME for a smoke '
+                         'test)')
+    if args.random_weights and (args.weights or not args.model):
+        raise UsageError('--random_weights takes --model and no --weights')
+    if not args.out.endswith('.onnx'):
+        raise UsageError(f'--out {args.out}: name the file .onnx')
+    if args.image is not None and not Path(args.image).is_file():
+        raise InputError(f'--image {args.image}: no such file')
+    check_writes([], [('--weights', args.weights), ('--image', args.image)],
+                 files=[('--out', args.out)])
+    if args.weights:
+        model = build_from_checkpoint(args.weights, args.model)
+    else:
+        torch.manual_seed(0)
+        model = build_model(args.model)
+    model.eval()
+    start = time.perf_counter()
+    data = onnx_bytes(model, opset=args.opset)
+    seconds = time.perf_counter() - start
+    graph = graph_summary(data)
+    custom = [d for d in graph['domains'] if d not in ('', 'ai.onnx')]
+    if custom:
+        raise OnnxError(f'{model.model_name}: the graph holds custom ops ({", ".join(custom)}); '
+                        f'stock runtimes cannot load it')
+    runtime = OnnxRestorer(data, model)
+    images = test_images(args.image)
+    scores = compare_with_torch(model, runtime, images)
+    shown = ', '.join(f'{im.shape[-2]}x{im.shape[-1]}: '
+                      f'{"inf" if math.isinf(s) else f"{s:.1f}"} dB'
+                      for im, s in zip(images, scores))
+    print(f'{model.model_name}: ONNX Runtime vs the exact torch path, PSNR {shown}')
+    if min(scores) < args.min_psnr:
+        raise OnnxError(f'{model.model_name}: ONNX Runtime output {min(scores):.1f} dB from the '
+                        f'exact torch path, under --min_psnr {args.min_psnr:g}; nothing written')
+    write_bytes_atomic(args.out, data)
+    print(f'wrote {args.out}: {model.model_name}, opset {graph["opset"]}, {graph["nodes"]} '
+          f'standard ops, T={model.T} steps unrolled, BatchNorm folded, input image [1,3,H,W] '
+          f'with H, W multiples of {model.size_multiple}; {len(data) / 1e6:.1f} MB, exported '
+          f'in {seconds:.1f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    run_main(main, 'export_onnx.py')
