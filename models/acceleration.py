@@ -56,6 +56,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint as _checkpoint
 from spikingjelly.activation_based.neuron import BaseNode
 
+from utils.core.allocator import keep_freed_memory
+
 from .fast_lif import is_fusable, lif_spikes, lif_spikes_autograd
 from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
@@ -146,6 +148,7 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, precision: st
     """
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    keep_freed_memory()          # feature maps reuse freed pages instead of faulting in new ones
     fast = copy.deepcopy(model).eval()
     if not _notice_unsupported(model):
         return fast
@@ -178,6 +181,7 @@ def enable_fast_training(model: nn.Module, checkpoint: bool = False, **options) 
     if options.get('precision', 'fp32') != 'fp32':
         raise ValueError('enable_fast_training: only precision fp32 (use torch.autocast for '
                          'mixed-precision training)')
+    keep_freed_memory()
     return _attach(model, FastOptions(**{**options, 'checkpoint': checkpoint}))
 
 

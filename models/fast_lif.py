@@ -8,8 +8,9 @@ hard reset to 0, ``H[t] = V[t-1]/2 + X[t]``, ``S[t] = H[t] >= v_th``, ``V[t] = H
 are the same bit for bit. Tensors are time-flattened ``[T*B, ...]`` in any memory format.
 
 Only this neuron (tau 2, hard reset 0, no input decay, sigmoid surrogate) is fused; callers check
-:func:`is_fusable` first. (A ``torch.compile``d one-pass kernel was tried: on this project's CPU
-it was no faster once the ops are in place, and it costs a compilation, so it is not here.)
+:func:`is_fusable` first. At inference on the CPU, :mod:`models.native_lif` runs the same
+arithmetic in one native pass when it could be built (the torch ops below are the fallback and
+the reference).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
+from .native_lif import native_lif
 from .spiking import LIFNode as FP32StateLIF
 
 # Under fp16/bf16 autocast the neurons' inputs are half precision: the membrane is integrated in
@@ -49,6 +51,10 @@ def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
     slower than arithmetic on a CPU).
     """
+    if x.dtype == torch.float32 and x.device.type == 'cpu':      # one native pass, if built
+        target = torch.empty_like(x) if out is None else out
+        if native_lif(x, T, v_th, target):
+            return target
     if x.dtype in _HALF or (out is not None and out.dtype != x.dtype):
         spikes = lif_spikes(x.float(), T, v_th)        # 0/1: exact in any float dtype
         return spikes.to(x.dtype) if out is None else out.copy_(spikes)

@@ -134,6 +134,17 @@ class TemporalFusion(nn.Module):
         w = torch.softmax(self.weights, dim=0)
         return (x * w.view(-1, 1, 1, 1, 1)).sum(dim=0)
 
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """The same sum as T multiply-adds over ``[B,C,H,W]`` steps, added in step order as the
+        reduction does (the same bits): reducing dim 0 of a channels-last ``[T,B,C,H,W]`` view
+        was a strided reduction, about 8 % of a forward."""
+        w = torch.softmax(self.weights, dim=0)
+        steps = run.steps(x)
+        out = steps[0] * w[0]
+        for t in range(1, steps.shape[0]):
+            out.add_(steps[t] * w[t])
+        return out
+
 
 class ARFE(nn.Module):
     """Adaptive Residual Feature Enhancement: a gated mix of channel and spatial attention."""
@@ -214,6 +225,6 @@ class SpikeRain(SpikingRestorer):
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = torch.cat([self.upsample_2_to_1.fast_forward(d2, run), e1], dim=1)
         d1 = run.blocks(self.decoder_level1, d1)
-        fused = self.refinement(self.temporal_fusion(run.steps(d1)))
+        fused = self.refinement(self.temporal_fusion.fast_forward(d1, run))
         return self.output_conv(fused) + img
 

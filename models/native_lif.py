@@ -1,0 +1,225 @@
+"""The inference LIF as one pass of native code, built on first use and cached per machine.
+
+Written with torch ops, the fused LIF of :mod:`models.fast_lif` makes three passes over the
+membrane per time step, and its spike writes into a dense block's channel slice are strided: on
+an Intel Xeon with AVX-512 the neuron took about as long as the convolutions it feeds. Here the
+same arithmetic (``H = X + V/2``, ``S = H >= v_th``, ``V = S ? H - H : H``) runs once per element
+over all T steps, in a small C function (no torch headers, so it compiles in well under a second)
+loaded with :mod:`ctypes`, which releases the GIL while it runs on ``torch.get_num_threads()``
+threads. The spikes are the same bit for bit as the torch ops' (halving is exact, so a fused
+multiply-add rounds like the separate ops; the reset to 0 differs at most in the sign of a zero
+membrane, which no later compare can see).
+
+The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
+``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
+built once per machine (``make setup`` builds it ahead of time). Without a C compiler, or with
+``SPIKEDERAIN_NATIVE=0``, :func:`native_lif` returns ``False`` and the torch ops run, after a
+one-line note.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+DISABLE_ENV = 'SPIKEDERAIN_NATIVE'
+CACHE_ENV = 'SPIKEDERAIN_CACHE'
+FLAGS = ('-O3', '-march=native', '-shared', '-fPIC', '-pthread')
+
+SOURCE = r'''
+#include <stdint.h>
+#include <pthread.h>
+
+#define CHUNK 2048
+
+typedef struct {
+    const float *x; void *out; int bf16;
+    int64_t T, R, K, xs_t, xs_r, os_t, os_r, first, last;
+    float vth;
+} job_t;
+
+/* Items are (row, chunk of K) pairs; each runs all T steps with its membrane in a local array. */
+static void *run(void *arg) {
+    const job_t *j = (const job_t *)arg;
+    int64_t chunks = (j->K + CHUNK - 1) / CHUNK;
+    float v[CHUNK];
+    for (int64_t item = j->first; item < j->last; item++) {
+        int64_t r = item / chunks, k0 = (item % chunks) * CHUNK;
+        int64_t n = j->K - k0 < CHUNK ? j->K - k0 : CHUNK;
+        for (int64_t t = 0; t < j->T; t++) {
+            const float *x = j->x + t * j->xs_t + r * j->xs_r + k0;
+            int64_t o = t * j->os_t + r * j->os_r + k0;
+            float half = t ? 0.5f : 0.0f;
+            if (j->bf16) {
+                uint16_t *s = (uint16_t *)j->out + o;
+                for (int64_t c = 0; c < n; c++) {
+                    float h = t ? x[c] + half * v[c] : x[c];
+                    int fire = h >= j->vth;
+                    s[c] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
+                    v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
+                }
+            } else {
+                float *s = (float *)j->out + o;
+                for (int64_t c = 0; c < n; c++) {
+                    float h = t ? x[c] + half * v[c] : x[c];
+                    int fire = h >= j->vth;
+                    s[c] = fire ? 1.0f : 0.0f;
+                    v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int lif_forward(const float *x, void *out, int bf16, int64_t T, int64_t R, int64_t K,
+                int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth,
+                int threads) {
+    int64_t items = R * ((K + CHUNK - 1) / CHUNK);
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    if (threads > items) threads = (int)items;
+    job_t jobs[64];
+    pthread_t ids[64];
+    for (int i = 0; i < threads; i++) {
+        job_t j = {x, out, bf16, T, R, K, xs_t, xs_r, os_t, os_r,
+                   items * i / threads, items * (i + 1) / threads, vth};
+        jobs[i] = j;
+    }
+    int started = 0;
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&ids[i], 0, run, &jobs[i]) != 0) break;
+        started = i;
+    }
+    run(&jobs[0]);
+    for (int i = started + 1; i < threads; i++) run(&jobs[i]);   /* threads that did not start */
+    for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
+    return 0;
+}
+'''
+
+_state: dict = {}          # 'fn': the loaded function, or 'failed': why it is not available
+
+
+def _note(why: str) -> None:
+    _state['failed'] = why
+    print(f'note: native LIF kernel not available ({why}); using torch ops (slower on some '
+          f'CPUs)', file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'spikederain')
+    return Path(root) / 'native'
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU model and its feature flags."""
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines() if line.startswith(('model name', 'flags'))][:2]
+    return '\n'.join(keep) or platform.machine()
+
+
+def library_path(compiler: str) -> Path:
+    key = hashlib.sha256('\0'.join([SOURCE, compiler, *FLAGS, _cpu_id()]).encode()).hexdigest()
+    return cache_dir() / f'lif-{key[:16]}.so'
+
+
+def build(quiet: bool = False) -> Path | None:
+    """Compile the kernel into the cache if it is not there (atomically); its path, or ``None``
+    (with a one-line note unless ``quiet``) when no compiler can build it."""
+    compiler = shutil.which(os.environ.get('CC', 'cc')) or shutil.which('gcc')
+    if compiler is None:
+        if not quiet:
+            _note('no C compiler (cc) found')
+        return None
+    target = library_path(compiler)
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            src = Path(tmp) / 'lif.c'
+            src.write_text(SOURCE)
+            built = Path(tmp) / target.name
+            result = subprocess.run([compiler, *FLAGS, str(src), '-o', str(built)],
+                                    capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                first = (result.stderr.strip().splitlines() or ['failed'])[0]
+                raise OSError(f'{compiler}: {first}')
+            os.replace(built, target)
+    except (OSError, subprocess.SubprocessError) as err:
+        if not quiet:
+            _note(f'build failed: {err}')
+        return None
+    return target
+
+
+def _function():
+    if 'fn' in _state or 'failed' in _state:
+        return _state.get('fn')
+    if os.environ.get(DISABLE_ENV, '1').strip() == '0':
+        _state['failed'] = f'{DISABLE_ENV}=0'
+        return None
+    path = build()
+    if path is None:
+        return None
+    try:
+        fn = ctypes.CDLL(str(path)).lif_forward
+    except OSError as err:
+        _note(f'cannot load {path}: {err}')
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_int64] * 7 + [
+        ctypes.c_float, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    _state['fn'] = fn
+    return fn
+
+
+def _rows(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """Two same-shape tensors (one time step) as R rows of K unit-stride elements, at a fixed
+    row stride in each (channels-last: a row per pixel, K channels; contiguous: one row), with
+    the same element order: ``(R, K, a_row_stride, b_row_stride)``, or ``None``."""
+    dims = sorted((d for d in range(a.dim()) if a.shape[d] > 1), key=lambda d: -a.stride(d))
+    inner = 1
+    while dims and a.stride(dims[-1]) == inner and b.stride(dims[-1]) == inner:
+        inner *= a.shape[dims.pop()]
+    if not dims:
+        return 1, inner, inner, inner
+    rows, row_a, row_b = 1, a.stride(dims[-1]), b.stride(dims[-1])
+    while dims and a.stride(dims[-1]) == row_a * rows and b.stride(dims[-1]) == row_b * rows:
+        rows *= a.shape[dims.pop()]
+    return None if dims or inner < 8 else (rows, inner, row_a, row_b)
+
+
+def native_lif(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor) -> bool:
+    """Spikes of ``x [T*B, ...]`` (float32, CPU) from rest into ``out`` (float32 or bfloat16,
+    any strides that keep the same rows as ``x``, e.g. a dense block's channel slice). ``False``
+    when the kernel is unavailable or the layouts do not fit (the caller runs the torch ops)."""
+    if (x.device.type != 'cpu' or out.device.type != 'cpu' or x.dtype != torch.float32
+            or out.dtype not in (torch.float32, torch.bfloat16) or x.shape != out.shape
+            or x.dim() < 2 or x.shape[0] % T or x.numel() == 0):
+        return False
+    xs, os_ = x.unflatten(0, (T, -1)), out.unflatten(0, (T, -1))
+    layout = _rows(xs[0], os_[0])
+    if layout is None:
+        return False
+    fn = _function()
+    if fn is None:
+        return False
+    rows, inner, row_x, row_o = layout
+    step_x, step_o = (xs.stride(0), os_.stride(0)) if T > 1 else (0, 0)
+    fn(x.data_ptr(), out.data_ptr(), int(out.dtype == torch.bfloat16), T, rows, inner,
+       step_x, row_x, step_o, row_o, float(v_th), torch.get_num_threads())
+    return True

@@ -1,0 +1,104 @@
+"""The native one-pass LIF (models/native_lif.py) equals the torch-ops fused LIF bit for bit,
+and falls back to the torch ops in one line where it cannot be built."""
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import models.fast_lif as fast_lif
+import models.native_lif as native_lif
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def torch_ops_only(monkeypatch):
+    """Runs lif_spikes on its torch ops (the reference) inside the block."""
+    def run(*args, **kwargs):
+        state = dict(native_lif._state)
+        native_lif._state.clear()
+        native_lif._state['failed'] = 'reference'
+        try:
+            return fast_lif.lif_spikes(*args, **kwargs)
+        finally:
+            native_lif._state.clear()
+            native_lif._state.update(state)
+    return run
+
+
+def _inputs(T, B, fmt, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T * B, 40, 9, 11, generator=g) * 2
+    x[0, 0, 0, 0], x[0, 1, 0, 0], x[0, 2, 0, 0] = float('nan'), float('inf'), -0.0
+    x[-1, 3, 1, 1] = 1.0                                  # exactly at the threshold
+    return x.contiguous(memory_format=fmt)
+
+
+def test_the_kernel_builds_here():
+    assert native_lif.build() is not None, 'the CI machine has a C compiler: the kernel must build'
+
+
+@pytest.mark.parametrize('T,B,fmt', itertools.product(
+    range(1, 7), (1, 2), (torch.channels_last, torch.contiguous_format)))
+def test_equal_to_the_torch_ops_bit_for_bit(T, B, fmt, torch_ops_only):
+    for seed, v_th in enumerate((1.0, 0.5, 0.0)):
+        x = _inputs(T, B, fmt, seed)
+        ref = torch_ops_only(x, T, v_th)
+        assert torch.equal(fast_lif.lif_spikes(x, T, v_th), ref)
+        buf = torch.full((T * B, 100, 9, 11), 7.0).contiguous(memory_format=fmt)
+        fast_lif.lif_spikes(x, T, v_th, out=buf[:, 30:70])       # a dense block's slice
+        assert torch.equal(buf[:, 30:70], ref)
+        assert (buf[:, :30] == 7).all() and (buf[:, 70:] == 7).all()
+        half = torch.zeros((T * B, 100, 9, 11), dtype=torch.bfloat16).contiguous(
+            memory_format=fmt)
+        fast_lif.lif_spikes(x, T, v_th, out=half[:, 30:70])
+        assert torch.equal(half[:, 30:70].float(), ref)
+    assert 'fn' in native_lif._state, 'the native kernel did not run'
+
+
+def test_layouts_it_cannot_walk_are_left_to_the_torch_ops():
+    x = torch.randn(8, 16, 5, 7)
+    out = torch.empty(8, 16, 5, 7).contiguous(memory_format=torch.channels_last)
+    assert not native_lif.native_lif(x, 4, 1.0, out)           # element orders differ
+    assert not native_lif.native_lif(x.double(), 4, 1.0, out.double())
+    assert native_lif.native_lif(x, 4, 1.0, torch.empty_like(x))
+
+
+def _run(env_extra, tmp_path):
+    code = ('import torch, models.fast_lif as f; torch.manual_seed(0); '
+            'x = torch.randn(8, 16, 6, 6); '
+            'print(int(f.lif_spikes(x, 4, 1.0).sum()))')
+    env = {**os.environ, 'SPIKEDERAIN_CACHE': str(tmp_path / 'cache'), **env_extra}
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_without_a_compiler_one_note_then_the_torch_ops(tmp_path):
+    empty = tmp_path / 'bin'
+    empty.mkdir()
+    done = _run({'CC': 'no-such-cc', 'PATH': str(empty)}, tmp_path)
+    ref = _run({'SPIKEDERAIN_NATIVE': '0'}, tmp_path)
+    assert done.returncode == 0 and ref.returncode == 0, done.stderr + ref.stderr
+    assert done.stdout == ref.stdout
+    notes = [line for line in done.stderr.splitlines() if 'native LIF' in line]
+    assert len(notes) == 1 and 'no C compiler' in notes[0], done.stderr
+    assert 'native LIF' not in ref.stderr                        # switched off: silent
+
+
+def test_spikerain_temporal_fusion_fast_forward_is_the_same_sum():
+    from models import build_model
+    model = build_model('spikerain-s', dim=16).eval()
+    with torch.no_grad():
+        model.temporal_fusion.weights.copy_(torch.tensor([0.3, -1.2, 0.7, 2.0]))
+
+    class Steps:
+        def steps(self, x):
+            return x.unflatten(0, (4, x.shape[0] // 4))
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        d = torch.randn(8, 32, 12, 20).contiguous(memory_format=fmt)
+        expected = model.temporal_fusion(Steps().steps(d))
+        assert torch.equal(model.temporal_fusion.fast_forward(d, Steps()), expected)
