@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 
 import torch
@@ -24,8 +22,8 @@ from tqdm import tqdm
 from models import available_models, build_model
 from models.acceleration import bf16_supported, supports_fast_path
 from utils.efficiency.benchmark import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV, NEEDS_FAST_FORWARD,
-                                        TRAINING_VARIANTS, Job, interleaved_times, peak_memory,
-                                        run_isolated)
+                                        TRAINING_VARIANTS, Job, cpu_description, cpu_line,
+                                        interleaved_times, peak_memory, run_isolated)
 from utils.core.atomic import check_output_file, write_text_atomic
 from utils.core.cli import ArgumentParser, describe, print_error, run_main
 
@@ -212,9 +210,10 @@ def main(argv=None) -> int:
     except ValueError as err:
         print_error(describe(err), 'benchmark.py')
         return 2
-    print(f'{args.model}: torch {torch.__version__}, {platform.processor() or platform.machine()}, '
-          f'{os.cpu_count()} CPUs; median of {args.runs} rounds after {args.warmup} warm-up. '
-          f'On a shared machine compare ratios within one run.')
+    cpu = cpu_description()
+    print(f'{args.model}: torch {torch.__version__}, CPU {cpu_line(cpu)}; median of {args.runs} '
+          f'rounds after {args.warmup} warm-up. On a shared machine compare ratios within one '
+          f'run, and timings only between runs on the same CPU kind.')
     out = {}
     for device in devices:
         per_model = {}
@@ -229,7 +228,8 @@ def main(argv=None) -> int:
             out.setdefault(device, {})[model] = {f'{t}/{v}': r for (t, v), r in results.items()}
         print('\n'.join(summary(args, device, per_model)))
     if args.json:
-        write_json(args.json, {'model': args.model, 'size': args.size, 'batch': args.batch,
+        write_json(args.json, {'model': args.model, 'cpu': cpu, 'size': args.size,
+                               'batch': args.batch,
                                'patch': args.patch, 'results': out})
         print(f'wrote {args.json}')
     return 0

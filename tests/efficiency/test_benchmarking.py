@@ -1,11 +1,14 @@
 """utils/efficiency/benchmark.py, tools/benchmark.py: conv floor, timings, peak memory, ratios."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 from models import build_model
-from utils.efficiency.benchmark import (Job, interleaved_times, peak_memory, read_peak,
-                                        reset_peak, record_conv_calls)
+from utils.efficiency.benchmark import (Job, cpu_description, interleaved_times, peak_memory,
+                                        read_peak, reset_peak, record_conv_calls)
 
 
 def test_conv_calls_are_recorded_with_the_shapes_the_model_sees():
@@ -16,6 +19,14 @@ def test_conv_calls_are_recorded_with_the_shapes_the_model_sees():
     embed = calls[0]
     assert embed.weight_shape == (16, 3, 3, 3) and embed.input_shape == (4 * 2, 3, 32, 32)
     assert any(c.stride == (2, 2) and c.input_shape == (8, 16, 32, 32) for c in calls)
+
+
+def test_cpu_description_names_the_model_and_its_matrix_extensions():
+    cpu = cpu_description()
+    assert cpu['model'] and cpu['cpus'] >= 1
+    flags = Path('/proc/cpuinfo').read_text().split('flags')[1].split('\n')[0].split()
+    assert cpu['extensions'] == [e for e in ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16',
+                                             'amx_tile', 'amx_bf16', 'amx_int8') if e in flags]
 
 
 def test_jobs_report_times_and_peak_memory():
@@ -45,10 +56,13 @@ def run(cli):
 
 
 @pytest.mark.slow
-def test_cli_prints_floor_ratio_speedup_and_memory(run):
+def test_cli_prints_floor_ratio_speedup_and_memory(run, tmp_path):
     code, out, err = run('--model', 'spikerain-tiny', '--size', 16, '--runs', 1, '--warmup', 0,
-                         '--inference', 'plain', 'fast', '--training')
+                         '--inference', 'plain', 'fast', '--training', '--json',
+                         tmp_path / 'b.json')
     assert code == 0, err
+    cpu = json.loads((tmp_path / 'b.json').read_text())['cpu']      # the CPU named, header too
+    assert cpu == cpu_description() and f'CPU {cpu["model"]}' in out.splitlines()[0]
     assert 'conv floor' in out and '/ floor' in out and 'speed-up' in out and 'mem ratio' in out
     rows = [line.split() for line in out.splitlines() if line.startswith(('  plain ', '  fast '))]
     assert [r[0] for r in rows] == ['plain', 'fast'] and rows[0][3] == '1.00x'

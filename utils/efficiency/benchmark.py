@@ -25,6 +25,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -344,3 +345,33 @@ def run_isolated(func, *args, what: str = 'measurement', env: dict | None = None
     if status != 'ok':
         raise RuntimeError(f'{what}: {result}')
     return result
+
+
+# Matrix and vector extensions that decide which path is fastest (as /proc/cpuinfo names them).
+CPU_EXTENSIONS = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16',
+                  'amx_int8')
+
+
+def cpu_description() -> dict:
+    """The CPU a figure was measured on: its model name and the extensions that matter here
+    (timings from different CPU kinds are never compared; docs/efficiency.md keeps one table
+    per kind)."""
+    import platform
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            key, _, value = line.partition(':')
+            if key.strip() == 'model name' and value.strip():
+                model = value.strip()
+            elif key.strip() == 'flags':
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {'model': model, 'extensions': [e for e in CPU_EXTENSIONS if e in flags],
+            'cpus': os.cpu_count()}
+
+
+def cpu_line(cpu: dict) -> str:
+    exts = ', '.join(cpu['extensions']) or 'none of ' + '/'.join(CPU_EXTENSIONS)
+    return f'{cpu["model"]} ({cpu["cpus"]} CPUs; {exts})'
