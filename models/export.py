@@ -4,19 +4,24 @@ spikingjelly's LIF runs as a registered custom op (``sj_lif::forward``) and VLIF
 through an autograd function; neither has an ONNX form, so :func:`exportable` swaps each neuron
 for a stateless twin that computes the same spikes with ordinary ops (compare, multiply, add,
 round, clip), in the same order as the reference, so the spikes match bit for bit on the same
-inputs. The loop over the T steps is unrolled by tracing. BatchNorm is folded into the conv
-before it (:func:`models.acceleration.fold_batchnorm`).
+inputs. An adaptive max pool to 1x1 becomes a plain max (its ONNX form would fix the input
+size). The loop over the T steps is unrolled by tracing (torch's TorchScript-based exporter: the
+dynamo one takes minutes for the tiny models). BatchNorm is folded into the conv before it
+(:func:`models.acceleration.fold_batchnorm`). The graph's metadata names the model, its config
+and, when known, the weights' SHA-256 (:func:`describe`).
 
-The graph takes ``image [B,3,H,W]`` with H and W multiples of the model's ``size_multiple``:
-the padding (reflect, as :func:`models.base.pad_to_multiple`) and the crop back are the
-caller's, because a shape-dependent choice of padding mode does not trace into a graph.
+The graph takes ``image [1,3,H,W]`` with H and W multiples of the model's ``size_multiple``
+(one image: shapes the models compute from the batch size would be fixed by tracing). The
+padding (reflect, as :func:`models.base.pad_to_multiple`) and the crop back are the caller's,
+because a shape-dependent choice of padding mode does not trace into a graph.
 :func:`export_onnx` writes the file (atomically); the ONNX Runtime side is
-:mod:`utils.inference.onnx_backend`.
+:mod:`models.onnx_runtime`.
 """
 from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import warnings
 
@@ -31,6 +36,7 @@ from .spiking import NILIF
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = 'image', 'restored'
+META_PREFIX = 'spikederain.'      # the graph's metadata keys (:func:`describe`)
 
 
 class ExportLIF(nn.Module):
@@ -145,9 +151,25 @@ def example_input(model: nn.Module, height: int = 64, width: int = 96) -> torch.
     return torch.rand(1, int(getattr(model, 'in_channels', 3)), h, w, generator=gen)
 
 
-def onnx_bytes(model: nn.Module, opset: int = OPSET) -> bytes:
-    """The ONNX graph of ``model`` (a :class:`~models.base.SpikingRestorer`) as bytes: batch,
-    height and width dynamic, weights embedded."""
+def describe(model: nn.Module, weights_sha256: str | None = None) -> dict[str, str]:
+    """The metadata an export carries, so a runtime can tell which model (and weights) it
+    holds and how to feed it."""
+    meta = {'model': getattr(model, 'model_name', type(model).__name__),
+            'config': json.dumps(getattr(model, 'config', {}), sort_keys=True, default=str),
+            'T': str(getattr(model, 'T', '')),
+            'size_multiple': str(getattr(model, 'size_multiple', 1)),
+            'input': f'{INPUT_NAME} [1,C,H,W] in [0,1], H and W multiples of size_multiple '
+                     f'(the caller pads, reflect, and crops the output back)'}
+    if weights_sha256:
+        meta['weights_sha256'] = weights_sha256
+    return {f'{META_PREFIX}{k}': v for k, v in meta.items()}
+
+
+def onnx_bytes(model: nn.Module, opset: int = OPSET, weights_sha256: str | None = None
+               ) -> bytes:
+    """The ONNX graph of ``model`` (a :class:`~models.base.SpikingRestorer`) as bytes: height
+    and width dynamic (batch 1), weights embedded, :func:`describe`'s metadata attached."""
+    import onnx
     net = exportable(model)
     buffer = io.BytesIO()
     dynamic = {2: 'height', 3: 'width'}
@@ -157,7 +179,10 @@ def onnx_bytes(model: nn.Module, opset: int = OPSET) -> bytes:
                           opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], do_constant_folding=True,
                           dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic})
-    return buffer.getvalue()
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in describe(model, weights_sha256).items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
 
 
 def graph_summary(data: bytes) -> dict:
@@ -175,7 +200,8 @@ def graph_summary(data: bytes) -> dict:
     return dict(opset=opset, domains=sorted(domains), nodes=len(proto.graph.node))
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -> str:
+def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET,
+                weights_sha256: str | None = None) -> str:
     """Write ``model``'s ONNX graph to ``path`` atomically (a complete file or none); returns
     the path."""
-    return str(write_bytes_atomic(path, onnx_bytes(model, opset)))
+    return str(write_bytes_atomic(path, onnx_bytes(model, opset, weights_sha256)))

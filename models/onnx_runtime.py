@@ -25,7 +25,7 @@ import torch.nn as nn
 from utils.core.errors import SpikeDerainError
 
 from .base import pad_to_multiple
-from .export import INPUT_NAME, OPSET, export_onnx
+from .export import INPUT_NAME, META_PREFIX, OPSET, export_onnx
 
 CACHE_ENV = 'SPIKEDERAIN_CACHE'
 # Bumped when the exported graph changes for the same weights (the cache key includes it).
@@ -79,7 +79,7 @@ class OnnxRestorer(nn.Module):
     backend = 'onnxruntime'
 
     def __init__(self, source: str | os.PathLike | bytes, model: nn.Module,
-                 threads: int | None = None):
+                 threads: int | None = None, weights_sha256: str | None = None):
         super().__init__()
         self.path = 'the exported graph' if isinstance(source, bytes) else Path(source)
         self.session = session(source, threads)
@@ -95,6 +95,24 @@ class OnnxRestorer(nn.Module):
                 or shape[1] != self.in_channels:
             raise OnnxError(f'{self.path}: its input {inputs[0].name} {shape} is not an image '
                             f'[1,{self.in_channels},H,W] of a {self.model_name} export')
+        self._check_origin(weights_sha256)
+
+    def _check_origin(self, weights_sha256: str | None) -> None:
+        """The graph's metadata (:func:`models.export.describe`) names the model, config and
+        weights it was exported from: another model's or weights' export is refused."""
+        meta = self.session.get_modelmeta().custom_metadata_map
+        name, config = meta.get(META_PREFIX + 'model'), meta.get(META_PREFIX + 'config')
+        mine = json.dumps(self.config, sort_keys=True, default=str)
+        if name is None or config is None:
+            raise OnnxError(f'{self.path}: no record of the model it holds (not written by '
+                            f'tools/export_onnx.py?); export it again')
+        if name != self.model_name or config != mine:
+            raise OnnxError(f'{self.path}: an export of {name} {config}, not of '
+                            f'{self.model_name} {mine}; export these weights again')
+        sha = meta.get(META_PREFIX + 'weights_sha256')
+        if weights_sha256 and sha and sha != weights_sha256:
+            raise OnnxError(f'{self.path}: exported from other weights (sha256 {sha[:12]}, '
+                            f'these are {weights_sha256[:12]}); export these weights again')
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() != 4 or img.shape[1] != self.in_channels:
@@ -133,17 +151,17 @@ def cache_key(model: nn.Module, weights_sha256: str) -> str:
 
 
 def cached_export(model: nn.Module, weights_sha256: str, folder: str | os.PathLike | None = None,
-                  report=None) -> Path:
-    """The ``.onnx`` of ``model`` in the cache (``folder``, default :func:`cache_dir`),
-    exported now if it is not there or does not load (``report`` is told, one line)."""
+                  threads: int | None = None, report=None) -> OnnxRestorer:
+    """``model`` run by ONNX Runtime from its export in the cache (``folder``, default
+    :func:`cache_dir`), exported now if it is not there or does not load (``report`` is told,
+    one line)."""
     _ort()
     folder = Path(folder) if folder is not None else cache_dir()
     name = getattr(model, 'model_name', type(model).__name__)
     path = folder / f'{name}-{cache_key(model, weights_sha256)}.onnx'
     if path.is_file():
         try:
-            session(path, threads=1)
-            return path
+            return OnnxRestorer(path, model, threads, weights_sha256)
         except OnnxError:
             pass                                        # a damaged cache entry: export again
     try:
@@ -152,8 +170,9 @@ def cached_export(model: nn.Module, weights_sha256: str, folder: str | os.PathLi
         raise OnnxError(f'{folder}: cannot create the ONNX cache ({err.strerror}); set '
                         f'{CACHE_ENV} to a writable folder') from None
     if report is not None:
-        report(f'exporting {name} to ONNX (once per weights): {path}')
-    return Path(export_onnx(model, path))
+        report(f'exporting {name} to ONNX (once for these weights): {path}')
+    export_onnx(model, path, weights_sha256=weights_sha256)
+    return OnnxRestorer(path, model, threads, weights_sha256)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -25,6 +25,7 @@ from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
 from utils.core.paths import check_writes
 from utils.data.image_io import read_image_rgb, uint8_to_tensor
+from utils.inference.outputs import file_sha256
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,8 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='export the model with random weights, seed 0 (smoke tests only)')
     p.add_argument('--out', required=True, help='the .onnx file to write')
     p.add_argument('--image', default=None,
-                   help='test image for the check (default: two crops of scikit-image\'s '
-                        'coffee photo, 256x256 and 200x300)')
+                   help='test image for the check: two crops of it, of two sizes (default: '
+                        'scikit-image\'s coffee photo, 256x256 and 200x300)')
     p.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (17 or newer)')
     p.add_argument('--min_psnr', type=float, default=50.0,
                    help='least PSNR (dB) of ONNX Runtime against the exact torch path')
@@ -54,8 +55,8 @@ def test_images(image: str | None) -> list[torch.Tensor]:
         from skimage import data
         full = uint8_to_tensor(data.coffee())                 # 400 x 600, a real photo
     h, w = full.shape[-2:]
-    crops = [full[..., :min(h, 256), :min(w, 256)],
-             full[..., h - min(h, 200):, w - min(w, 300):]]
+    h2, w2 = min(200, max(1, 3 * h // 4)), min(300, max(1, 3 * w // 4))
+    crops = [full[..., :min(h, 256), :min(w, 256)], full[..., h - h2:, w - w2:]]
     return [c.contiguous() for c in crops]
 
 
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
         model = build_model(args.model)
     model.eval()
     start = time.perf_counter()
-    data = onnx_bytes(model, opset=args.opset)
+    data = onnx_bytes(model, opset=args.opset,
+                      weights_sha256=file_sha256(args.weights) if args.weights else None)
     seconds = time.perf_counter() - start
     graph = graph_summary(data)
     custom = [d for d in graph['domains'] if d not in ('', 'ai.onnx')]
