@@ -227,6 +227,12 @@ BAD = [   # (id, argv, env, exit code, expected text of the last stderr line)
                                 'nan'), {}, 2, '--test_fraction nan: not a finite number'),
     ('train-rain-without-clean-dir', (*TRAIN, '--rain', 'heavy'), {}, 2,
      '--rain heavy: no effect without --clean_dir'),
+    ('train-resume-missing', (*TRAIN, '--resume', '{D}/nope.pth'), {}, 1,
+     'error: --resume {D}/nope.pth: checkpoint file not found'),
+    ('train-val-dir-missing', (*TRAIN, '--val_dir', '{D}/nope'), {}, 1,
+     'error: --val_dir {D}/nope: dataset folder not found'),
+    ('train-val-image-not-an-image', (*TRAIN, '--val_dir', '{D}/badval'), {}, 1,
+     'error: --val_dir {D}/badval: {D}/badval/target/notes.txt: not an image file'),
     ('heldout-without-weights', ('tools/heldout_check.py', '--photos', '{D}/missing'), {}, 2,
      'nothing to do: give --weights'),
     ('heldout-json-without-weights', ('tools/heldout_check.py', '--photos', '{D}/missing',
@@ -259,6 +265,8 @@ def ran(tmp_path_factory, paired_folder, tiny_weights):
     base = tmp_path_factory.mktemp('robustness3')
     data, work = base / 'data', base / 'work'
     paired_folder(data / 'pairs', 2, (20, 24))
+    paired_folder(data / 'badval', 1, (20, 24))
+    (data / 'badval' / 'target' / 'notes.txt').write_text('not an image')
     shutil.copyfile(tiny_weights('spikerain-tiny'), data / 'tiny.pth')
     work.mkdir()
     before = tr.tree_digest(data)
@@ -267,7 +275,7 @@ def ran(tmp_path_factory, paired_folder, tiny_weights):
                   f'{str(base / "spec.json")!r}, {str(base / "result.json")!r})',
                   path=[HERE])
     res = json.loads((base / 'result.json').read_text())
-    return dict(res=res, before=before, after=tr.tree_digest(data), work=work)
+    return dict(res=res, before=before, after=tr.tree_digest(data), work=work, data=data)
 
 
 @pytest.mark.slow
@@ -279,7 +287,7 @@ def test_bad_input_is_one_line_naming_the_culprit(ran, case_id, argv, env, code,
     assert res['code'] == code, (res['code'], res['stdout'][-2000:], err[-2000:])
     line = tr.last_line(err)
     assert tr.ERROR_LINE.match(line), f'last stderr line is not the error: {line!r}'
-    assert expected in line, line
+    assert expected.replace('{D}', str(ran['data'])) in line, line
     assert not (ran['work'] / 'out' / case_id).exists()          # refused before any output
 
 

@@ -122,17 +122,30 @@ def batch_text(batch_size: int, world_size: int, accum_steps: int) -> str:
 
 # -- the datasets the paths name --------------------------------------------------------------
 
+def _naming(option: str, folder: Path, build):
+    """``build()``, its :class:`DatasetError` naming the option that gave the folder first."""
+    try:
+        return build()
+    except DatasetError as err:
+        text = str(err)
+        text = (f'{option} {text}' if text.startswith(f'{folder}:')
+                else f'{option} {folder}: {text}')
+        raise DatasetError(text) from None
+
+
 def training_set(cfg: TrainConfig, paths: RunPaths):
     """Paired patches (--train_dir/--dataset), pairs made from clean photos (--clean_dir),
     or both mixed in one epoch."""
     sets = []
     if paths.train_dir is not None:
-        sets.append(PairedPatchDataset(paths.train_dir, cfg.patch_size, cfg.augment, cfg.seed))
+        option = '--train_dir' if cfg.train_dir else f'--dataset {cfg.dataset}:'
+        sets.append(_naming(option, paths.train_dir, lambda: PairedPatchDataset(
+            paths.train_dir, cfg.patch_size, cfg.augment, cfg.seed)))
     if paths.clean_dir is not None:
-        sets.append(CleanPhotoRainDataset(
+        sets.append(_naming('--clean_dir', paths.clean_dir, lambda: CleanPhotoRainDataset(
             paths.clean_dir, cfg.patch_size, cfg.rain, cfg.augment, cfg.seed,
             clean_fraction=cfg.clean_fraction, samples_per_photo=cfg.samples_per_photo,
-            holdout=cfg.holdout_family))
+            holdout=cfg.holdout_family)))
     return sets[0] if len(sets) == 1 else MixedTrainingSet(sets)
 
 
@@ -140,7 +153,8 @@ def validation_set(cfg: TrainConfig, paths: RunPaths):
     """--val_dir's pairs; with --holdout_family (and no --val_dir), --val_photos under the
     held-out family's light and heavy levels, made in memory; else none."""
     if paths.val_dir is not None:
-        return PairedImageDataset(paths.val_dir)
+        option = '--val_dir' if cfg.val_dir else f'--dataset {cfg.dataset}:'
+        return _naming(option, paths.val_dir, lambda: PairedImageDataset(paths.val_dir))
     if paths.val_photos is None:
         return None
     if not paths.val_photos.is_dir():
@@ -187,17 +201,15 @@ def training_data_record(train_set) -> dict:
     return dict(files=len(files), digest=digest.hexdigest()[:16])
 
 
-def check_validation_set(val_set, paths: RunPaths) -> None:
+def check_validation_set(cfg: TrainConfig, val_set, paths: RunPaths) -> None:
     """Every validation pair decoded once before training, so a bad file stops the run at its
     start, not at its first validation hours later (pairs made in memory are already checked)."""
     pairs = getattr(val_set, 'pairs', None)
     if not isinstance(val_set, PairedImageDataset) or not pairs:
         return
+    option = '--val_dir' if cfg.val_dir else f'--dataset {cfg.dataset}:'
     for inp, tgt in pairs:
-        try:
-            read_pair(inp, tgt)
-        except DatasetError as err:
-            raise DatasetError(f'--val_dir {paths.val_dir}: {err}') from None
+        _naming(option, paths.val_dir, lambda: read_pair(inp, tgt))  # noqa: B023
 
 
 def padding_notes(train_set, patch_size: int) -> list[str]:

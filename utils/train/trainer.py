@@ -174,7 +174,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.train_set, self.val_set = training_set(cfg, paths), validation_set(cfg, paths)
         # everything the steps will read, checked before the first one
-        check_validation_set(self.val_set, paths)
+        check_validation_set(cfg, self.val_set, paths)
         for note in padding_notes(self.train_set, cfg.patch_size):
             self.log(f'note: {note}')
         self.train_data = training_data_record(self.train_set)
@@ -251,7 +251,12 @@ class Trainer:
         path = self.run.checkpoint_to_resume(self.cfg.resume)
         if path is None:
             return None
-        state = ckpt.load_training_state(path)
+        try:
+            state = ckpt.load_training_state(path)
+        except ckpt.CheckpointError as err:       # a --resume PATH the user typed: name it
+            if str(self.cfg.resume).lower() in ('auto', 'none'):
+                raise
+            raise ckpt.CheckpointError(f'--resume {err}') from None
         ckpt.check_same_model(state, self.cfg.model, self.model_cfg, str(path))
         saved = state.get('train_config', {})
         data_change = self._training_set_change(saved.get('train_data'))
