@@ -17,6 +17,7 @@ import torch
 
 from models import available_models, build_from_checkpoint, build_model
 from models.acceleration import optimize_for_inference, supports_fast_path
+from models.onnx_runtime import cached_export
 from utils.core.device import configure_numerics, resolve_device
 from utils.core.device import lif_kernel_report
 from utils.core.cli import ArgumentParser, describe, run_main
@@ -28,13 +29,14 @@ from utils.core.lock import FolderLock
 from utils.data.image_io import is_image_file, list_images
 from utils.inference.outputs import (check_output_manifest, find_inputs, output_path,
                                      output_recipe, planned_tiling, restore_files, write_manifest,
-                                     command_line)
+                                     command_line, file_sha256)
 from utils.data.image_io import check_writable, remove_interrupted_writes
 from utils.inference.memory import memory_budget
 from utils.inference.restore import AUTO
 from utils.inference.tiling import check_tiling
 from utils.core.paths import check_writes, split_folders
 
+BACKENDS = ('torch', 'onnxruntime')
 # Folder names that say nothing about the data set; the default save path skips them.
 _GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}
 
@@ -90,6 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'float32), on CPUs with native bf16 only; faster but less faithful than '
                         'fp32 (measured 96-99%% spike agreement, up to 0.4 dB on the shipped '
                         'weights; docs/efficiency.md), so opt-in (default: %(default)s)')
+    p.add_argument('--backend', choices=BACKENDS, default='torch',
+                   help='onnxruntime: run the model exported to ONNX (exact path maths, BN '
+                        'folded, fp32) in ONNX Runtime on the CPU; it is exported once per '
+                        'weights into a cache ($SPIKEDERAIN_CACHE, default ~/.cache/spikederain;'
+                        ' needs requirements-deploy.txt) (default: %(default)s)')
     p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
     return p.parse_args(argv)
 
@@ -134,6 +141,9 @@ def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str,
               device: torch.device, tiling: dict | None = None) -> dict:
     """What decides the outputs' pixels, recorded in the output folder's manifest."""
     backend = device.type + (', tf32' if args.tf32 and device.type == 'cuda' else '')
+    if args.backend == 'onnxruntime':
+        import onnxruntime
+        backend = f'onnxruntime {onnxruntime.__version__}, cpu'
     return output_recipe(model, args.weights, path=path, precision=args.precision,
                          backend=backend, tile=args.tile, tile_overlap=args.tile_overlap,
                          batch_size=args.batch_size, tiling=tiling)
@@ -209,6 +219,8 @@ def check_options(args: argparse.Namespace) -> None:
                          'pass --random_weights explicitly for a smoke test')
     if not args.weights and args.model is None:
         raise UsageError('--random_weights needs --model')
+    if args.backend == 'onnxruntime':
+        check_onnxruntime(args)
     if args.precision == 'bf16' and args.exact:
         raise UsageError('--precision bf16 runs the fast path; it cannot be combined with --exact')
     if args.precision == 'bf16':
@@ -216,6 +228,22 @@ def check_options(args: argparse.Namespace) -> None:
         if not bf16_supported():
             raise UsageError('--precision bf16: this CPU has no native bfloat16 convolutions '
                              '(AVX-512 BF16 or AMX); use the default fp32')
+
+
+def check_onnxruntime(args: argparse.Namespace) -> None:
+    """The ONNX Runtime backend runs one fp32 graph on the CPU."""
+    import importlib.util
+    for option, used in (('--exact', args.exact), ('--precision bf16', args.precision == 'bf16'),
+                         ('--tf32', args.tf32)):
+        if used:
+            raise UsageError(f'{option} is a torch setting; --backend onnxruntime runs the '
+                             f'exported fp32 graph (the exact path, BN folded)')
+    if args.device not in ('auto', 'cpu'):
+        raise UsageError(f'--device {args.device}: --backend onnxruntime runs on the CPU')
+    args.device = 'cpu'
+    if importlib.util.find_spec('onnxruntime') is None:
+        raise InputError('--backend onnxruntime: the package onnxruntime is not installed '
+                         '(pip install -r requirements-deploy.txt)')
 
 
 def main(argv=None) -> int:
@@ -250,7 +278,11 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     save = Path(args.save_path) if args.save_path else (
         Path('results') / model.model_name / data_name(Path(args.data_path)))
     check_save_path(save, inputs, input_dir, target, args.weights)
-    if path.startswith('fast path'):
+    if args.backend == 'onnxruntime':
+        path = 'onnx export (exact path, BN folded)'
+        sha = file_sha256(args.weights) if args.weights else 'random weights, seed 0'
+        model = cached_export(model, sha, report=lambda line: print(line, file=sys.stderr))
+    elif path.startswith('fast path'):
         model = optimize_for_inference(model, precision=args.precision)
     memory = memory_budget(device)   # a bad SPIKEDERAIN_MEMORY_BUDGET: one line, before work
     tiling = None
@@ -268,7 +300,8 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     tiling = (f'tiles {args.tile}/{args.tile_overlap}' if isinstance(args.tile, int) else
               'whole images' if args.tile is None else
               f'whole images where they fit (memory budget {memory})')
-    print(f'{model.model_name} ({path}) on {device}, {tiling}: {len(inputs)} images from '
+    where = 'onnxruntime (cpu)' if args.backend == 'onnxruntime' else device
+    print(f'{model.model_name} ({path}) on {where}, {tiling}: {len(inputs)} images from '
           f'{input_dir} '
           f'-> {save}')
     try:
