@@ -99,10 +99,25 @@ def score_without_targets(args, metrics: list[str]) -> int:
     return 0
 
 
+def check_combination(args: argparse.Namespace) -> None:
+    """An option that would have no effect is refused, naming what it needs (docs/reliability.md:
+    no option ignored in silence)."""
+    rules = ((not args.lpips, [f'--device {args.device}'] * (args.device != 'auto')
+              + ['--tf32'] * args.tf32, '--lpips (LPIPS is what runs on a device)'),
+             (args.target_path is None, [f'--crop_border {args.crop_border}'] *
+              bool(args.crop_border) + ['--no-test_y'] * (not args.test_y),
+              '--target_path (they shape PSNR/SSIM; the no-reference scores take the whole '
+              'image)'))
+    for off, idle, needs in rules:
+        if off and idle:
+            raise UsageError(f'{", ".join(idle)}: no effect without {needs}')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.crop_border < 0:
         raise UsageError(f'--crop_border {args.crop_border}: must be >= 0')
+    check_combination(args)
     try:
         metrics = parse_metrics(args.no_reference or ('none' if args.target_path else 'all'))
     except ValueError as err:
