@@ -102,3 +102,43 @@ def test_spikerain_temporal_fusion_fast_forward_is_the_same_sum():
         d = torch.randn(8, 32, 12, 20).contiguous(memory_format=fmt)
         expected = model.temporal_fusion(Steps().steps(d))
         assert torch.equal(model.temporal_fusion.fast_forward(d, Steps()), expected)
+
+
+def _allocator_settings(env_extra):
+    code = ('import torch; from models import build_model; '
+            'from models.acceleration import optimize_for_inference; '
+            'from utils.core.allocator import keep_freed_memory; '
+            'optimize_for_inference(build_model("spikerain-tiny")); print(keep_freed_memory())')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={**env, **env_extra},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_freed_memory_is_kept_unless_the_environment_says_otherwise():
+    assert _allocator_settings({}) == 'True'                       # glibc took the settings
+    assert _allocator_settings({'MALLOC_MMAP_THRESHOLD_': '131072'}) == 'False'
+    assert _allocator_settings({'SPIKEDERAIN_KEEP_MEMORY': '0'}) == 'False'
+
+
+def _second_forward_page_faults(env_extra):
+    code = ('import resource, torch; from models import build_model; '
+            'from models.acceleration import optimize_for_inference; '
+            'm = optimize_for_inference(build_model("spikerain-tiny")); '
+            'x = torch.rand(1, 3, 256, 256)\n'
+            'def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n'
+            'with torch.no_grad():\n m(x); f = faults(); m(x)\n'
+            'print(faults() - f)')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                          env={**env, 'OMP_NUM_THREADS': '1', **env_extra}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+@pytest.mark.slow
+def test_a_second_forward_reuses_the_first_ones_pages():
+    kept, fresh = (_second_forward_page_faults({}),
+                   _second_forward_page_faults({'SPIKEDERAIN_KEEP_MEMORY': '0'}))
+    assert kept * 5 < fresh, (kept, fresh)

@@ -6,7 +6,9 @@ SpikeRain-S forward at 256x256 that was about 3 million page faults and a fifth 
 (docs/efficiency.md). :func:`keep_freed_memory` tells glibc to serve large blocks from the heap
 and not to give freed memory back, so the second forward reuses the first one's pages. The cost
 is a resident size that stays at its peak (measured: about 10 % above the peak without it).
-No-op elsewhere than glibc, or with ``SPIKEDERAIN_KEEP_MEMORY=0``.
+No-op elsewhere than glibc, with ``SPIKEDERAIN_KEEP_MEMORY=0``, or where the environment sets
+glibc's malloc itself (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``: e.g. tools/benchmark.py's
+live-memory measurement maps every large block on its own), which then wins.
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ def keep_freed_memory() -> bool:
     if _done:
         return _done[0]
     ok = False
-    if sys.platform.startswith('linux') and os.environ.get(DISABLE_ENV, '1').strip() != '0':
+    own_settings = any(k.startswith('MALLOC_') and k.endswith('_') for k in os.environ) or \
+        'malloc' in os.environ.get('GLIBC_TUNABLES', '')
+    if (sys.platform.startswith('linux') and not own_settings
+            and os.environ.get(DISABLE_ENV, '1').strip() != '0'):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
             ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
