@@ -29,7 +29,7 @@ from utils.data.image_io import list_images, read_image_tensor
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', default='all',
                    help=f'registered model name or "all" ({", ".join(available_models())})')
     p.add_argument('--weights', default=None,
@@ -78,6 +78,15 @@ def check_args(args: argparse.Namespace) -> list[str]:
         raise UsageError('--max_images must be >= 0, --synthetic >= 1, --synthetic_size >= 8')
     if args.threads < 0:
         raise UsageError(f'--threads {args.threads}: must be >= 0')
+    default = parse_args([])             # an option set away from its default had an effect
+    idle = [f'--{o} {getattr(args, o)}' for o in ('synthetic', 'synthetic_size')
+            if getattr(args, o) != getattr(default, o)]
+    if args.images is not None and idle:
+        raise UsageError(f'{", ".join(idle)}: no effect with --images (the firing rates come '
+                         f'from its images)')
+    if args.images is None and args.max_images != default.max_images:
+        raise UsageError(f'--max_images {args.max_images}: no effect without --images (the '
+                         f'firing rates come from --synthetic images)')
     for opt in ('json', 'plot'):
         path = getattr(args, opt)
         if path is not None and args.images is not None and \
