@@ -26,6 +26,7 @@ from utils.efficiency.benchmark import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV, NEE
                                         interleaved_times, peak_memory, run_isolated)
 from utils.core.atomic import check_output_file, write_text_atomic
 from utils.core.cli import ArgumentParser, describe, print_error, run_main
+from utils.core.errors import UsageError
 
 ALL_MODELS = ('spikerain-s', 'esdnet', 'vlif-net')     # --model all
 
@@ -74,6 +75,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise ValueError(f'--{opt}: unknown variant(s) {bad}; choose from {", ".join(known)}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise ValueError('--device cuda: no CUDA device available')
+    default = parse_args([])             # an option set away from its default had an effect
+    for opt, idle in (('training', ('batch', 'patch')), ('inference', ('size',))):
+        changed = [f'--{o} {getattr(args, o)}' for o in idle
+                   if getattr(args, o) != getattr(default, o)]
+        if changed and not getattr(args, opt):
+            raise UsageError(f'{", ".join(changed)}: no effect without --{opt} variants (--{opt} '
+                             f'is empty)')
     check_output_file('--json', args.json)           # before the benchmark, not after it
     devices = ['cpu'] if args.device in ('auto', 'cpu') else []
     if args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available()):

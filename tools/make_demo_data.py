@@ -126,6 +126,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise UsageError(f'--{opt}: must be at least 1, got {getattr(args, opt)}')
     if not 0 < args.test_fraction < 1:
         raise UsageError(f'--test_fraction: must be between 0 and 1, got {args.test_fraction}')
+    if args.clean_dir is None and args.test_fraction != build_parser().get_default('test_fraction'):
+        raise UsageError(f'--test_fraction {args.test_fraction}: no effect without --clean_dir '
+                         f'(the bundled photos have a fixed train/test split)')
     if args.clean_dir is not None:
         if not args.clean_dir.is_dir():
             raise InputError(f'--clean_dir: {args.clean_dir} is not a folder')
