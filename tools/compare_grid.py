@@ -126,6 +126,8 @@ def compose(rows: list[list[Image.Image]]) -> np.ndarray:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.names and args.num != 4:
+        raise UsageError(f'--num {args.num}: no effect with --names (one row per name)')
     if args.num < 1 or args.panel_size < 0:
         raise UsageError('--num must be >= 1 and --panel_size >= 0')
     rows, lines = build_rows(args)

@@ -63,7 +63,7 @@ def family_sheet(size: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--out', type=Path, default=Path('docs/images/rain_samples.png'))
     p.add_argument('--size', type=int, default=200, help='tile side in pixels')
     p.add_argument('--cols', type=int, default=7, help='tiles per row')
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_output_file('--out', args.out)
     if args.families:
+        if args.cols != p.get_default('cols'):
+            raise UsageError(f'--cols {args.cols}: no effect with --families (one column per '
+                             f'level)')
         if args.size < 16:
             raise UsageError(f'--size {args.size}: need --size >= 16')
         sheet = family_sheet(args.size)
