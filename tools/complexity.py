@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from utils.core.errors import InputError, UsageError
 from utils.efficiency.energy import (ENERGY_CONVENTIONS, EnergyReport, energy_report,
                                      synthetic_rainy_images)
 from utils.data.image_io import list_images, read_image_tensor
+from utils.inference.memory import check_fits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -185,6 +187,16 @@ def plot_rates(path: str, reports: dict[str, EnergyReport]) -> None:
         plt.close(fig)
 
 
+def check_memory(model: torch.nn.Module, images: list[torch.Tensor], label: str) -> None:
+    """Each image is one whole forward (firing rates need the whole image): warn over the memory
+    budget, refuse before the forward over the free memory."""
+    for h, w in sorted({tuple(im.shape[-2:]) for im in images}):
+        warning = check_fits(model, h, w, what=f'--images ({label}, {w}x{h})',
+                             fix='use smaller images')
+        if warning:
+            print(f'warning: {warning}', file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = check_args(args)
@@ -197,6 +209,7 @@ def main(argv=None) -> int:
     for name, neuron in tqdm(jobs, desc='models', disable=len(jobs) == 1):
         model = build(name, args.weights, neuron)
         label = model_label(name, model)
+        check_memory(model, images, label)
         reports[label] = energy_report(model, tqdm(images, desc=label, leave=False),
                                        (args.size, args.size), args.energy_model)
     weights = f'weights {args.weights}' if args.weights else \

@@ -49,3 +49,20 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, run):
     assert code == 1 and err.count('\n') == 1 and 'broken.png' in err
     code, _, err = run('--model', 'spikerain-tiny', '--weights', tmp_path / 'missing.pth')
     assert code == 1 and err.count('\n') == 1 and 'missing.pth' in err
+
+
+def test_memory_is_checked_before_each_whole_forward(tmp_path, cli, paired_folder):
+    """Firing rates need whole images: over the budget a warning, beyond the free memory a
+    one-line refusal before the forward (a 12 MP photo would need hundreds of GB here)."""
+    folder = paired_folder(tmp_path, 1, (20, 28), name='{i}', targets=False) / 'input'
+    code, out, err = cli('tools/complexity.py', '--model', 'spikerain-tiny', '--images', folder,
+                         '--size', 16, env={'SPIKEDERAIN_MEMORY_BUDGET': '1K'})
+    assert code == 0, err
+    assert err.count('warning: --images (spikerain-tiny, 28x20)') == 1 and 'budget' in err
+    big = tmp_path / 'big'
+    big.mkdir()
+    Image.new('RGB', (4000, 3000), (90, 120, 150)).save(big / 'photo.png')
+    code, out, err = cli('tools/complexity.py', '--model', 'spikerain-tiny', '--images', big,
+                         '--size', 16)
+    assert code == 1 and err.count('\n') == 1, err
+    assert '4000x3000' in err and 'free; use smaller images' in err
