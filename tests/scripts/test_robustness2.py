@@ -204,7 +204,8 @@ def serve(spec_file: str, result_file: str) -> None:
         run(case_id, argv, env=env)
 
     # (5) a full disk: test.py stops at the first output it cannot write.
-    run('test-full-disk', (*TEST, '--data_path', '{D}/many'), fsize=1000)
+    # the limit lets the outputs record (about 1 kB) through and stops the first 24x24 PNG
+    run('test-full-disk', (*TEST, '--data_path', '{D}/many'), fsize=1500)
     # (5) train.py: the checkpoint save hits the limit; the previous checkpoint survives.
     run_dir = W / 'out' / 'train-full-disk'
     run('train-full-disk-first', (*TRAIN, '--iters', '3', '--stop_after', '1', '--train_dir',
