@@ -1,4 +1,7 @@
-"""tools/export_onnx.py: writes a checked .onnx, or nothing and one line (subprocess)."""
+"""tools/export_onnx.py: writes a checked .onnx, or nothing and one line; tools/onnx_benchmark.py
+(subprocess)."""
+import json
+
 import onnx
 import pytest
 from PIL import Image
@@ -53,3 +56,16 @@ def test_bad_input_is_one_line(tmp_path, run, args, code, words):
 def test_out_must_be_onnx(tmp_path, run):
     code, _, err = run('--random_weights', '--model', 'esdnet-tiny', '--out', tmp_path / 'm.pth')
     assert code == 2 and 'name the file .onnx' in err
+
+
+def test_onnx_benchmark_reports_fidelity_and_times(tmp_path, cli, tiny_weights):
+    report = tmp_path / 'r.json'
+    code, out, err = cli('tools/onnx_benchmark.py', '--weights', tiny_weights('esdnet-tiny'),
+                         '--size', 32, '--repeats', 1, '--json', report)
+    assert code == 0, err
+    assert 'time per image' in out and '1 thread(s)' in out
+    result = json.loads(report.read_text())['results'][0]
+    assert [r['photo'] for r in result['photos']] == ['astronaut', 'coffee', 'chelsea', 'rocket']
+    assert min(r['vs_exact_db']['onnxruntime fp32'] for r in result['photos']) >= 50
+    assert set(result['seconds_per_image']) == {'torch exact', 'torch default (fast)',
+                                                 'onnxruntime fp32'}
