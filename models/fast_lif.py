@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-from .native_lif import native_lif
+from .native_lif import native_lif, native_nilif
 from .spiking import LIFNode as FP32StateLIF
 
 # Under fp16/bf16 autocast the neurons' inputs are half precision: the membrane is integrated in
@@ -160,11 +160,13 @@ def _nilif_run(x: torch.Tensor, T: int, r: int, levels: int, decay: float,
     N, C, H, W = x.shape
     B, h, w, rr = N // T, H // r, W // r, r * r
     out = torch.empty((N, C * rr, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    exact_scale = decay > 0 and math.frexp(decay)[0] == 0.5   # a power of two: u·decay exact
+    if native_nilif(x, T, r, levels, decay, out, inside, exact_scale):   # one pass, if built
+        return out
     outs = out.view(T, B, C, rr, h, w)
     xs = _steps(x, T)
     u = torch.empty((B, C, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
     q = torch.empty_like(u)
-    exact_scale = decay > 0 and math.frexp(decay)[0] == 0.5   # a power of two: u·decay exact
     prev = None
     for t, k, i, j in _patch_steps(T, r):
         x_k = xs[t][:, :, i::r, j::r]

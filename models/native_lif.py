@@ -32,11 +32,14 @@ import torch
 
 DISABLE_ENV = 'SPIKEDERAIN_NATIVE'
 CACHE_ENV = 'SPIKEDERAIN_CACHE'
-FLAGS = ('-O3', '-march=native', '-shared', '-fPIC', '-pthread')
+# No contraction into fused multiply-adds: each op rounds as the torch op it replaces.
+FLAGS = ('-O3', '-march=native', '-ffp-contract=off', '-shared', '-fPIC', '-pthread')
 
 SOURCE = r'''
 #include <stdint.h>
 #include <pthread.h>
+#include <math.h>
+#include <stdlib.h>
 
 #define CHUNK 2048
 
@@ -104,6 +107,100 @@ int lif_forward(const float *x, void *out, int bf16, int64_t T, int64_t R, int64
     for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
     return 0;
 }
+
+/* NI-LIF over T steps of r x r patch pixels. x [T*B, C, H, W] and out [T*B, C*r*r, H/r, W/r]
+   with any strides (xs, os: n, c, y, x); inside (optional) [T, r*r, B, C, H/r, W/r] bytes.
+   Same ops in the same order as models.spiking.NILIF on each element. */
+typedef struct {
+    const float *x; float *out; uint8_t *inside;
+    int64_t T, B, C, h, w, r, first, last;
+    const int64_t *xs, *os;
+    float levels, decay; int exact_scale;
+} nijob_t;
+
+/* One item is a row (b, yy) of the h x w grid, every channel: the membranes of its w*C elements
+   live in two scratch arrays while all T*r*r steps run; the innermost loop walks whichever of
+   channel and column is contiguous in x (channels-last: the channel). */
+static void *run_nilif(void *arg) {
+    const nijob_t *j = (const nijob_t *)arg;
+    int64_t rr = j->r * j->r, C = j->C, w = j->w;
+    int c_inner = j->xs[1] <= j->xs[3];
+    float *u = (float *)malloc(sizeof(float) * (size_t)(w * C));
+    float *prev = (float *)malloc(sizeof(float) * (size_t)(w * C));
+    if (!u || !prev) { free(u); free(prev); return (void *)1; }
+    int64_t n_outer = c_inner ? w : C, n_inner = c_inner ? C : w;
+    for (int64_t item = j->first; item < j->last; item++) {
+        int64_t b = item / j->h, yy = item % j->h;
+        int first = 1;
+        for (int64_t t = 0; t < j->T; t++) {
+            for (int64_t k = 0; k < rr; k++) {
+                int64_t i = k / j->r, jj = k % j->r;
+                const float *xrow = j->x + (t * j->B + b) * j->xs[0] + (yy * j->r + i) * j->xs[2]
+                                    + jj * j->xs[3];
+                float *orow = j->out + (t * j->B + b) * j->os[0] + k * j->os[1] + yy * j->os[2];
+                /* strides of the inner loop in x, out and inside, and of the outer one */
+                int64_t xi = c_inner ? j->xs[1] : j->r * j->xs[3];
+                int64_t xo = c_inner ? j->r * j->xs[3] : j->xs[1];
+                int64_t oi = c_inner ? rr * j->os[1] : j->os[3];
+                int64_t oo = c_inner ? j->os[3] : rr * j->os[1];
+                int64_t ii = c_inner ? j->h * w : 1, io = c_inner ? 1 : j->h * w;
+                uint8_t *irow = j->inside ? j->inside + (((t * rr + k) * j->B + b) * C * j->h
+                                                         + yy) * w : 0;
+                for (int64_t o = 0; o < n_outer; o++) {
+                    const float *xp = xrow + o * xo;
+                    float *op = orow + o * oo;
+                    float *up = u + o * n_inner, *pp = prev + o * n_inner;
+                    for (int64_t q = 0; q < n_inner; q++) {
+                        float xk = xp[q * xi];
+                        float v;
+                        if (first) {
+                            v = xk;
+                        } else {
+                            v = up[q] - pp[q];
+                            if (j->exact_scale) v = xk + j->decay * v;
+                            else { v = v * j->decay; v = v + xk; }
+                        }
+                        up[q] = v;
+                        float cl = v < 0.0f ? 0.0f : (v > j->levels ? j->levels : v);
+                        if (irow) irow[o * io + q * ii] = cl == v;
+                        float sp = rintf(cl) / j->levels;
+                        pp[q] = sp;
+                        op[q * oi] = sp;
+                    }
+                }
+                first = 0;
+            }
+        }
+    }
+    free(u);
+    free(prev);
+    return 0;
+}
+
+int nilif_forward(const float *x, float *out, uint8_t *inside, int64_t T, int64_t B, int64_t C,
+                  int64_t h, int64_t w, int64_t r, const int64_t *xs, const int64_t *os,
+                  float levels, float decay, int exact_scale, int threads) {
+    int64_t items = B * h;
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    if (threads > items) threads = (int)items;
+    nijob_t jobs[64];
+    pthread_t ids[64];
+    for (int i = 0; i < threads; i++) {
+        nijob_t j = {x, out, inside, T, B, C, h, w, r, items * i / threads,
+                     items * (i + 1) / threads, xs, os, levels, decay, exact_scale};
+        jobs[i] = j;
+    }
+    int started = 0;
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&ids[i], 0, run_nilif, &jobs[i]) != 0) break;
+        started = i;
+    }
+    run_nilif(&jobs[0]);
+    for (int i = started + 1; i < threads; i++) run_nilif(&jobs[i]);
+    for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
+    return 0;
+}
 '''
 
 _state: dict = {}          # 'fn': the loaded function, or 'failed': why it is not available
@@ -153,7 +250,7 @@ def build(quiet: bool = False) -> Path | None:
             src = Path(tmp) / 'lif.c'
             src.write_text(SOURCE)
             built = Path(tmp) / target.name
-            result = subprocess.run([compiler, *FLAGS, str(src), '-o', str(built)],
+            result = subprocess.run([compiler, *FLAGS, str(src), '-o', str(built), '-lm'],
                                     capture_output=True, text=True, timeout=120)
             if result.returncode != 0:
                 first = (result.stderr.strip().splitlines() or ['failed'])[0]
@@ -176,14 +273,19 @@ def _function():
     if path is None:
         return None
     try:
-        fn = ctypes.CDLL(str(path)).lif_forward
+        lib = ctypes.CDLL(str(path))
     except OSError as err:
         _note(f'cannot load {path}: {err}')
         return None
+    fn = lib.lif_forward
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_int64] * 7 + [
         ctypes.c_float, ctypes.c_int]
     fn.restype = ctypes.c_int
-    _state['fn'] = fn
+    ni = lib.nilif_forward
+    ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
+        ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+    ni.restype = ctypes.c_int
+    _state['fn'], _state['nilif'] = fn, ni
     return fn
 
 
@@ -222,4 +324,23 @@ def native_lif(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor) -> bool:
     step_x, step_o = (xs.stride(0), os_.stride(0)) if T > 1 else (0, 0)
     fn(x.data_ptr(), out.data_ptr(), int(out.dtype == torch.bfloat16), T, rows, inner,
        step_x, row_x, step_o, row_o, float(v_th), torch.get_num_threads())
+    return True
+
+
+def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out: torch.Tensor,
+                 inside: torch.Tensor | None = None, exact_scale: bool = False) -> bool:
+    """NI-LIF spikes of ``x [T*B,C,H,W]`` over T·r² patch steps into ``out [T*B, C*r*r, H/r,
+    W/r]`` (float32, any strides), and where the potential lay in [0, levels] into ``inside``
+    (bool ``[T, r*r, B, C, H/r, W/r]``, contiguous) when given; ``False`` if unavailable."""
+    if (x.device.type != 'cpu' or x.dtype != torch.float32 or out.dtype != torch.float32
+            or x.dim() != 4 or out.dim() != 4 or x.numel() == 0
+            or (inside is not None and (inside.dtype != torch.bool or not inside.is_contiguous()))):
+        return False
+    if _function() is None:
+        return False
+    N, C, H, W = x.shape
+    strides = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*out.stride())
+    _state['nilif'](x.data_ptr(), out.data_ptr(), inside.data_ptr() if inside is not None else None,
+                    T, N // T, C, H // r, W // r, r, strides[0], strides[1], float(levels),
+                    float(decay), int(exact_scale), torch.get_num_threads())
     return True

@@ -142,3 +142,31 @@ def test_a_second_forward_reuses_the_first_ones_pages():
     kept, fresh = (_second_forward_page_faults({}),
                    _second_forward_page_faults({'SPIKEDERAIN_KEEP_MEMORY': '0'}))
     assert kept * 5 < fresh, (kept, fresh)
+
+
+@pytest.mark.parametrize('T,r,levels,fmt', itertools.product(
+    (1, 2, 4), (1, 2), (1, 4), (torch.channels_last, torch.contiguous_format)))
+def test_nilif_equal_to_the_torch_ops_with_its_gradient(T, r, levels, fmt):
+    def reference(*args):
+        state = dict(native_lif._state)
+        native_lif._state.clear()
+        native_lif._state['failed'] = 'reference'
+        try:
+            return fast_lif.nilif_spikes(*args)
+        finally:
+            native_lif._state.clear()
+            native_lif._state.update(state)
+    for B, decay in ((1, 0.5), (2, 0.3), (1, 1.0)):       # exact and rounded scaling
+        g = torch.Generator().manual_seed(T * 100 + r * 10 + levels)
+        x = (torch.randn(T * B, 6, 8, 12, generator=g) * 2).contiguous(memory_format=fmt)
+        x[0, 1, 0, 0] = -0.0
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        expected = reference(a, T, r, levels, decay, True, fmt)
+        got = fast_lif.nilif_spikes(b, T, r, levels, decay, True, fmt)
+        assert torch.equal(got, expected) and got.stride() == expected.stride()
+        grad = torch.randn(expected.shape, generator=g)
+        expected.backward(grad)
+        got.backward(grad)
+        assert torch.equal(a.grad, b.grad)                  # the same [0, L] support
+        assert torch.equal(fast_lif.nilif_spikes(x, T, r, levels, decay, False, fmt), expected)
+    assert 'nilif' in native_lif._state, 'the native kernel did not run'
