@@ -1,4 +1,5 @@
-"""The inference LIF as one pass of native code, built on first use and cached per machine.
+"""The LIF (inference) and NI-LIF (inference and training) as one pass of native code, built on
+first use and cached per machine.
 
 Written with torch ops, the fused LIF of :mod:`models.fast_lif` makes three passes over the
 membrane per time step, and its spike writes into a dense block's channel slice are strided: on
@@ -8,7 +9,8 @@ over all T steps, in a small C function (no torch headers, so it compiles in wel
 loaded with :mod:`ctypes`, which releases the GIL while it runs on ``torch.get_num_threads()``
 threads. The spikes are the same bit for bit as the torch ops' (halving is exact, so a fused
 multiply-add rounds like the separate ops; the reset to 0 differs at most in the sign of a zero
-membrane, which no later compare can see).
+membrane, which no later compare can see). VLIF-Net's NI-LIF (:func:`native_nilif`) walks its
+r x r patch steps the same way and also fills the mask its straight-through gradient needs.
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
