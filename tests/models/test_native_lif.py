@@ -42,8 +42,8 @@ def test_the_kernel_builds_here():
     assert native_lif.build() is not None, 'the CI machine has a C compiler: the kernel must build'
 
 
-@pytest.mark.parametrize('T,B,fmt', itertools.product(
-    range(1, 7), (1, 2), (torch.channels_last, torch.contiguous_format)))
+@pytest.mark.parametrize('T,B,fmt', list(itertools.product(
+    range(1, 7), (1, 2), (torch.channels_last, torch.contiguous_format))))
 def test_equal_to_the_torch_ops_bit_for_bit(T, B, fmt, torch_ops_only):
     for seed, v_th in enumerate((1.0, 0.5, 0.0)):
         x = _inputs(T, B, fmt, seed)
@@ -144,8 +144,8 @@ def test_a_second_forward_reuses_the_first_ones_pages():
     assert kept * 5 < fresh, (kept, fresh)
 
 
-@pytest.mark.parametrize('T,r,levels,fmt', itertools.product(
-    (1, 2, 4), (1, 2), (1, 4), (torch.channels_last, torch.contiguous_format)))
+@pytest.mark.parametrize('T,r,levels,fmt', list(itertools.product(
+    (1, 2, 4), (1, 2), (1, 4), (torch.channels_last, torch.contiguous_format))))
 def test_nilif_equal_to_the_torch_ops_with_its_gradient(T, r, levels, fmt):
     def reference(*args):
         state = dict(native_lif._state)
