@@ -36,7 +36,7 @@ from utils.inference.restore import AUTO
 from utils.inference.tiling import check_tiling
 from utils.core.paths import check_writes, split_folders
 
-BACKENDS = ('torch', 'onnxruntime')
+BACKENDS = ('torch', 'onnxruntime', 'openvino')
 # Folder names that say nothing about the data set; the default save path skips them.
 _GENERIC_NAMES = {'input', 'inputs', 'rain', 'rainy', 'test', 'testing', 'data'}
 
@@ -93,8 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'fp32 (measured 96-99%% spike agreement, up to 0.4 dB on the shipped '
                         'weights; docs/efficiency.md), so opt-in (default: %(default)s)')
     p.add_argument('--backend', choices=BACKENDS, default='torch',
-                   help='onnxruntime: run the model exported to ONNX (exact path maths, BN '
-                        'folded, fp32) in ONNX Runtime on the CPU; it is exported once per '
+                   help='onnxruntime / openvino: run the model exported to ONNX (exact path '
+                        'maths, BN folded) in ONNX Runtime (fp32) or OpenVINO (fp32, or '
+                        '--precision bf16) on the CPU; it is exported once per '
                         'weights into a cache ($SPIKEDERAIN_CACHE, default ~/.cache/spikederain;'
                         ' needs requirements-deploy.txt) (default: %(default)s)')
     p.add_argument('--no_progress', action='store_true', help='hide the progress bar')
@@ -141,9 +142,9 @@ def recipe_of(args: argparse.Namespace, model: torch.nn.Module, path: str,
               device: torch.device, tiling: dict | None = None) -> dict:
     """What decides the outputs' pixels, recorded in the output folder's manifest."""
     backend = device.type + (', tf32' if args.tf32 and device.type == 'cuda' else '')
-    if args.backend == 'onnxruntime':
-        import onnxruntime
-        backend = f'onnxruntime {onnxruntime.__version__}, cpu'
+    if args.backend != 'torch':
+        runtime = __import__(args.backend)
+        backend = f'{args.backend} {runtime.__version__}, cpu'
     return output_recipe(model, args.weights, path=path, precision=args.precision,
                          backend=backend, tile=args.tile, tile_overlap=args.tile_overlap,
                          batch_size=args.batch_size, tiling=tiling)
@@ -219,8 +220,9 @@ def check_options(args: argparse.Namespace) -> None:
                          'pass --random_weights explicitly for a smoke test')
     if not args.weights and args.model is None:
         raise UsageError('--random_weights needs --model')
-    if args.backend == 'onnxruntime':
-        check_onnxruntime(args)
+    if args.backend != 'torch':
+        check_exported_backend(args)
+        return
     if args.precision == 'bf16' and args.exact:
         raise UsageError('--precision bf16 runs the fast path; it cannot be combined with --exact')
     if args.precision == 'bf16':
@@ -230,20 +232,27 @@ def check_options(args: argparse.Namespace) -> None:
                              '(AVX-512 BF16 or AMX); use the default fp32')
 
 
-def check_onnxruntime(args: argparse.Namespace) -> None:
-    """The ONNX Runtime backend runs one fp32 graph on the CPU."""
+def check_exported_backend(args: argparse.Namespace) -> None:
+    """ONNX Runtime runs the exported graph in fp32, OpenVINO in fp32 or bf16, on the CPU."""
     import importlib.util
-    for option, used in (('--exact', args.exact), ('--precision bf16', args.precision == 'bf16'),
+    bf16 = args.precision == 'bf16' and args.backend == 'onnxruntime'
+    for option, used in (('--exact', args.exact), ('--precision bf16', bf16),
                          ('--tf32', args.tf32)):
         if used:
-            raise UsageError(f'{option} is a torch setting; --backend onnxruntime runs the '
+            raise UsageError(f'{option} is a torch setting; --backend {args.backend} runs the '
                              f'exported fp32 graph (the exact path, BN folded)')
     if args.device not in ('auto', 'cpu'):
-        raise UsageError(f'--device {args.device}: --backend onnxruntime runs on the CPU')
+        raise UsageError(f'--device {args.device}: --backend {args.backend} runs on the CPU')
     args.device = 'cpu'
-    if importlib.util.find_spec('onnxruntime') is None:
-        raise InputError('--backend onnxruntime: the package onnxruntime is not installed '
-                         '(pip install -r requirements-deploy.txt)')
+    for package in ('onnx', args.backend):
+        if importlib.util.find_spec(package) is None:
+            raise InputError(f'--backend {args.backend}: the package {package} is not installed '
+                             f'(pip install -r requirements-deploy.txt)')
+    if args.precision == 'bf16':
+        import openvino
+        if 'BF16' not in openvino.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
+            raise UsageError('--precision bf16: OpenVINO reports no native bfloat16 on this '
+                             'CPU; use the default fp32')
 
 
 def main(argv=None) -> int:
@@ -278,10 +287,11 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     save = Path(args.save_path) if args.save_path else (
         Path('results') / model.model_name / data_name(Path(args.data_path)))
     check_save_path(save, inputs, input_dir, target, args.weights)
-    if args.backend == 'onnxruntime':
-        path = 'onnx export (exact path, BN folded)'
+    if args.backend != 'torch':
+        path = f'onnx export (exact path, BN folded{", bf16" if args.precision == "bf16" else ""})'
         sha = file_sha256(args.weights) if args.weights else 'random weights, seed 0'
-        model = cached_export(model, sha, report=lambda line: print(line, file=sys.stderr))
+        model = cached_export(model, sha, report=lambda line: print(line, file=sys.stderr),
+                              runtime=args.backend, precision=args.precision)
     elif path.startswith('fast path'):
         model = optimize_for_inference(model, precision=args.precision)
     memory = memory_budget(device)   # a bad SPIKEDERAIN_MEMORY_BUDGET: one line, before work
@@ -300,7 +310,7 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     tiling = (f'tiles {args.tile}/{args.tile_overlap}' if isinstance(args.tile, int) else
               'whole images' if args.tile is None else
               f'whole images where they fit (memory budget {memory})')
-    where = 'onnxruntime (cpu)' if args.backend == 'onnxruntime' else device
+    where = f'{args.backend} (cpu)' if args.backend != 'torch' else device
     print(f'{model.model_name} ({path}) on {where}, {tiling}: {len(inputs)} images from '
           f'{input_dir} '
           f'-> {save}')

@@ -103,3 +103,15 @@ def test_cache_exports_once_and_replaces_a_damaged_file(tmp_path, tiny_weights):
     assert len(said) == 2 and first.path.stat().st_size > 1000
     other = cached_export(model, 'b' * 64, tmp_path, threads=1)   # other weights, other file
     assert other.path != first.path
+
+
+def test_openvino_runs_the_same_file(exported):
+    model, data = exported('spikerain-tiny')
+    runtime = OnnxRestorer(data, model, threads=1, runtime='openvino')
+    assert min(compare_with_torch(model, runtime, _images())) >= 50
+    bf16 = OnnxRestorer(data, model, threads=1, runtime='openvino', precision='bf16')
+    with torch.no_grad():
+        out = bf16(_images()[0])
+    assert out.shape == _images()[0].shape and torch.isfinite(out).all()
+    with pytest.raises(OnnxError, match='onnxruntime backend runs fp32'):
+        OnnxRestorer(data, model, runtime='onnxruntime', precision='bf16')

@@ -1,5 +1,6 @@
-"""test.py --backend onnxruntime: the same files and scores as torch's exact path within the
-export's bar, the backend in the manifest, the export made once into the cache (subprocess)."""
+"""test.py --backend onnxruntime / openvino: the same files and scores as torch's exact path
+within the export's bar, the backend in the manifest, the export made once into the cache
+(subprocess)."""
 import json
 import math
 import re
@@ -24,7 +25,9 @@ def _scores(stdout: str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-def test_onnxruntime_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folder, tiny_weights):
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_exported_backend_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folder,
+                                                          tiny_weights, backend):
     split = paired_folder(tmp_path / 'split', 3, sizes=[(37, 50), (48, 64), (40, 40)])
     weights = tiny_weights('vlif-net-tiny')
     env = {'SPIKEDERAIN_CACHE': str(tmp_path / 'cache')}
@@ -33,10 +36,10 @@ def test_onnxruntime_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folde
     code, out_t, err = cli('test.py', *common, '--exact', '--save_path', tmp_path / 'torch',
                            env=env)
     assert code == 0, err
-    code, out_o, err = cli('test.py', *common, '--backend', 'onnxruntime',
+    code, out_o, err = cli('test.py', *common, '--backend', backend,
                            '--save_path', tmp_path / 'ort', env=env)
     assert code == 0, err
-    assert 'exporting vlif-net-tiny to ONNX' in err and 'on onnxruntime (cpu)' in out_o
+    assert 'exporting vlif-net-tiny to ONNX' in err and f'on {backend} (cpu)' in out_o
     names = sorted(p.name for p in (tmp_path / 'torch').glob('*.png'))
     assert names == sorted(p.name for p in (tmp_path / 'ort').glob('*.png')) and len(names) == 3
     for name in names:
@@ -46,9 +49,9 @@ def test_onnxruntime_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folde
     (p_t, s_t), (p_o, s_o) = _scores(out_t), _scores(out_o)
     assert abs(p_t - p_o) < 0.01 and abs(s_t - s_o) < 1e-3
     recipe = json.loads((tmp_path / 'ort' / MANIFEST_NAME).read_text())['recipe']
-    assert recipe['backend'].startswith('onnxruntime ') and recipe['path'] == 'onnx export'
+    assert recipe['backend'].startswith(f'{backend} ') and recipe['path'] == 'onnx export'
     assert len(list((tmp_path / 'cache' / 'onnx').glob('vlif-net-tiny-*.onnx'))) == 1
-    code, _, err = cli('test.py', *common, '--backend', 'onnxruntime', '--overwrite',
+    code, _, err = cli('test.py', *common, '--backend', backend, '--overwrite',
                        '--save_path', tmp_path / 'ort', env=env)      # the cache is used
     assert code == 0 and 'exporting' not in err, err
 
