@@ -1,11 +1,12 @@
-"""ONNX Runtime against torch for shipped weights: output fidelity and time per image.
+"""ONNX Runtime and OpenVINO against torch for shipped weights: fidelity and time per image.
 
 ``python tools/onnx_benchmark.py --weights W [W ...]`` exports each model (into a temporary
 folder), then on rainy 256x256 crops of scikit-image photos (astronaut, coffee, chelsea, rocket,
-with the ``heavy`` rain preset) reports the PSNR of ONNX Runtime's fp32 output and of torch's
-default (fast) path against torch's exact path, each one's PSNR against the clean photo, and the
-median time per image of the three, interleaved, with ``--threads`` threads for both runtimes
-(default 1: the machine is shared).
+with the ``heavy`` rain preset) reports for torch's default (fast) path, torch bf16 (where the
+CPU has it), ONNX Runtime fp32 and OpenVINO fp32 and bf16: the PSNR against torch's exact path,
+the PSNR against the clean photo, and the median time per image, interleaved (the first photo's
+pass is the warm-up; ``--time_exact`` times the exact path too), with ``--threads`` threads for
+every runtime (default 1: the machine is shared).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from models import build_from_checkpoint
-from models.acceleration import optimize_for_inference, plain_forward
+from models.acceleration import bf16_supported, optimize_for_inference, plain_forward
 from models.export import export_onnx
 from models.onnx_runtime import OnnxRestorer, psnr
 from utils.core.atomic import write_text_atomic
@@ -48,16 +49,22 @@ def photos(size: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def measure(weights: str, size: int, repeats: int, threads: int) -> dict:
+def measure(weights: str, size: int, repeats: int, threads: int, time_exact: bool) -> dict:
     model = build_from_checkpoint(weights).eval()
     fast = optimize_for_inference(model)
+    bf16 = bf16_supported()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         path = export_onnx(model, Path(tmp) / 'model.onnx')
         export_s = time.perf_counter() - start
-        ort = OnnxRestorer(path, model, threads=threads)
-        runs = {'torch exact': lambda x: _plain(model, x), 'torch default (fast)': fast,
-                'onnxruntime fp32': ort}
+        runs = {'torch exact': lambda x: _plain(model, x), 'torch default (fast)': fast}
+        if bf16:
+            runs['torch bf16'] = optimize_for_inference(model, precision='bf16')
+        runs['onnxruntime fp32'] = OnnxRestorer(path, model, threads=threads)
+        runs['openvino fp32'] = OnnxRestorer(path, model, threads, runtime='openvino')
+        if bf16:
+            runs['openvino bf16'] = OnnxRestorer(path, model, threads, runtime='openvino',
+                                                 precision='bf16')
         images = photos(size)
         rows = []
         for name, rainy, clean in images:
@@ -67,10 +74,10 @@ def measure(weights: str, size: int, repeats: int, threads: int) -> dict:
                                          if k != 'torch exact'},
                          'vs_clean_db': {k: psnr(v, clean) for k, v in outs.items()},
                          'rainy_vs_clean_db': psnr(rainy, clean)})
+        if not time_exact:
+            del runs['torch exact']
         times = {k: [] for k in runs}
-        x = images[0][1]
-        for f in runs.values():                       # warm-up (allocations, ORT's arena)
-            f(x)
+        x = images[0][1]                              # (its pass above was the warm-up)
         for _ in range(repeats):                      # interleaved: drift hits all alike
             for k, f in runs.items():
                 start = time.perf_counter()
@@ -92,7 +99,8 @@ def main(argv=None) -> int:
     p.add_argument('--weights', nargs='+', required=True, help='weights files to measure')
     p.add_argument('--size', type=int, default=256, help='side of the square test crops')
     p.add_argument('--repeats', type=int, default=5, help='timed runs per path (median)')
-    p.add_argument('--threads', type=int, default=1, help='threads of torch and ONNX Runtime')
+    p.add_argument('--threads', type=int, default=1, help='threads of every runtime')
+    p.add_argument('--time_exact', action='store_true', help='time the exact path too')
     p.add_argument('--json', default=None, help='also write the figures here')
     args = p.parse_args(argv)
     if args.size < 16 or args.repeats < 1 or args.threads < 1:
@@ -103,7 +111,7 @@ def main(argv=None) -> int:
           f'{", ".join(PHOTOS)} under heavy rain')
     results = []
     for weights in args.weights:
-        r = measure(weights, args.size, args.repeats, args.threads)
+        r = measure(weights, args.size, args.repeats, args.threads, args.time_exact)
         results.append(r)
         print(f'\n{r["model"]} ({weights}), exported in {r["export_s"]:.1f} s')
         for row in r['photos']:
