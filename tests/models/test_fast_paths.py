@@ -507,3 +507,26 @@ def test_convs_on_spikes_keep_integers_and_give_autograd_gradients(levels, chann
             assert torch.uint8 in seen and torch.float32 not in set(seen) - {conv.weight.dtype}
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_spikerain_s_forward_copies_stay_within_the_stated_bound():
+    """Layout copies are memory traffic the convolutions do not need. Measured 2026-12-06: 119-122
+    ``aten::copy_`` calls in one SpikeRain-S fast forward (the count depends on which modules the
+    process has imported), 48-51 of them feature maps, of which 44 are the dense blocks' channel
+    prefixes (11 blocks x 4 convs; oneDNN reads only dense channels-last inputs, see
+    docs/efficiency.md). A change that adds copies fails here."""
+    import math
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from models.acceleration import optimize_for_inference
+    model = optimize_for_inference(build_model('spikerain-s'))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            model(x)
+    copies = [e for e in prof.events() if e.name == 'aten::copy_']
+    maps = [e for e in copies if e.input_shapes and len(e.input_shapes[0]) == 4
+            and math.prod(e.input_shapes[0]) >= 4 * 32 * 8 * 8]
+    assert len(copies) <= 122 and len(maps) <= 51, (len(copies), len(maps))
