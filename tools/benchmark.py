@@ -22,7 +22,8 @@ from tqdm import tqdm
 from models import available_models, build_model
 from models.acceleration import bf16_supported, supports_fast_path
 from utils.efficiency.benchmark import (INFERENCE_VARIANTS, LIVE_MEMORY_ENV, NEEDS_FAST_FORWARD,
-                                        TRAINING_VARIANTS, Job, cpu_description, cpu_line,
+                                        TRAINING_VARIANTS, BF16_FLOOR, Job, cpu_description,
+                                        cpu_line,
                                         interleaved_times, peak_memory, run_isolated)
 from utils.core.atomic import check_output_file, write_text_atomic
 from utils.core.cli import ArgumentParser, describe, print_error, run_main
@@ -116,6 +117,8 @@ def measure(args: argparse.Namespace, model: str, device: str) -> dict:
             print(note, file=sys.stderr)
         if variants:
             plan += [(f'floor_{task}', 'conv_floor')] + [(task, v) for v in variants]
+        if task == 'inference' and 'bf16' in variants:      # the convs' own bf16 gain
+            plan.append(('floor_inference', BF16_FLOOR))
     jobs = [_job(args, model, task, variant, device) for task, variant in plan]
     results = {}
     for key, job in zip(tqdm(plan, desc=f'peak memory on {device}', leave=False), jobs):
@@ -183,8 +186,12 @@ def summary(args, device: str, per_model: dict) -> list[str]:
                                                    for r in per_model.values())]
     lines = [f'\nsummary on {device}: inference 1x3x{args.size}x{args.size} as time / fp32 conv '
              f'floor; training step (batch {args.batch}, patch {args.patch}) as speed-up and peak '
-             f'memory vs plain']
+             f'memory vs plain' + ('; bf16 gain: default / bf16 time, convs: the same for the '
+                                   'convs alone, share: the first / the second' if 'bf16' in inf
+                                   and 'default' in inf else '')]
+    bf16 = 'bf16' in inf and 'default' in inf
     head = f'  {"model":<14}{"floor s":>9}' + ''.join(f'{v:>10}' for v in inf)
+    head += f'{"bf16 gain":>11}{"convs":>7}{"share":>7}' if bf16 else ''
     head += ''.join(f'{"train " + v:>16}{"mem":>6}{"live":>6}' for v in train)
     lines += [head, '  ' + '-' * (len(head) - 2)]
     for model, r in per_model.items():
@@ -195,6 +202,8 @@ def summary(args, device: str, per_model: dict) -> list[str]:
             got = r.get(('inference', v))
             ratio = f'{got["median_s"] / floor["median_s"]:.2f}x' if got and floor else '-'
             row += f'{ratio:>10}'
+        if bf16:
+            row += _bf16_gains(r)
         base = r.get(('training', 'plain'))
         for v in train:
             got = r.get(('training', v))
@@ -205,6 +214,18 @@ def summary(args, device: str, per_model: dict) -> list[str]:
                 row += f'{"-":>16}{"-":>6}{"-":>6}'
         lines.append(row)
     return lines
+
+
+def _bf16_gains(r: dict) -> str:
+    """default / bf16 time, the same for the convs alone, and the first as a share of the second
+    (how much of what bf16 convs offer the whole model keeps)."""
+    model = [r.get(('inference', v)) for v in ('default', 'bf16')]
+    convs = [r.get(('floor_inference', v)) for v in ('conv_floor', BF16_FLOOR)]
+    if not all(model + convs):
+        return f'{"-":>11}{"-":>7}{"-":>7}'
+    gain = model[0]['median_s'] / model[1]['median_s']
+    conv_gain = convs[0]['median_s'] / convs[1]['median_s']
+    return f'{gain:>10.2f}x{conv_gain:>6.2f}x{gain / conv_gain:>7.0%}'
 
 
 def write_json(path: str, data: dict) -> None:

@@ -112,8 +112,13 @@ def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor(run):
     assert code == 0, err
     summary = out[out.index('summary on cpu'):].splitlines()
     want = ['plain', 'default'] + (['bf16'] if bf16_supported() else [])
-    assert summary[1].split() == ['model', 'floor', 's'] + want
+    gains = ['bf16', 'gain', 'convs', 'share'] if bf16_supported() else []
+    assert summary[1].split() == ['model', 'floor', 's'] + want + gains
     row = summary[3].split()
-    assert row[0] == 'vlif-net-tiny' and float(row[1]) > 0 and len(row) == 2 + len(want)
-    ratios = [float(c.rstrip('x')) for c in row[2:]]
-    assert all(r > 0 for r in ratios) and all(c.endswith('x') for c in row[2:])
+    assert row[0] == 'vlif-net-tiny' and float(row[1]) > 0 and len(row) == 2 + len(want) + (
+        3 if gains else 0)
+    ratios = [float(c.rstrip('x')) for c in row[2:2 + len(want)]]
+    assert all(r > 0 for r in ratios) and all(c.endswith('x') for c in row[2:2 + len(want)])
+    if gains:                     # the model's bf16 gain as a share of its convs' bf16 gain
+        gain, convs, share = float(row[-3][:-1]), float(row[-2][:-1]), float(row[-1][:-1])
+        assert abs(share - 100 * gain / convs) < 1.5

@@ -165,6 +165,8 @@ def build_variant(job: Job) -> nn.Module:
 
 
 # ---- conv floor -----------------------------------------------------------------------------
+# The same convs in bfloat16: what the bf16 path could gain at most (its convs' own gain).
+BF16_FLOOR = 'conv_floor_bf16'
 @dataclass(frozen=True)
 class ConvCall:
     weight_shape: tuple
@@ -199,13 +201,14 @@ def record_conv_calls(model: nn.Module, input_shape: tuple, train: bool) -> list
     return calls
 
 
-def _conv_operands(calls: list[ConvCall], device: torch.device, requires_grad: bool):
+def _conv_operands(calls: list[ConvCall], device: torch.device, requires_grad: bool,
+                   dtype: torch.dtype = torch.float32):
     ops = []
     for c in calls:
         fmt = torch.channels_last if len(c.input_shape) == 4 else torch.channels_last_3d
-        x = torch.rand(c.input_shape, device=device).contiguous(memory_format=fmt)
-        w = torch.randn(c.weight_shape, device=device).contiguous(memory_format=fmt)
-        b = torch.randn(c.weight_shape[0], device=device) if c.bias else None
+        x = torch.rand(c.input_shape, device=device).to(dtype).contiguous(memory_format=fmt)
+        w = torch.randn(c.weight_shape, device=device).to(dtype).contiguous(memory_format=fmt)
+        b = torch.randn(c.weight_shape[0], device=device).to(dtype) if c.bias else None
         if requires_grad:
             x.requires_grad_(True)
             w.requires_grad_(True)
@@ -241,7 +244,8 @@ def prepare(job: Job):
         from models import build_model
         backward = job.task == 'floor_training'
         calls = record_conv_calls(build_model(job.model), shape, backward)
-        ops = _conv_operands(calls, device, backward)
+        dtype = torch.bfloat16 if job.variant == BF16_FLOOR else torch.float32
+        ops = _conv_operands(calls, device, backward, dtype)
 
         def floor():
             with torch.set_grad_enabled(backward):
