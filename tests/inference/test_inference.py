@@ -231,3 +231,21 @@ def test_find_inputs_reads_input_of_a_benchmark_split(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'split' / 'input' / 'rgb.bmp')
     with pytest.raises(ValueError, match=r'rgb\.bmp and rgb\.png would both be restored'):
         find_inputs(tmp_path / 'split')
+
+
+def test_tiny_photos_mostly_padding_get_one_note_each(tmp_path):
+    from utils.inference.outputs import padding_note
+    model = build_model('spikerain-tiny').eval()              # sides padded to multiples of 4
+    assert padding_note(model, 'a.png', 3, 3) is not None     # 44 % padding
+    assert padding_note(model, 'a.png', 7, 7) is None         # 23 %: normal
+    assert padding_note(model, 'a.png', 1023, 767) is None
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name, side in (('a', 3), ('b', 3), ('c', 16)):
+        Image.fromarray(np.full((side, side, 3), 90, np.uint8)).save(src / f'{name}.png')
+    lines = []
+    summary = restore_files(model, find_inputs(src)[0], tmp_path / 'out', tile=None,
+                            progress=False, report=lines.append)
+    notes = [line for line in lines if 'padding' in line]
+    assert len(summary.restored) == 3 and len(notes) == 2      # one per tiny photo, none for c
+    assert all('3x3' in n and '4x4' in n and 'multiples of 4' in n for n in notes)

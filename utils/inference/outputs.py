@@ -150,6 +150,24 @@ def _write_outputs(out: torch.Tensor, pending: list[tuple[Path, np.ndarray]], sa
             report(f'error: {src}: cannot write {dst}: {err}')
 
 
+# Padding up to the model's size multiple is normal; past this share of what the model sees, the
+# output of a tiny image is mostly made from padding, which the user should hear about.
+PADDING_NOTE_SHARE = 0.25
+
+
+def padding_note(model: nn.Module, src: Path, h: int, w: int) -> str | None:
+    """A one-line note when padding to the model's size multiple (``models.base``) makes up more
+    than :data:`PADDING_NOTE_SHARE` of the padded image (tiny photos), else ``None``."""
+    m = int(getattr(model, 'size_multiple', 1) or 1)
+    ph, pw = -(-h // m) * m, -(-w // m) * m
+    share = 1 - (h * w) / (ph * pw)
+    if share <= PADDING_NOTE_SHARE:
+        return None
+    return (f'note: {src} is {w}x{h}: restored padded to {pw}x{ph} (the model needs sides that '
+            f'are multiples of {m}), so {share:.0%} of what it sees is padding; the output is '
+            f'cropped back to {w}x{h}')
+
+
 def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
                   tile: int | str | None = None, tile_overlap: int = 32, batch_size: int = 1,
                   overwrite: bool = False, progress: bool = True,
@@ -194,6 +212,9 @@ def restore_files(model: nn.Module, inputs: list[Path], save_dir: str | Path,
             summary.failed.append((src, str(err)))
             report(f'error: {err}')
             continue
+        note = padding_note(model, src, *arr.shape[:2])
+        if note:
+            notes(note)
         if pending and (len(pending) == per_forward or arr.shape != pending[0][1].shape):
             flush()
         pending.append((src, arr))
