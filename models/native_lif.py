@@ -6,9 +6,8 @@ membrane per time step, and its spike writes into a dense block's channel slice 
 an Intel Xeon with AVX-512 the neuron took about as long as the convolutions it feeds. Here the
 same arithmetic (``H = X + V/2``, ``S = H >= v_th``, ``V = S ? H - H : H``) runs once per element
 over all T steps, in a small C function (no torch headers, so it compiles in well under a second)
-loaded with :mod:`ctypes`. It runs on one thread: the C code can split its rows over threads,
-but with its threads on, a full test-suite run crashed at a later ``fork`` of the process (the
-cause is not found yet), so Python passes 1 until it is. The spikes are the same bit for bit as
+loaded with :mod:`ctypes`, which releases the GIL while it runs on ``torch.get_num_threads()``
+threads. The spikes are the same bit for bit as
 the torch ops' (halving is exact, so a fused multiply-add rounds like the separate ops; the
 reset to 0 differs at most in the sign of a zero membrane, which no later compare can see).
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
@@ -327,7 +326,7 @@ def native_lif(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor) -> bool:
     rows, inner, row_x, row_o = layout
     step_x, step_o = (xs.stride(0), os_.stride(0)) if T > 1 else (0, 0)
     fn(x.data_ptr(), out.data_ptr(), int(out.dtype == torch.bfloat16), T, rows, inner,
-       step_x, row_x, step_o, row_o, float(v_th), 1)
+       step_x, row_x, step_o, row_o, float(v_th), torch.get_num_threads())
     return True
 
 
@@ -346,5 +345,5 @@ def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out
     strides = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*out.stride())
     _state['nilif'](x.data_ptr(), out.data_ptr(), inside.data_ptr() if inside is not None else None,
                     T, N // T, C, H // r, W // r, r, strides[0], strides[1], float(levels),
-                    float(decay), int(exact_scale), 1)
+                    float(decay), int(exact_scale), torch.get_num_threads())
     return True
