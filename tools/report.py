@@ -135,12 +135,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check_args(args)
     report = gather(args.input, args.restored, args.labels, args.target, args.max_images)
-    no_ref = None
-    if report.targets is None:
-        no_ref, why = no_reference_scorer()
-        if no_ref is None:
-            print(f'note: {why}; the page shows no scores')
-            report.notes.append(f'No scores: there are no targets, and {why}.')
+    no_ref = no_reference_scorer() if report.targets is None else None
     score(report, no_ref, progress=print)
     for path in args.complexity:
         attach_complexity(report, read_complexity_json(path))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import importlib
-import importlib.util
 import io
 import json
 import math
@@ -31,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from utils.core.atomic import write_text_atomic
-from utils.core.errors import InputError, SpikeDerainError
+from utils.core.errors import InputError
+from utils.eval import noreference
 from utils.data.image_io import list_images, read_image_rgb
 from utils.eval.folders import evaluate_pair, mean_metrics, target_folder
 from utils.inference.outputs import read_manifest
@@ -40,8 +39,6 @@ from utils.inference.outputs import read_manifest
 # files, or the same server when a folder of reports is served).
 CSP = ("default-src 'none'; img-src data: file: 'self'; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
-NO_REFERENCE_MODULE = 'utils.eval.noreference'     # NIQE / BRISQUE / PIQE (issue 24, part 2)
-NO_REFERENCE_METRICS = ('niqe', 'brisque', 'piqe')  # each (HxWx3 uint8) -> float, lower better
 
 
 class ReportInputError(InputError):
@@ -164,22 +161,12 @@ def gather(input_path: str | os.PathLike, restored: list[str | os.PathLike],
 
 # --- Scores ---------------------------------------------------------------------------------
 
-def no_reference_scorer() -> tuple[Callable[[np.ndarray], dict] | None, str]:
-    """``(scorer, '')`` where ``scorer(image) -> {metric: value}`` runs the no-reference metrics
-    of utils/eval/noreference.py (NIQE, BRISQUE, PIQE), else ``(None, why)``: the report then
-    says so on the page and on the console. A metric an image is too small for (an
+def no_reference_scorer() -> Callable[[np.ndarray], dict]:
+    """``scorer(image) -> {metric: value}`` running NIQE, BRISQUE and PIQE
+    (:mod:`utils.eval.noreference`). A metric an image is too small for (an
     :class:`InputError` of that module) scores NaN, shown as a dash, rather than stopping the
     page."""
-    if importlib.util.find_spec(NO_REFERENCE_MODULE) is None:
-        return None, ('no-reference scores (NIQE, BRISQUE, PIQE) need utils/eval/noreference.py,'
-                      ' which this version does not have')
-    module = importlib.import_module(NO_REFERENCE_MODULE)
-    names = getattr(module, 'METRICS', NO_REFERENCE_METRICS)
-    functions = {n: getattr(module, n, None) for n in names}
-    missing = [n for n, f in functions.items() if not callable(f)]
-    if missing:
-        raise SpikeDerainError(f'{NO_REFERENCE_MODULE} has no {missing[0]}(image) -> float, '
-                               f'which the report calls')
+    functions = {name: getattr(noreference, name) for name in noreference.METRICS}
 
     def scorer(img: np.ndarray) -> dict:
         row = {}
@@ -189,7 +176,7 @@ def no_reference_scorer() -> tuple[Callable[[np.ndarray], dict] | None, str]:
             except InputError:          # too small for this metric's block or window
                 row[name] = math.nan
         return row
-    return scorer, ''
+    return scorer
 
 
 def _mean(rows: list[dict]) -> dict:
