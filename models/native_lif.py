@@ -45,6 +45,28 @@ SOURCE = r'''
 #include <stdlib.h>
 
 #define CHUNK 2048
+#define MAX_THREADS 64
+
+/* Threads to use for this many work items (at least one, at most MAX_THREADS). */
+static int thread_count(int threads, int64_t items) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > items) threads = (int)items;
+    return threads < 1 ? 1 : threads;
+}
+
+/* fn on each of `threads` jobs (`size` bytes apart), jobs 1.. on new threads; a thread that
+   cannot start runs its job here. */
+static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) {
+    pthread_t ids[MAX_THREADS];
+    int started = 0;
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&ids[i], 0, fn, jobs + i * size) != 0) break;
+        started = i;
+    }
+    fn(jobs);
+    for (int i = started + 1; i < threads; i++) fn(jobs + i * size);
+    for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
+}
 
 typedef struct {
     const float *x; void *out; int bf16;
@@ -90,24 +112,14 @@ int lif_forward(const float *x, void *out, int bf16, int64_t T, int64_t R, int64
                 int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth,
                 int threads) {
     int64_t items = R * ((K + CHUNK - 1) / CHUNK);
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
-    if (threads > items) threads = (int)items;
-    job_t jobs[64];
-    pthread_t ids[64];
+    threads = thread_count(threads, items);
+    job_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         job_t j = {x, out, bf16, T, R, K, xs_t, xs_r, os_t, os_r,
                    items * i / threads, items * (i + 1) / threads, vth};
         jobs[i] = j;
     }
-    int started = 0;
-    for (int i = 1; i < threads; i++) {
-        if (pthread_create(&ids[i], 0, run, &jobs[i]) != 0) break;
-        started = i;
-    }
-    run(&jobs[0]);
-    for (int i = started + 1; i < threads; i++) run(&jobs[i]);   /* threads that did not start */
-    for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
+    run_jobs(run, (char *)jobs, sizeof(job_t), threads);
     return 0;
 }
 
@@ -184,24 +196,14 @@ int nilif_forward(const float *x, float *out, uint8_t *inside, int64_t T, int64_
                   int64_t h, int64_t w, int64_t r, const int64_t *xs, const int64_t *os,
                   float levels, float decay, int exact_scale, int threads) {
     int64_t items = B * h;
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
-    if (threads > items) threads = (int)items;
-    nijob_t jobs[64];
-    pthread_t ids[64];
+    threads = thread_count(threads, items);
+    nijob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         nijob_t j = {x, out, inside, T, B, C, h, w, r, items * i / threads,
                      items * (i + 1) / threads, xs, os, levels, decay, exact_scale};
         jobs[i] = j;
     }
-    int started = 0;
-    for (int i = 1; i < threads; i++) {
-        if (pthread_create(&ids[i], 0, run_nilif, &jobs[i]) != 0) break;
-        started = i;
-    }
-    run_nilif(&jobs[0]);
-    for (int i = started + 1; i < threads; i++) run_nilif(&jobs[i]);
-    for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
+    run_jobs(run_nilif, (char *)jobs, sizeof(nijob_t), threads);
     return 0;
 }
 '''
