@@ -87,11 +87,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'spikes may differ: checked >= 99.9%% spike agreement, PSNR within '
                         '0.05 dB). Models without a fast path always run the plain forward')
     p.add_argument('--fast', action='store_true', help=argparse.SUPPRESS)   # the default now
-    p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32',
+    p.add_argument('--precision', choices=('fp32', 'bf16', 'int8', 'int8+bf16'), default='fp32',
                    help='bf16: the fast path with bfloat16 convolutions (neuron state stays '
                         'float32), on CPUs with native bf16 only; faster but less faithful than '
                         'fp32 (measured 96-99%% spike agreement, up to 0.4 dB on the shipped '
-                        'weights; docs/efficiency.md), so opt-in (default: %(default)s)')
+                        'weights; docs/efficiency.md), so opt-in. int8 (--backend onnxruntime '
+                        'or openvino): the convs whose inputs are spikes in int8 (spikes exact, '
+                        'weights per channel), the rest fp32, or bf16 with int8+bf16 '
+                        '(openvino) (default: %(default)s)')
     p.add_argument('--backend', choices=BACKENDS, default='torch',
                    help='onnxruntime / openvino: run the model exported to ONNX (exact path '
                         'maths, BN folded) in ONNX Runtime (fp32) or OpenVINO (fp32, or '
@@ -223,6 +226,9 @@ def check_options(args: argparse.Namespace) -> None:
     if args.backend != 'torch':
         check_exported_backend(args)
         return
+    if args.precision.startswith('int8'):
+        raise UsageError(f'--precision {args.precision} runs in the exported graph: add '
+                         f'--backend openvino (or onnxruntime for int8)')
     if args.precision == 'bf16' and args.exact:
         raise UsageError('--precision bf16 runs the fast path; it cannot be combined with --exact')
     if args.precision == 'bf16':
@@ -233,11 +239,14 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def check_exported_backend(args: argparse.Namespace) -> None:
-    """ONNX Runtime runs the exported graph in fp32, OpenVINO in fp32 or bf16, on the CPU."""
+    """ONNX Runtime runs the exported graph in fp32 or int8, OpenVINO in fp32, bf16, int8 or
+    int8+bf16, on the CPU."""
     import importlib.util
-    bf16 = args.precision == 'bf16' and args.backend == 'onnxruntime'
-    for option, used in (('--exact', args.exact), ('--precision bf16', bf16),
-                         ('--tf32', args.tf32)):
+    from models.onnx_runtime import PRECISIONS
+    if args.precision not in PRECISIONS[args.backend]:
+        raise UsageError(f'--precision {args.precision}: --backend {args.backend} runs '
+                         f'{", ".join(PRECISIONS[args.backend])}')
+    for option, used in (('--exact', args.exact), ('--tf32', args.tf32)):
         if used:
             raise UsageError(f'{option} is a torch setting; --backend {args.backend} runs the '
                              f'exported fp32 graph (the exact path, BN folded)')
@@ -248,11 +257,11 @@ def check_exported_backend(args: argparse.Namespace) -> None:
         if importlib.util.find_spec(package) is None:
             raise InputError(f'--backend {args.backend}: the package {package} is not installed '
                              f'(pip install -r requirements-deploy.txt)')
-    if args.precision == 'bf16':
+    if args.precision.endswith('bf16'):
         import openvino
         if 'BF16' not in openvino.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
-            raise UsageError('--precision bf16: OpenVINO reports no native bfloat16 on this '
-                             'CPU; use the default fp32')
+            raise UsageError(f'--precision {args.precision}: OpenVINO reports no native '
+                             f'bfloat16 on this CPU; use fp32 or int8')
 
 
 def main(argv=None) -> int:
@@ -288,7 +297,8 @@ def restore_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         Path('results') / model.model_name / data_name(Path(args.data_path)))
     check_save_path(save, inputs, input_dir, target, args.weights)
     if args.backend != 'torch':
-        path = f'onnx export (exact path, BN folded{", bf16" if args.precision == "bf16" else ""})'
+        precision = '' if args.precision == 'fp32' else f', {args.precision}'
+        path = f'onnx export (exact path, BN folded{precision})'
         sha = file_sha256(args.weights) if args.weights else 'random weights, seed 0'
         model = cached_export(model, sha, report=lambda line: print(line, file=sys.stderr),
                               runtime=args.backend, precision=args.precision)

@@ -27,7 +27,7 @@ import torch.nn as nn
 from utils.core.errors import SpikeDerainError
 
 from .base import pad_to_multiple
-from .export import INPUT_NAME, META_PREFIX, OPSET, export_onnx
+from .export import INPUT_NAME, META_PREFIX, OPSET, example_input, export_onnx
 
 CACHE_ENV = 'SPIKEDERAIN_CACHE'
 # Bumped when the exported graph changes for the same weights (the cache key includes it).
@@ -76,23 +76,27 @@ def openvino_model(source: str | os.PathLike | bytes, threads: int | None = None
                         ) from None
     what, source = _source(source)
     core = ov.Core()
-    if precision not in OPENVINO_PRECISIONS:
-        raise OnnxError(f'precision {precision!r}: OpenVINO runs {", ".join(OPENVINO_PRECISIONS)}')
-    if precision == 'bf16' and 'BF16' not in core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
-        raise OnnxError('precision bf16: OpenVINO reports no native bfloat16 on this CPU')
+    if precision not in PRECISIONS['openvino']:
+        raise OnnxError(f'precision {precision!r}: OpenVINO runs '
+                        f'{", ".join(PRECISIONS["openvino"])}')
+    bf16 = precision.endswith('bf16')
+    if bf16 and 'BF16' not in core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
+        raise OnnxError(f'precision {precision}: OpenVINO reports no native bfloat16 on this CPU')
     try:
         graph = core.read_model(source) if isinstance(source, str) else \
             core.read_model(source, b'')
         return core.compile_model(graph, 'CPU', {
-            'INFERENCE_PRECISION_HINT': 'f32' if precision == 'fp32' else 'bf16',
+            'INFERENCE_PRECISION_HINT': 'bf16' if bf16 else 'f32',
             'INFERENCE_NUM_THREADS': int(threads or torch.get_num_threads()),
             'NUM_STREAMS': 1})
     except Exception as err:        # OpenVINO raises RuntimeError with a long report
         raise OnnxError(f'{what}: OpenVINO cannot load it: {_first_line(err)}') from None
 
 
-OPENVINO_PRECISIONS = ('fp32', 'bf16')
-RUNTIMES = ('onnxruntime', 'openvino')
+# What each runtime runs. int8: the convs whose inputs are spikes in int8, the rest in fp32
+# (int8+bf16: the rest in bfloat16); see models/quantize.py.
+PRECISIONS = {'onnxruntime': ('fp32', 'int8'), 'openvino': ('fp32', 'bf16', 'int8', 'int8+bf16')}
+RUNTIMES = tuple(PRECISIONS)
 
 
 def _source(source) -> tuple[str | Path, str | bytes]:
@@ -159,8 +163,9 @@ class OnnxRestorer(nn.Module):
         super().__init__()
         if runtime not in RUNTIMES:
             raise OnnxError(f'runtime {runtime!r}: choose one of {", ".join(RUNTIMES)}')
-        if runtime == 'onnxruntime' and precision != 'fp32':
-            raise OnnxError(f'precision {precision}: the onnxruntime backend runs fp32')
+        if precision not in PRECISIONS[runtime]:
+            raise OnnxError(f'precision {precision}: the {runtime} backend runs '
+                            f'{", ".join(PRECISIONS[runtime])}')
         self.backend, self.precision = runtime, precision
         self.path = 'the exported graph' if isinstance(source, bytes) else Path(source)
         self.model_name = getattr(model, 'model_name', type(model).__name__)
@@ -174,12 +179,26 @@ class OnnxRestorer(nn.Module):
             raise OnnxError(f'{self.path}: its input {name} {shape} is not an image '
                             f'[1,{self.in_channels},H,W] of a {self.model_name} export')
         check_origin(self.path, meta, self.model_name, self.config, weights_sha256)
+        source = self._with_precision(source, meta, model, precision)
         if runtime == 'onnxruntime':
             ort_session = session(source, threads)
             self._run = lambda x: ort_session.run(None, {INPUT_NAME: x})[0]
         else:
             compiled = openvino_model(source, threads, precision)
             self._run = lambda x: compiled(x)[0]
+
+    def _with_precision(self, source, meta: dict, model: nn.Module, precision: str):
+        """The graph to run: an int8 file as it is, an fp32 one as it is or quantised now
+        (:func:`models.quantize.quantize_int8`, calibrated on the export's test image)."""
+        stored = meta.get(META_PREFIX + 'precision', 'fp32')
+        wants_int8 = precision.startswith('int8')
+        if stored == 'int8' and not wants_int8:
+            raise OnnxError(f'{self.path}: an int8 export; run it with precision int8')
+        if stored == 'int8' or not wants_int8:
+            return source
+        from .quantize import quantize_int8
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        return quantize_int8(data, example_input(model).numpy())
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() != 4 or img.shape[1] != self.in_channels:

@@ -57,7 +57,7 @@ def test_exported_backend_matches_torch_exact_on_a_folder(tmp_path, cli, paired_
 
 
 @pytest.mark.parametrize('args, words', [
-    (('--precision', 'bf16'), '--precision bf16 is a torch setting'),
+    (('--precision', 'bf16'), '--precision bf16: --backend onnxruntime runs fp32, int8'),
     (('--exact',), '--exact is a torch setting'),
     (('--device', 'cuda'), '--device cuda: --backend onnxruntime runs on the CPU'),
 ])
@@ -65,3 +65,31 @@ def test_torch_only_options_are_refused(tmp_path, cli, args, words):
     code, _, err = cli('test.py', '--random_weights', '--model', 'spikerain-tiny',
                        '--data_path', tmp_path, '--backend', 'onnxruntime', *args)
     assert code == 2 and err.count('\n') == 1 and words in err, err
+
+
+def test_int8_needs_an_exported_backend(tmp_path, cli):
+    code, _, err = cli('test.py', '--random_weights', '--model', 'spikerain-tiny',
+                       '--data_path', tmp_path, '--precision', 'int8')
+    assert code == 2 and err.count('\n') == 1 and 'add --backend openvino' in err, err
+
+
+def test_int8_backend_restores_a_folder_close_to_torch_exact(tmp_path, cli, paired_folder,
+                                                             tiny_weights):
+    """int8 in OpenVINO (spikes exact, weights rounded): same files, scores within 0.3 dB of
+    the exact path, the precision in the manifest."""
+    split = paired_folder(tmp_path / 'split', 2, sizes=[(37, 50), (48, 64)])
+    weights = tiny_weights('spikerain-tiny')
+    env = {'SPIKEDERAIN_CACHE': str(tmp_path / 'cache')}
+    common = ('--weights', weights, '--data_path', split, '--target_path', split / 'target',
+              '--no_progress')
+    code, out_t, err = cli('test.py', *common, '--exact', '--save_path', tmp_path / 'torch',
+                           env=env)
+    assert code == 0, err
+    code, out_q, err = cli('test.py', *common, '--backend', 'openvino', '--precision', 'int8',
+                           '--save_path', tmp_path / 'int8', env=env)
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / 'int8').glob('*.png'))
+    assert names == sorted(p.name for p in (tmp_path / 'torch').glob('*.png')) and names
+    assert abs(_scores(out_t)[0] - _scores(out_q)[0]) < 0.3
+    recipe = json.loads((tmp_path / 'int8' / MANIFEST_NAME).read_text())['recipe']
+    assert recipe['precision'] == 'int8' and recipe['backend'].startswith('openvino ')
