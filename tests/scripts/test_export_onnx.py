@@ -1,4 +1,4 @@
-"""tools/export_onnx.py: writes a checked .onnx, or nothing and one line; tools/onnx_benchmark.py
+"""tools/export_onnx.py: writes a checked .onnx, or nothing and one line; tools/deploy_benchmark.py
 (subprocess)."""
 import json
 
@@ -58,16 +58,40 @@ def test_out_must_be_onnx(tmp_path, run):
     assert code == 2 and 'name the file .onnx' in err
 
 
-def test_onnx_benchmark_reports_fidelity_and_times(tmp_path, cli, tiny_weights):
+def test_deploy_benchmark_times_paths_and_judges_quality(tmp_path, cli, tiny_weights):
+    """tools/deploy_benchmark.py on a tiny model: each path timed against the conv floor with
+    its peak memory, quality against exact on held-out photos, int8 spikes counted."""
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for i, colour in enumerate([(120, 80, 40), (30, 160, 200)]):
+        Image.new('RGB', (60, 40), colour).save(photos / f'p{i}.png')
     report = tmp_path / 'r.json'
-    code, out, err = cli('tools/onnx_benchmark.py', '--weights', tiny_weights('esdnet-tiny'),
-                         '--size', 32, '--repeats', 1, '--json', report)
+    paths = ('torch exact', 'onnxruntime fp32', 'openvino int8')
+    code, out, err = cli('tools/deploy_benchmark.py', '--weights', tiny_weights('spikerain-tiny'),
+                         '--sizes', 32, '--repeats', 2, '--paths', *paths, '--photos',
+                         photos, '--heldout_size', 32, '--json', report)
     assert code == 0, err
-    assert 'time per image' in out and '1 thread(s)' in out
+    assert '| onnxruntime fp32 |' in out and out.startswith('CPU: ')
     result = json.loads(report.read_text())['results'][0]
-    assert [r['photo'] for r in result['photos']] == ['astronaut', 'coffee', 'chelsea', 'rocket']
-    assert min(r['vs_exact_db']['onnxruntime fp32'] for r in result['photos']) >= 50
-    timed = set(result['seconds_per_image'])
-    assert {'torch default (fast)', 'onnxruntime fp32', 'openvino fp32'} <= timed
-    assert 'torch exact' not in timed                  # only with --time_exact
-    assert min(r['vs_exact_db']['openvino fp32'] for r in result['photos']) >= 50
+    assert set(result['sizes']) == {'32'}
+    for size in result['sizes'].values():
+        assert size['floor_s'] > 0 and set(size['paths']) == set(paths)
+        assert all(1 <= len(r['times']) <= 2 and r['peak_bytes'] >= 0
+                   for r in size['paths'].values())
+    quality = result['quality']
+    assert quality['torch exact']['mean_diff_db'] == 0 and quality['torch exact']['parity']
+    assert quality['onnxruntime fp32']['min_vs_exact_db'] >= 50
+    assert quality['torch exact']['images'] == 4                 # light and heavy per photo
+    assert 0 < result['int8']['int8_convs'] < result['int8']['convs']
+
+
+@pytest.mark.parametrize('args, words', [
+    (('--paths', 'tensorrt fp16'), "--paths 'tensorrt fp16': this machine runs"),
+    (('--photos', 'nowhere'), '--photos nowhere: no photos there'),
+    (('--sizes', 8), '--sizes and --heldout_size must be >= 16'),
+])
+def test_deploy_benchmark_refuses_bad_options(tmp_path, cli, tiny_weights, args, words):
+    code, _, err = cli('tools/deploy_benchmark.py', '--weights', tiny_weights('spikerain-tiny'),
+                       *args)
+    assert code == 2 or code == 1, err
+    assert err.count('\n') == 1 and words in err, err
