@@ -31,7 +31,7 @@ from .export import INPUT_NAME, META_PREFIX, OPSET, example_input, export_onnx
 
 CACHE_ENV = 'SPIKEDERAIN_CACHE'
 # Bumped when the exported graph changes for the same weights (the cache key includes it).
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 INSTALL_HINT = 'pip install -r requirements-deploy.txt'
 
 

@@ -130,3 +130,19 @@ def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor(run):
     if gains:                     # the model's bf16 gain as a share of its convs' bf16 gain
         gain, convs, share = float(row[-3][:-1]), float(row[-2][:-1]), float(row[-1][:-1])
         assert abs(share - 100 * gain / convs) < 1.5
+
+
+def test_large_floors_share_one_input_buffer(monkeypatch):
+    """Past SHARED_INPUTS_BYTES (1 MP images) every conv input is a channels-last view into one
+    buffer, so the floor fits in memory; the convs still see their own shapes."""
+    from utils.efficiency import benchmark
+    calls = record_conv_calls(build_model('spikerain-tiny'), (1, 3, 32, 32), train=False)
+    separate = benchmark._conv_operands(calls, torch.device('cpu'), False)
+    assert len({x.data_ptr() for _, x, *_ in separate}) == len(calls)
+    monkeypatch.setattr(benchmark, 'SHARED_INPUTS_BYTES', 1)
+    ops = benchmark._conv_operands(calls, torch.device('cpu'), False)
+    assert len({x.untyped_storage().data_ptr() for _, x, *_ in ops}) == 1
+    for (_, x, *_), call in zip(ops, calls):
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        assert tuple(x.shape) == call.input_shape and x.is_contiguous(memory_format=fmt)
+    benchmark._conv_floor_once(ops, backward=False)

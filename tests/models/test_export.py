@@ -140,3 +140,22 @@ def test_openvino_runs_the_same_file(exported, tiny_weights):
     model, data = exported('spikerain-tiny')
     with pytest.raises(OnnxError, match='onnxruntime backend runs fp32'):
         OnnxRestorer(data, model, runtime='onnxruntime', precision='bf16')
+
+
+@pytest.mark.parametrize('lean', [True, False])
+def test_export_lif_gives_spikingjellys_spikes_bit_for_bit(lean):
+    """The LIF's export twin, in its lean form (the papers' neuron: reset to 0, tau 2) and in
+    the general formulas, fires exactly where spikingjelly's multi-step LIF does, every T,
+    inputs over four decades."""
+    from models.export import ExportLIF
+    from models.spiking import make_lif
+    gen = torch.Generator().manual_seed(0)
+    for steps in (1, 2, 4, 6):
+        x = torch.randn(steps, 2, 8, 33, 29, generator=gen) * torch.logspace(-3, 1, 29)
+        lif = make_lif()
+        twin = ExportLIF(lif)
+        assert twin.lean
+        twin.lean = lean
+        assert torch.equal(twin(x), lif(x)), steps
+        lif.reset()
+    assert not ExportLIF(make_lif(tau=3.0)).lean and not ExportLIF(make_lif(v_reset=None)).lean

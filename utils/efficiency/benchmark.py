@@ -18,6 +18,7 @@ every variant alike; the ratios between them are what to compare.
 from __future__ import annotations
 
 import copy
+import math
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -201,12 +202,31 @@ def record_conv_calls(model: nn.Module, input_shape: tuple, train: bool) -> list
     return calls
 
 
+# Above this many bytes of conv inputs (e.g. 1 MP images), every call's input is a view into
+# one shared buffer, so the floor fits in memory (each input is far larger than any cache then).
+SHARED_INPUTS_BYTES = 2 * 2**30
+
+
+def _input_view(buffer: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """A channels-last tensor of ``shape`` over the start of ``buffer``."""
+    n, c, *spatial = shape
+    flat = buffer[:math.prod(shape)].view(n, *spatial, c)
+    return flat.permute(0, flat.dim() - 1, *range(1, flat.dim() - 1))
+
+
 def _conv_operands(calls: list[ConvCall], device: torch.device, requires_grad: bool,
                    dtype: torch.dtype = torch.float32):
+    sizes = [math.prod(c.input_shape) for c in calls]
+    shared = None
+    if sum(sizes) * torch.finfo(dtype).bits // 8 > SHARED_INPUTS_BYTES and not requires_grad:
+        shared = torch.rand(max(sizes), device=device).to(dtype)
     ops = []
     for c in calls:
         fmt = torch.channels_last if len(c.input_shape) == 4 else torch.channels_last_3d
-        x = torch.rand(c.input_shape, device=device).to(dtype).contiguous(memory_format=fmt)
+        if shared is not None:
+            x = _input_view(shared, c.input_shape)
+        else:
+            x = torch.rand(c.input_shape, device=device).to(dtype).contiguous(memory_format=fmt)
         w = torch.randn(c.weight_shape, device=device).to(dtype).contiguous(memory_format=fmt)
         b = torch.randn(c.weight_shape[0], device=device).to(dtype) if c.bias else None
         if requires_grad:
