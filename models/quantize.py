@@ -8,11 +8,14 @@ which keeps each filter's shape). Convs whose inputs are real-valued (the first 
 image, the last one back to it, the attention's small convs on pooled vectors, VLIF-Net's convs
 on membrane values) stay in float, because their activations would be rounded.
 
-Which conv inputs are spikes is decided by running the float graph once on a calibration image
-and looking at the values: a tensor is spikes with step ``1/L`` when every value is ``k/L``
-with ``0 <= k <= 255`` and ``L`` a power of two up to :data:`MAX_LEVELS`. A real-valued
-activation never lands on such a grid over a whole image; the tests check on other images that
-every quantised activation round-trips exactly.
+Which conv inputs are spikes is decided twice. By construction (:func:`spike_tensors`): the
+tensor comes out of a neuron's fire op (the LIF's threshold compare turned to 0/1, the NI-LIF's
+rounding divided by its levels) through ops that only move values (reshape, concat, slice,
+transpose, max pooling, ...). And by value: on a calibration image every value is ``k/L`` with
+``0 <= k <= 255`` and ``L`` a power of two up to :data:`MAX_LEVELS` (:func:`spike_step`), which
+gives the step. Values alone are not enough: a ReLU that is zero everywhere on one image sits
+on every grid and is real-valued on the next. The tests check on other images that every
+quantised activation round-trips exactly.
 
 :func:`quantize_int8` returns the graph with ``QuantizeLinear``/``DequantizeLinear`` pairs (the
 QDQ form both ONNX Runtime and OpenVINO read as int8 layers); :func:`int8_summary` says how many
@@ -55,6 +58,38 @@ def spike_step(values: np.ndarray) -> float | None:
             return 1.0 / levels
         levels *= 2
     return None
+
+
+# Ops that only move, copy or select values: spikes in, spikes out.
+# (Cast: spikes are small integers, exact in every float and integer type.)
+_VALUE_PRESERVING = {'Reshape', 'Squeeze', 'Unsqueeze', 'Concat', 'Split', 'Slice', 'Transpose',
+                     'Cast', 'Gather', 'Identity', 'Flatten', 'Expand', 'Tile', 'MaxPool',
+                     'ReduceMax'}
+
+
+def spike_tensors(proto) -> set[str]:
+    """Names of the tensors that hold spikes by construction: a fire op's output (``Cast`` or
+    ``Where`` of a ``GreaterOrEqual``: the LIF; ``Div`` of a ``Round``: the NI-LIF), and what
+    value-preserving ops make of spikes only (:data:`_VALUE_PRESERVING`, plus ``Resize`` in
+    nearest mode). The graph's nodes are in topological order (ONNX requires it)."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    spikes: set[str] = set()
+
+    def op_of(name):
+        node = producer.get(name)
+        return node.op_type if node is not None else None
+
+    for node in proto.graph.node:
+        op, ins = node.op_type, [i for i in node.input if i]
+        fired = (op in ('Cast', 'Where') and ins and op_of(ins[0]) == 'GreaterOrEqual') or \
+            (op == 'Div' and ins and op_of(ins[0]) == 'Round')
+        nearest = op == 'Resize' and any(a.name == 'mode' and a.s == b'nearest'
+                                         for a in node.attribute)
+        moved = (op in _VALUE_PRESERVING or nearest) and ins and ins[0] in spikes and (
+            op != 'Concat' or all(i in spikes for i in ins))
+        if fired or moved:
+            spikes.update(node.output)
+    return spikes
 
 
 def conv_inputs(data: bytes, image: np.ndarray, threads: int = 1
@@ -109,9 +144,11 @@ def quantize_int8(data: bytes, image: np.ndarray, threads: int = 1) -> bytes:
         if node.op_type == 'Conv' and not node.name:
             node.name = f'conv{i}'
     renamed = proto.SerializeToString()
+    by_name = {n.name: n for n in proto.graph.node if n.op_type == 'Conv'}
+    spikes = spike_tensors(proto)
     steps = {}
     for name, (x, _, _) in conv_inputs(renamed, image, threads).items():
-        step = spike_step(x)
+        step = spike_step(x) if by_name[name].input[0] in spikes else None
         if step is not None:
             steps[name] = step
     consts = _constants(proto)

@@ -11,7 +11,7 @@ from models.acceleration import plain_forward
 from models.export import META_PREFIX, example_input, onnx_bytes
 from models.onnx_runtime import OnnxError, OnnxRestorer, compare_with_torch
 from models.quantize import (conv_inputs, int8_summary, quantize_int8, quantize_weights,
-                             spike_step)
+                             spike_step, spike_tensors)
 
 
 @pytest.fixture(scope='module')
@@ -35,6 +35,25 @@ def test_spike_step_finds_the_grid_or_none():
     assert spike_step(np.array([-1.0, 0.0, 1.0])) is None        # negative
     assert spike_step(np.array([0.0, 0.3])) is None              # real-valued
     assert spike_step(np.array([], dtype=np.float32)) is None
+
+
+@pytest.mark.parametrize('name', ['spikerain-tiny', pytest.param('vlif-net-tiny',
+                                                                 marks=pytest.mark.slow)])
+def test_only_tensors_made_of_spikes_are_quantised(exported, name):
+    """Values alone are not evidence (a ReLU that is zero on the calibration image sits on every
+    grid): each quantised activation comes from a fire op through value-moving ops."""
+    import onnx
+    _, data, q = exported(name)
+    fp32 = onnx.load_from_string(data)
+    spikes = spike_tensors(fp32)
+    producer = {o: n.op_type for n in fp32.graph.node for o in n.output}
+    quantised = [n.input[0] for n in onnx.load_from_string(q).graph.node
+                 if n.op_type == 'QuantizeLinear']
+    assert quantised and all(x in spikes for x in quantised)
+    assert not any(producer[x] in ('Relu', 'Add', 'Mul', 'GlobalAveragePool')
+                   for x in quantised)
+    fires = [n for n in fp32.graph.node if n.op_type in ('Where', 'Div') and n.output[0] in spikes]
+    assert fires                                         # the neurons' outputs were found
 
 
 def test_weights_are_rounded_per_channel_within_half_a_step():
