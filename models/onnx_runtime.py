@@ -169,6 +169,7 @@ class OnnxRestorer(nn.Module):
         self.backend, self.precision = runtime, precision
         self.path = 'the exported graph' if isinstance(source, bytes) else Path(source)
         self.model_name = getattr(model, 'model_name', type(model).__name__)
+        self.family = type(model).__name__          # for memory estimates scaled by family
         self.config = dict(getattr(model, 'config', {}))
         self.T = getattr(model, 'T', None)
         self.size_multiple = int(getattr(model, 'size_multiple', 1))

@@ -27,7 +27,8 @@ from utils.core.errors import UsageError
 from utils.efficiency.benchmark import read_peak, reset_peak, run_isolated
 from utils.inference.memory import TABLE_PATH
 
-PATHS = ('fast', 'exact', 'bf16')
+PATHS = ('fast', 'exact', 'bf16', 'onnxruntime', 'openvino')
+RUNTIMES = ('onnxruntime', 'openvino')     # the exported graph (fp32), as test.py --backend
 DEFAULT_MODELS = ('spikerain-tiny', 'spikerain-s', 'esdnet-tiny', 'esdnet', 'vlif-net-tiny',
                   'vlif-net')
 
@@ -38,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f'registered names, or all ({", ".join(DEFAULT_MODELS)})')
     p.add_argument('--paths', nargs='+', default=list(PATHS), choices=PATHS,
                    help='forwards to measure (fast: test.py\'s default; models without a fast '
-                        'path have exact only; bf16 only on CPUs with native bf16)')
+                        'path have exact only; bf16 only on CPUs with native bf16; onnxruntime '
+                        'and openvino: the exported graph in fp32, as test.py --backend)')
     p.add_argument('--sizes', type=int, nargs='+', default=[128, 256, 384],
                    help='square image sides to fit the line through')
     p.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
@@ -51,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _build(name: str, path: str, device: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(name).to(device).eval()
+    if path in RUNTIMES:                 # exported here, in the measuring process
+        from models.export import onnx_bytes
+        from models.onnx_runtime import OnnxRestorer
+        return OnnxRestorer(onnx_bytes(model), model, torch.get_num_threads(), runtime=path)
     if path != 'exact':
         model = optimize_for_inference(model, precision='bf16' if path == 'bf16' else 'fp32')
     return model
@@ -114,7 +120,9 @@ def main(argv=None) -> int:
     for name in names:
         probe = build_model(name)
         for path in args.paths:
-            if path != 'exact' and not supports_fast_path(probe):
+            if path in RUNTIMES and device.type != 'cpu':
+                continue
+            if path in ('fast', 'bf16') and not supports_fast_path(probe):
                 continue
             if path == 'bf16' and (device.type != 'cpu' or not bf16_supported()):
                 print(f'{name} bf16: skipped (no native bf16 here)')

@@ -55,6 +55,26 @@ def test_estimate_is_the_measured_line_and_grows_with_pixels_and_batch(esdnet):
     assert coefficients(unnamed).source.startswith('not measured')
 
 
+def test_the_exported_graph_uses_its_runtime_line_or_else_the_exact_paths(esdnet):
+    """test.py --backend: the runtime's own measured line when the table has one, else the
+    model's exact torch path (the same maths), never a line scaled from another family."""
+    class Exported(nn.Module):             # what memory.py sees of models.onnx_runtime's class
+        def __init__(self, backend):
+            super().__init__()
+            self.backend, self.family = backend, 'ESDNet'
+            self.model_name, self.config = esdnet.model_name, esdnet.config
+            self.anchor = nn.Parameter(torch.zeros(0))
+    entry = dict(model=esdnet.model_name, config=esdnet.config, device='cpu', family='ESDNet',
+                 bytes_per_pixel=1000.0, constant_bytes=10)
+    table = {'entries': [dict(entry, path='exact'),
+                         dict(entry, path='openvino', bytes_per_pixel=400.0)]}
+    ov = coefficients(Exported('openvino'), table=table)
+    ort = coefficients(Exported('onnxruntime'), table=table)
+    assert ov.source == 'measured' and ov.per_pixel < ort.per_pixel
+    assert ort.source == 'measured (the exact torch path)'
+    assert ort.per_pixel == coefficients(esdnet, table=table).per_pixel
+
+
 def test_plan_is_whole_when_it_fits_and_tiles_that_fit_when_not(esdnet):
     roomy = plan_tiling(esdnet, H, W, overlap=16, budget=10**12)
     assert roomy.tile is None and roomy.recipe() == 'whole'

@@ -95,3 +95,13 @@ def test_deploy_benchmark_refuses_bad_options(tmp_path, cli, tiny_weights, args,
                        *args)
     assert code == 2 or code == 1, err
     assert err.count('\n') == 1 and words in err, err
+
+
+def test_measure_memory_measures_the_exported_graph(cli):
+    """tools/measure_memory.py --paths onnxruntime: the runtime's own line for automatic tiling
+    (printed, not written)."""
+    code, out, err = cli('tools/measure_memory.py', '--model', 'spikerain-tiny', '--paths',
+                         'onnxruntime', '--sizes', 32, 64)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith('spikerain-tiny'))
+    assert 'onnxruntime cpu:' in line and 'KB/pixel' in line and 'wrote' not in out

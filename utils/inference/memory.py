@@ -66,7 +66,11 @@ def parse_bytes(text: str, what: str = BUDGET_ENV) -> int:
 
 def model_path(model: nn.Module) -> str:
     """``fast``, ``bf16`` or ``exact``: which forward the model runs (duck-typed on the
-    ``fast_path`` that :mod:`models.acceleration` attaches)."""
+    ``fast_path`` that :mod:`models.acceleration` attaches); ``onnxruntime`` or ``openvino``
+    for the exported graph (:class:`models.onnx_runtime.OnnxRestorer`'s ``backend``)."""
+    backend = getattr(model, 'backend', None)
+    if isinstance(backend, str):
+        return backend
     plan = getattr(model, 'fast_path', None)
     if plan is None:
         return 'exact'
@@ -99,19 +103,27 @@ def coefficients(model: nn.Module, device: torch.device | str | None = None,
                  table: dict | None = None) -> Coefficients:
     """The measured coefficients of ``model`` (its name, config and path) on ``device``;
     a config the table lacks is scaled from its family (width x time steps, x1.5), a CUDA
-    device without entries uses the CPU's."""
+    device without entries uses the CPU's. The exported graph without entries of its own uses
+    the model's exact torch path (the same maths; measured peaks of both runtimes are lower)."""
     table = table or load_table()
     device = torch.device(device or next(model.parameters()).device)
     name, path = getattr(model, 'model_name', None), model_path(model)
     config = _comparable(getattr(model, 'config', {}))
     entries = table['entries']
-    for dev in dict.fromkeys((device.type, 'cpu')):
-        for e in entries:
-            if (e['model'] == name and e['path'] == path and e['device'] == dev
-                    and _comparable(e['config']) == config):
-                return Coefficients(e['bytes_per_pixel'] * SAFETY, e['constant_bytes'] * SAFETY,
-                                    'measured' if dev == device.type else 'measured on the CPU')
-    family = type(model).__name__
+    exported = path in ('onnxruntime', 'openvino')
+    for wanted in (path, 'exact') if exported else (path,):
+        for dev in dict.fromkeys((device.type, 'cpu')):
+            for e in entries:
+                if (e['model'] == name and e['path'] == wanted and e['device'] == dev
+                        and _comparable(e['config']) == config):
+                    source = 'measured' if dev == device.type else 'measured on the CPU'
+                    if wanted != path:
+                        source += ' (the exact torch path)'
+                    return Coefficients(e['bytes_per_pixel'] * SAFETY,
+                                        e['constant_bytes'] * SAFETY, source)
+    if exported:
+        path = 'exact'
+    family = getattr(model, 'family', None) or type(model).__name__
     dim, steps = float(config.get('dim', 48)), float(config.get('T', 4))
     candidates = [e for e in entries if e['device'] == 'cpu' and e['path'] == path] or \
         [e for e in entries if e['device'] == 'cpu']
