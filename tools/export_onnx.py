@@ -6,7 +6,9 @@
 sizes (reflect) and cropping back is the caller's (models/onnx_runtime.py does it). Before the
 file is written, ONNX Runtime runs it on test images of two sizes (two crops of a photo that
 ships with scikit-image, or --image) and its output is compared with the exact torch forward;
-the PSNR is printed and a result under --min_psnr writes nothing and exits 1.
+the PSNR is printed and a result under --min_psnr writes nothing and exits 1. ``--int8`` writes
+the int8 form instead (models/quantize.py: the convs whose inputs are spikes in int8, spikes
+exact, weights per channel), checked the same way against --min_psnr_int8.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from pathlib import Path
 import torch
 
 from models import available_models, build_from_checkpoint, build_model
-from models.export import OPSET, graph_summary, onnx_bytes
+from models.export import OPSET, example_input, graph_summary, onnx_bytes
 from models.onnx_runtime import OnnxError, OnnxRestorer, compare_with_torch
+from models.quantize import int8_summary, quantize_int8
 from utils.core.atomic import write_bytes_atomic
 from utils.core.cli import ArgumentParser, run_main
 from utils.core.errors import InputError, UsageError
@@ -44,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (17 or newer)')
     p.add_argument('--min_psnr', type=float, default=50.0,
                    help='least PSNR (dB) of ONNX Runtime against the exact torch path')
+    p.add_argument('--int8', action='store_true',
+                   help='write the int8 form (spike inputs exact, weights per channel)')
+    p.add_argument('--min_psnr_int8', type=float, default=35.0,
+                   help='with --int8: least PSNR (dB) of the int8 graph against exact torch')
     return p.parse_args(argv)
 
 
@@ -100,11 +107,23 @@ def main(argv=None) -> int:
     if min(scores) < args.min_psnr:
         raise OnnxError(f'{model.model_name}: ONNX Runtime output {min(scores):.1f} dB from the '
                         f'exact torch path, under --min_psnr {args.min_psnr:g}; nothing written')
+    form = ''
+    if args.int8:
+        data = quantize_int8(data, example_input(model).numpy())
+        scores = compare_with_torch(model, OnnxRestorer(data, model, precision='int8'), images)
+        summary = int8_summary(data)
+        print(f'{model.model_name}: int8 ({summary["int8_convs"]} of {summary["convs"]} convs) '
+              f'vs the exact torch path, PSNR ' + ', '.join(f'{s:.1f} dB' for s in scores))
+        if min(scores) < args.min_psnr_int8:
+            raise OnnxError(f'{model.model_name}: int8 output {min(scores):.1f} dB from the '
+                            f'exact torch path, under --min_psnr_int8 {args.min_psnr_int8:g}; '
+                            f'nothing written')
+        form = ', int8 spike convs'
     write_bytes_atomic(args.out, data)
     print(f'wrote {args.out}: {model.model_name}, opset {graph["opset"]}, {graph["nodes"]} '
-          f'standard ops, T={model.T} steps unrolled, BatchNorm folded, input image [1,3,H,W] '
-          f'with H, W multiples of {model.size_multiple}; {len(data) / 1e6:.1f} MB, exported '
-          f'in {seconds:.1f} s')
+          f'standard ops, T={model.T} steps unrolled, BatchNorm folded{form}, input image '
+          f'[1,3,H,W] with H, W multiples of {model.size_multiple}; {len(data) / 1e6:.1f} MB, '
+          f'exported in {seconds:.1f} s')
     return 0
 
 

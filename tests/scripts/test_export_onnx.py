@@ -31,6 +31,19 @@ def test_export_writes_a_checked_standard_graph(tmp_path, run, tiny_weights):
     assert {n.domain for n in proto.graph.node} == {''}
 
 
+def test_int8_export_is_checked_and_runs_as_int8(tmp_path, run, tiny_weights):
+    out, image = tmp_path / 'q.onnx', tmp_path / 'photo.png'
+    Image.new('RGB', (56, 40), (120, 80, 40)).save(image)
+    code, stdout, err = run('--weights', tiny_weights('spikerain-tiny'), '--out', out, '--int8',
+                            '--min_psnr_int8', 15, '--image', image)
+    assert code == 0, err
+    assert ', int8 spike convs' in stdout and 'int8 (' in stdout
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta['spikederain.precision'] == 'int8'
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear', 'Conv'} <= ops
+
+
 def test_a_failed_check_writes_nothing(tmp_path, run):
     out = tmp_path / 'm.onnx'
     image = tmp_path / 'photo.png'
