@@ -253,7 +253,8 @@ def check_exported_backend(args: argparse.Namespace) -> None:
     if args.device not in ('auto', 'cpu'):
         raise UsageError(f'--device {args.device}: --backend {args.backend} runs on the CPU')
     args.device = 'cpu'
-    for package in ('onnx', args.backend):
+    calibration = ('onnxruntime',) if args.precision.startswith('int8') else ()  # quantize.py
+    for package in dict.fromkeys(('onnx', args.backend, *calibration)):
         if importlib.util.find_spec(package) is None:
             raise InputError(f'--backend {args.backend}: the package {package} is not installed '
                              f'(pip install -r requirements-deploy.txt)')
