@@ -7,7 +7,10 @@ For each weights file it exports the model once (fp32, and its int8 form: models
 then for each size (``1024`` is 1 MP) and each path (torch exact, default, bf16; ONNX Runtime
 fp32, int8; OpenVINO fp32, bf16, int8, int8+bf16; bf16 only where the CPU has it) measures in a
 fresh process the peak memory of the first call (over the loaded model) and the median time of
-up to ``--repeats`` calls, next to the model's fp32 conv floor at that size. Quality is judged
+up to ``--repeats`` calls, next to the model's fp32 conv floor at that size. A path whose
+measured memory line (utils/inference/memory_table.json) says it needs more than the free memory
+for one image whole is not run at that size (test.py would tile it); one whose process is killed
+(out of memory) is reported as such. Quality is judged
 on photos never trained on (``--photos``, default the held-out split of ``make photos``):
 light and heavy rain on each photo shrunk to ``--heldout_size``, every path's Y-PSNR against
 the clean photo next to the exact path's, and its RGB PSNR against the exact output. A path is
@@ -22,6 +25,7 @@ import math
 import statistics
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -40,6 +44,7 @@ from utils.efficiency.deployment import (available_paths, build_path, measure_fl
                                          measure_path)
 from utils.eval.heldout import heldout_pairs, load_photos
 from utils.eval.metrics import calculate_psnr
+from utils.inference.memory import available_memory, estimate_forward, format_bytes
 
 PARITY_MEAN_DB, PARITY_WORST_DB = 0.1, 0.3
 
@@ -124,12 +129,36 @@ def measure_model(weights: str, paths: list[str], args, tmp: Path) -> dict:
         floor = measure_floor(model.model_name, size, args.threads, args.repeats, args.budget_s)
         timed = {}
         for path in tqdm(paths, desc=f'{model.model_name} {size}x{size}', leave=False):
-            timed[path] = measure_path(path, weights, graphs, size, args.threads, args.repeats,
-                                       args.budget_s)
+            need, free = whole_image_bytes(model, path, size), available_memory('cpu')
+            if free is not None and need > free:
+                timed[path] = {'skipped': f'needs ~{format_bytes(need)} whole, '
+                                          f'{format_bytes(free)} free'}
+                continue
+            try:
+                timed[path] = measure_path(path, weights, graphs, size, args.threads,
+                                           args.repeats, args.budget_s)
+            except RuntimeError as err:              # the measuring process was killed
+                timed[path] = {'skipped': str(err).split(': ', 1)[-1]}
         result['sizes'][str(size)] = {'floor_s': floor['median_s'], 'paths': timed}
     photos = load_photos(args.photos, args.heldout_size, args.heldout_limit)
     result['quality'] = judge(paths, weights, graphs, photos, args.threads)
     return result
+
+
+def whole_image_bytes(model, path: str, size: int) -> int:
+    """What one ``size`` x ``size`` image takes whole on ``path``, from the measured memory
+    lines (the exported graph's own, else the exact torch path's)."""
+    if path.startswith(('onnxruntime', 'openvino')):
+        view = SimpleNamespace(backend=path.split(' ')[0])
+    elif path == 'torch exact':
+        view = SimpleNamespace(fast_path=None)
+    else:
+        precision = 'bf16' if path.endswith('bf16') else 'fp32'
+        view = SimpleNamespace(fast_path=SimpleNamespace(options=SimpleNamespace(
+            precision=precision)))
+    view.model_name, view.config = model.model_name, model.config
+    view.family, view.size_multiple = type(model).__name__, model.size_multiple
+    return estimate_forward(view, size, size, device='cpu')
 
 
 def table(result: dict, paths: list[str]) -> str:
@@ -141,6 +170,9 @@ def table(result: dict, paths: list[str]) -> str:
         cells = [path]
         for s in sizes:
             r, floor = result['sizes'][s]['paths'][path], result['sizes'][s]['floor_s']
+            if 'skipped' in r:
+                cells += ['—', '—', r['skipped']]
+                continue
             cells += [f'{r["median_s"]:.3f}', f'{r["median_s"] / floor:.2f}',
                       f'{r["peak_bytes"] / 2**20:.0f}']
         q = result['quality'][path]
