@@ -146,8 +146,9 @@ def quantize_int8(data: bytes, image: np.ndarray, threads: int = 1) -> bytes:
     renamed = proto.SerializeToString()
     by_name = {n.name: n for n in proto.graph.node if n.op_type == 'Conv'}
     spikes = spike_tensors(proto)
-    steps = {}
-    for name, (x, _, _) in conv_inputs(renamed, image, threads).items():
+    steps, macs = {}, {}
+    for name, (x, _, count) in conv_inputs(renamed, image, threads).items():
+        macs[name] = count
         step = spike_step(x) if by_name[name].input[0] in spikes else None
         if step is not None:
             steps[name] = step
@@ -184,14 +185,18 @@ def quantize_int8(data: bytes, image: np.ndarray, threads: int = 1) -> bytes:
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     proto.metadata_props.add(key=META_PREFIX + 'precision', value='int8')
+    share = sum(macs[n] for n in steps) / max(1, sum(macs.values()))
+    proto.metadata_props.add(key=META_PREFIX + 'int8_mac_share', value=f'{share:.4f}')
     return proto.SerializeToString()
 
 
 def int8_summary(data: bytes) -> dict:
-    """How much of a graph from :func:`quantize_int8` is int8: ``convs`` (int8 / all) and
-    ``weights`` (int8 weight tensors)."""
+    """How much of a graph from :func:`quantize_int8` is int8: ``convs``, ``int8_convs`` and
+    ``int8_mac_share`` (of the convs' multiply-accumulates, on the calibration image)."""
     proto = _proto(data)
     convs = [n for n in proto.graph.node if n.op_type == 'Conv']
     dq_out = {n.output[0] for n in proto.graph.node if n.op_type == 'DequantizeLinear'}
     int8 = sum(1 for n in convs if n.input[0] in dq_out and n.input[1] in dq_out)
-    return {'convs': len(convs), 'int8_convs': int8}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    share = float(meta.get(META_PREFIX + 'int8_mac_share', 'nan'))
+    return {'convs': len(convs), 'int8_convs': int8, 'int8_mac_share': share}

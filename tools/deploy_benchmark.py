@@ -181,8 +181,10 @@ def table(result: dict, paths: list[str]) -> str:
                          f'{q["worst_diff_db"]:+.2f})', 'yes' if q['parity'] else 'no']
         lines.append('| ' + ' | '.join(cells) + ' |')
     floors = ', '.join(f'{s}²: {result["sizes"][s]["floor_s"]:.3f} s' for s in sizes)
-    lines.append(f'\nfp32 conv floor: {floors}; int8 convs: {result["int8"]["int8_convs"]} of '
-                 f'{result["int8"]["convs"]}')
+    int8 = result['int8']
+    share = int8.get('int8_mac_share', math.nan)
+    lines.append(f'\nfp32 conv floor: {floors}; int8 convs: {int8["int8_convs"]} of '
+                 f'{int8["convs"]} ({100 * share:.1f} % of the conv MACs)')
     return '\n'.join(lines)
 
 

@@ -76,6 +76,7 @@ def test_quantised_activations_are_exact_on_other_images(exported, name):
     model, data, q = exported(name)
     summary = int8_summary(q)
     assert 0 < summary['int8_convs'] < summary['convs'], summary   # image convs stay float
+    assert 0 < summary['int8_mac_share'] < 1
     proto = onnx.load_from_string(q)
     steps = {}
     for node in proto.graph.node:
