@@ -77,15 +77,15 @@ def check(args) -> list[str]:
     for w in args.weights:
         if not Path(w).is_file():
             raise InputError(f'--weights {w}: no such file')
+    paths = available_paths(bf16_supported())
+    for path in args.paths or []:
+        if path not in paths:
+            raise UsageError(f'--paths {path!r}: this machine runs {", ".join(paths)}')
     if not Path(args.photos).is_dir() or not list_images(args.photos):
         raise InputError(f'--photos {args.photos}: no photos there (make photos writes '
                          f'data/photos/val)')
     if args.json:
         check_output_file('--json', args.json)
-    paths = available_paths(bf16_supported())
-    for path in args.paths or []:
-        if path not in paths:
-            raise UsageError(f'--paths {path!r}: this machine runs {", ".join(paths)}')
     return [p for p in paths if p in args.paths] if args.paths else paths
 
 
