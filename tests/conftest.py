@@ -54,6 +54,22 @@ def tiny_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def tiny_export(tiny_weights):
+    """``tiny_export(name)`` -> ``(model, the bytes of its ONNX export)`` for the tiny model's
+    ``tiny_weights(name)``, exported once per session (models/export.py). Shared: read only."""
+    from models import build_from_checkpoint
+    from models.export import onnx_bytes
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model = build_from_checkpoint(tiny_weights(name)).eval()
+            cache[name] = model, onnx_bytes(model, weights_sha256='0' * 64)
+        return cache[name]
+    return get
+
+
+@pytest.fixture(scope='session')
 def golden():
     """``golden(name)``: tests/fixtures/NAME.pt.xz as a dict of fresh tensors; ``golden.stats()``:
     parameter and FLOP counts of the official full-size configs."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import build_from_checkpoint
-from models.export import OPSET, graph_summary, onnx_bytes
+from models.export import OPSET, graph_summary
 from models.onnx_runtime import (OnnxError, OnnxRestorer, cached_export, compare_with_torch,
                                  psnr)
 
@@ -22,16 +22,9 @@ def _images():
 
 
 @pytest.fixture(scope='module')
-def exported(tiny_weights):
-    """name -> (model, the bytes of its export), exported once per module."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            model = build_from_checkpoint(tiny_weights(name)).eval()
-            cache[name] = model, onnx_bytes(model, weights_sha256='0' * 64)
-        return cache[name]
-    return get
+def exported(tiny_export):
+    """name -> (model, the bytes of its export), exported once per session."""
+    return tiny_export
 
 
 @pytest.mark.parametrize('name', FAMILIES)

@@ -15,13 +15,13 @@ from models.quantize import (conv_inputs, int8_summary, quantize_int8, quantize_
 
 
 @pytest.fixture(scope='module')
-def exported(tiny_weights):
+def exported(tiny_export):
+    """name -> (model, its export, the export's int8 form)."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            model = build_from_checkpoint(tiny_weights(name)).eval()
-            data = onnx_bytes(model, weights_sha256='0' * 64)
+            model, data = tiny_export(name)
             cache[name] = model, data, quantize_int8(data, example_input(model).numpy())
         return cache[name]
     return get

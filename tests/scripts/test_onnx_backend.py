@@ -25,20 +25,29 @@ def _scores(stdout: str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
-def test_exported_backend_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folder,
-                                                          tiny_weights, backend):
-    split = paired_folder(tmp_path / 'split', 3, sizes=[(37, 50), (48, 64), (40, 40)])
-    weights = tiny_weights('vlif-net-tiny')
+def _exact_then(cli, tmp_path, split, weights, *backend_args, out='ort'):
+    """test.py on ``split`` twice, into tmp_path/torch (--exact) and tmp_path/OUT (with
+    ``backend_args``), sharing one ONNX cache: ``(common args, env, exact stdout, the
+    backend's stdout, its stderr)``."""
     env = {'SPIKEDERAIN_CACHE': str(tmp_path / 'cache')}
     common = ('--weights', weights, '--data_path', split, '--target_path', split / 'target',
               '--no_progress')
     code, out_t, err = cli('test.py', *common, '--exact', '--save_path', tmp_path / 'torch',
                            env=env)
     assert code == 0, err
-    code, out_o, err = cli('test.py', *common, '--backend', backend,
-                           '--save_path', tmp_path / 'ort', env=env)
+    code, out_o, err = cli('test.py', *common, *backend_args, '--save_path', tmp_path / out,
+                           env=env)
     assert code == 0, err
+    return common, env, out_t, out_o, err
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_exported_backend_matches_torch_exact_on_a_folder(tmp_path, cli, paired_folder,
+                                                          tiny_weights, backend):
+    split = paired_folder(tmp_path / 'split', 3, sizes=[(37, 50), (48, 64), (40, 40)])
+    common, env, out_t, out_o, err = _exact_then(cli, tmp_path, split,
+                                                 tiny_weights('vlif-net-tiny'),
+                                                 '--backend', backend)
     assert 'exporting vlif-net-tiny to ONNX' in err and f'on {backend} (cpu)' in out_o
     names = sorted(p.name for p in (tmp_path / 'torch').glob('*.png'))
     assert names == sorted(p.name for p in (tmp_path / 'ort').glob('*.png')) and len(names) == 3
@@ -78,16 +87,9 @@ def test_int8_backend_restores_a_folder_close_to_torch_exact(tmp_path, cli, pair
     """int8 in OpenVINO (spikes exact, weights rounded): same files, scores within 0.3 dB of
     the exact path, the precision in the manifest."""
     split = paired_folder(tmp_path / 'split', 2, sizes=[(37, 50), (48, 64)])
-    weights = tiny_weights('spikerain-tiny')
-    env = {'SPIKEDERAIN_CACHE': str(tmp_path / 'cache')}
-    common = ('--weights', weights, '--data_path', split, '--target_path', split / 'target',
-              '--no_progress')
-    code, out_t, err = cli('test.py', *common, '--exact', '--save_path', tmp_path / 'torch',
-                           env=env)
-    assert code == 0, err
-    code, out_q, err = cli('test.py', *common, '--backend', 'openvino', '--precision', 'int8',
-                           '--save_path', tmp_path / 'int8', env=env)
-    assert code == 0, err
+    _, _, out_t, out_q, _ = _exact_then(cli, tmp_path, split, tiny_weights('spikerain-tiny'),
+                                        '--backend', 'openvino', '--precision', 'int8',
+                                        out='int8')
     names = sorted(p.name for p in (tmp_path / 'int8').glob('*.png'))
     assert names == sorted(p.name for p in (tmp_path / 'torch').glob('*.png')) and names
     assert abs(_scores(out_t)[0] - _scores(out_q)[0]) < 0.3
