@@ -335,9 +335,11 @@ class FastRunner:
             self.record[self.neuron_names[neuron]] = spikes.detach().clone()
 
     # ---- convs and norms ----------------------------------------------------------------
-    def conv(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    def conv(self, x: torch.Tensor, conv: nn.Conv2d, to_neuron: bool = False) -> torch.Tensor:
         """``conv(x)``; in bf16 precision the conv runs in bfloat16 (on the weight copy made by
-        :func:`optimize_for_inference`) and returns float32."""
+        :func:`optimize_for_inference`) and returns float32, or with ``to_neuron`` (its output
+        feeds only a neuron, perhaps through a folded BN) bfloat16 with the bias added by the
+        conv: the neuron reads bfloat16 exactly, so a float32 copy and a bias pass are saved."""
         if self.conv_dtype is None:
             levels = spike_levels(x)
             if (levels and self.grad and torch.is_grad_enabled() and conv.weight.requires_grad
@@ -349,6 +351,10 @@ class FastRunner:
         weight = getattr(conv, BF16_WEIGHT, None)
         if weight is None:
             weight = conv.weight.to(self.conv_dtype)
+        if to_neuron:
+            bias = None if conv.bias is None else conv.bias.to(self.conv_dtype)
+            return F.conv2d(x.to(self.conv_dtype), weight, bias, conv.stride, conv.padding,
+                            conv.dilation, conv.groups)
         y = F.conv2d(x.to(self.conv_dtype), weight, None, conv.stride, conv.padding,
                      conv.dilation, conv.groups).float()
         return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
@@ -364,6 +370,7 @@ class FastRunner:
         bn = norm.bn if isinstance(norm, StepBatchNorm2d) else norm
         if isinstance(bn, nn.Identity):
             return y
+        y = y.float()            # a bfloat16 conv output (``to_neuron``) meets an unfolded BN
         if bn.training and self.update_stats:
             return bn.super_forward(y)                    # updates the running statistics
         if bn.training:          # checkpoint recompute: same op, statistics updated on copies

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-from .native_lif import native_lif, native_nilif
+from .native_lif import native_lif, native_lif_backward, native_lif_charge, native_nilif
 from .spiking import LIFNode as FP32StateLIF
 
 # Under fp16/bf16 autocast the neurons' inputs are half precision: the membrane is integrated in
@@ -51,8 +51,8 @@ def lif_spikes(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor | None = 
     Three in-place passes per step; no bool masks (``masked_fill``/``where`` are several times
     slower than arithmetic on a CPU).
     """
-    if x.dtype == torch.float32 and x.device.type == 'cpu':      # one native pass, if built
-        target = torch.empty_like(x) if out is None else out
+    if x.dtype in (torch.float32, torch.bfloat16) and x.device.type == 'cpu':
+        target = torch.empty_like(x) if out is None else out     # one native pass, if built
         if native_lif(x, T, v_th, target):
             return target
     if x.dtype in _HALF or (out is not None and out.dtype != x.dtype):
@@ -76,6 +76,8 @@ def _charge(x: torch.Tensor, T: int, v_th: float) -> tuple[torch.Tensor, torch.T
     """Spikes and every step's charged potential H (what the backward pass needs)."""
     h_all = torch.empty_like(x)
     spikes = torch.empty_like(h_all)
+    if native_lif_charge(x, T, v_th, 0.0, spikes, h_all, None):     # one pass, if built
+        return spikes, h_all
     xs, hs, ss = _steps(x, T), _steps(h_all, T), _steps(spikes, T)
     v = None
     for t in range(T):
@@ -106,6 +108,9 @@ class _LIFFunction(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         saved, = ctx.saved_tensors
         T, v_th, alpha = ctx.T, ctx.v_th, ctx.alpha
+        native = _native_backward(saved, grad_spikes, T, v_th, alpha, ctx.keep_input)
+        if native is not None:
+            return native, None, None, None, None
         h_all = _charge(saved, T, v_th)[1] if ctx.keep_input else saved   # the same H
         grad_x = torch.empty_like(h_all)
         hs, gs, gx = _steps(h_all, T), _steps(grad_spikes, T), _steps(grad_x, T)
@@ -123,6 +128,27 @@ class _LIFFunction(torch.autograd.Function):
             if t:
                 carry = torch.mul(gh, 0.5, out=carry)     # dH[t]/dV[t-1] = 1 - 1/tau
         return grad_x, None, None, None, None
+
+
+def _native_backward(saved: torch.Tensor, grad_spikes: torch.Tensor, T: int, v_th: float,
+                     alpha: float, keep_input: bool) -> torch.Tensor | None:
+    """:class:`_LIFFunction`'s backward pass in two native passes around torch's sigmoid (which
+    a C loop would round differently), or ``None`` where the kernel is unavailable. The sigmoid
+    runs per step on the same-shaped tensors as the torch ops' backward, so its rounding (torch
+    vectorises a step's elements, and a tail of them not) is the same too."""
+    if saved.device.type != 'cpu' or saved.dtype != torch.float32:
+        return None
+    if keep_input:
+        h_all, arg = torch.empty_like(saved), torch.empty_like(saved)
+        if not native_lif_charge(saved, T, v_th, alpha, None, h_all, arg):
+            return None
+    else:
+        h_all, arg = saved, torch.sub(saved, v_th).mul_(alpha)
+    for step in _steps(arg, T):
+        step.sigmoid_()
+    if grad_spikes.stride() != h_all.stride():
+        grad_spikes = torch.empty_like(h_all).copy_(grad_spikes)
+    return native_lif_backward(h_all, arg, grad_spikes, T, v_th, alpha)
 
 
 def lif_spikes_autograd(x: torch.Tensor, T: int, v_th: float, alpha: float,

@@ -1,15 +1,21 @@
-"""The LIF (inference) and NI-LIF (inference and training) as one pass of native code, built on
-first use and cached per machine.
+"""The LIF (inference and training) and NI-LIF (inference and training forward) as one pass of
+native code, built on first use and cached per machine.
 
 Written with torch ops, the fused LIF of :mod:`models.fast_lif` makes three passes over the
 membrane per time step, and its spike writes into a dense block's channel slice are strided: on
 an Intel Xeon with AVX-512 the neuron took about as long as the convolutions it feeds. Here the
-same arithmetic (``H = X + V/2``, ``S = H >= v_th``, ``V = S ? H - H : H``) runs once per element
+same arithmetic (``H = X + V/2``, ``S = H >= v_th``, ``V = H - H*S``) runs once per element
 over all T steps, in a small C function (no torch headers, so it compiles in well under a second)
 loaded with :mod:`ctypes`, which releases the GIL while it runs on ``torch.get_num_threads()``
-threads. The spikes are the same bit for bit as
-the torch ops' (halving is exact, so a fused multiply-add rounds like the separate ops; the
-reset to 0 differs at most in the sign of a zero membrane, which no later compare can see).
+threads. The spikes are the same bit for bit as the torch ops' (halving is exact, so a fused
+multiply-add rounds like the separate ops). The inference kernel also reads a bfloat16 input
+(a bf16 conv's output) exactly, so that path needs no float32 copy.
+
+Training: :func:`native_lif_charge` is the forward (spikes, and the potential H the backward
+pass needs) and :func:`native_lif_backward` the surrogate-gradient pass through all T resets.
+Between them torch computes the sigmoid, per step as the torch ops do, because a C ``expf``
+rounds differently; every other operation is the one torch does (its ``addcmul`` is a fused
+multiply-add, hence ``fmaf``), so the gradients are the same bit for bit.
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
 the mask its straight-through gradient needs.
 
@@ -43,6 +49,7 @@ SOURCE = r'''
 #include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CHUNK 2048
 #define MAX_THREADS 64
@@ -68,58 +75,192 @@ static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) 
     for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
 }
 
+/* Training kernels' work items: rows r0 .. r0+rows-1, elements k0 .. k0+n-1 of each. Rows longer
+   than CHUNK are split; shorter ones are grouped `g` to an item when every tensor holds them
+   adjacent (so the loops run over CHUNK elements, not a few channels), else taken one by one. */
+static int64_t per_row(int64_t K) { return K > CHUNK ? (K + CHUNK - 1) / CHUNK : 1; }
+static int64_t group_size(int64_t K, int adjacent) {
+    return K > CHUNK || !adjacent ? 1 : CHUNK / K;
+}
+static int64_t item_count(int64_t R, int64_t K, int64_t g) {
+    return K > CHUNK ? R * per_row(K) : (R + g - 1) / g;
+}
+static void item_span(int64_t item, int64_t R, int64_t K, int64_t g, int64_t *r0, int64_t *rows,
+                      int64_t *k0, int64_t *n) {
+    if (K > CHUNK) {
+        *r0 = item / per_row(K); *rows = 1; *k0 = (item % per_row(K)) * CHUNK;
+        *n = K - *k0 < CHUNK ? K - *k0 : CHUNK;
+    } else {
+        *r0 = item * g; *rows = R - *r0 < g ? R - *r0 : g;
+        *k0 = 0; *n = K;
+    }
+}
+
+static float bf16_to_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Inference: items are (row, chunk of K) pairs, each running all T steps with its membrane in
+   a local array and writing its spikes straight into the output row (which may be a strided
+   channel slice of a dense block's buffer). */
 typedef struct {
-    const float *x; void *out; int bf16;
+    const void *x; void *out; int x_bf16, out_bf16;
     int64_t T, R, K, xs_t, xs_r, os_t, os_r, first, last;
     float vth;
-} job_t;
+} ijob_t;
 
-/* Items are (row, chunk of K) pairs; each runs all T steps with its membrane in a local array. */
-static void *run(void *arg) {
-    const job_t *j = (const job_t *)arg;
+static inline __attribute__((always_inline)) void infer_row(
+        const ijob_t *j, const void *xv, void *ov, float *v, int64_t n, int64_t t,
+        const int x_bf16, const int out_bf16) {
+    float half = t ? 0.5f : 0.0f;
+    for (int64_t c = 0; c < n; c++) {
+        float xc = x_bf16 ? bf16_to_float(((const uint16_t *)xv)[c]) : ((const float *)xv)[c];
+        float h = t ? xc + half * v[c] : xc;
+        int fire = h >= j->vth;
+        if (out_bf16) ((uint16_t *)ov)[c] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
+        else ((float *)ov)[c] = fire ? 1.0f : 0.0f;
+        v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
+    }
+}
+
+static void *run_inference(void *arg) {
+    const ijob_t *j = (const ijob_t *)arg;
     int64_t chunks = (j->K + CHUNK - 1) / CHUNK;
     float v[CHUNK];
+    size_t xsize = j->x_bf16 ? 2 : 4, osize = j->out_bf16 ? 2 : 4;
     for (int64_t item = j->first; item < j->last; item++) {
         int64_t r = item / chunks, k0 = (item % chunks) * CHUNK;
         int64_t n = j->K - k0 < CHUNK ? j->K - k0 : CHUNK;
         for (int64_t t = 0; t < j->T; t++) {
-            const float *x = j->x + t * j->xs_t + r * j->xs_r + k0;
-            int64_t o = t * j->os_t + r * j->os_r + k0;
-            float half = t ? 0.5f : 0.0f;
-            if (j->bf16) {
-                uint16_t *s = (uint16_t *)j->out + o;
-                for (int64_t c = 0; c < n; c++) {
-                    float h = t ? x[c] + half * v[c] : x[c];
-                    int fire = h >= j->vth;
-                    s[c] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
-                    v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
-                }
-            } else {
-                float *s = (float *)j->out + o;
-                for (int64_t c = 0; c < n; c++) {
-                    float h = t ? x[c] + half * v[c] : x[c];
-                    int fire = h >= j->vth;
-                    s[c] = fire ? 1.0f : 0.0f;
-                    v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
-                }
+            const char *x = (const char *)j->x + (t * j->xs_t + r * j->xs_r + k0) * xsize;
+            char *o = (char *)j->out + (t * j->os_t + r * j->os_r + k0) * osize;
+            if (j->x_bf16 && j->out_bf16) infer_row(j, x, o, v, n, t, 1, 1);
+            else if (j->x_bf16) infer_row(j, x, o, v, n, t, 1, 0);
+            else if (j->out_bf16) infer_row(j, x, o, v, n, t, 0, 1);
+            else infer_row(j, x, o, v, n, t, 0, 0);
+        }
+    }
+    return 0;
+}
+
+int lif_inference(const void *x, int x_bf16, void *out, int out_bf16, int64_t T, int64_t R,
+                  int64_t K, int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth,
+                  int threads) {
+    int64_t items = R * ((K + CHUNK - 1) / CHUNK);
+    threads = thread_count(threads, items);
+    ijob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        ijob_t j = {x, out, x_bf16, out_bf16, T, R, K, xs_t, xs_r, os_t, os_r,
+                    items * i / threads, items * (i + 1) / threads, vth};
+        jobs[i] = j;
+    }
+    run_jobs(run_inference, (char *)jobs, sizeof(ijob_t), threads);
+    return 0;
+}
+
+/* Training forward: spikes (float, optional), the charged potential H and the surrogate's
+   argument (H - v_th)·alpha (optional), all laid out as x; as the torch ops round them (H = X +
+   V/2, the halving exact; V = H - H*S, one rounding as addcmul). */
+typedef struct {
+    const float *x; float *out, *h, *z;
+    int64_t T, R, K, xs_t, xs_r, os_t, os_r, g, first, last;
+    float vth, alpha;
+} cjob_t;
+
+static void *run_charge(void *arg) {
+    const cjob_t *j = (const cjob_t *)arg;
+    float v[CHUNK], sb[CHUNK], hb[CHUNK];
+    for (int64_t item = j->first; item < j->last; item++) {
+        int64_t r0, rows, k0, n;
+        item_span(item, j->R, j->K, j->g, &r0, &rows, &k0, &n);
+        int64_t len = rows * n;              /* adjacent in every tensor (or one row) */
+        for (int64_t t = 0; t < j->T; t++) {
+            int64_t xo = t * j->xs_t + r0 * j->xs_r + k0;
+            const float *x = j->x + xo;
+            float *s = j->out ? j->out + t * j->os_t + r0 * j->os_r + k0 : sb;
+            float *h = j->h ? j->h + xo : hb;
+            for (int64_t c = 0; c < len; c++) {
+                float hc = t ? x[c] + 0.5f * v[c] : x[c];
+                float fire = hc >= j->vth ? 1.0f : 0.0f;
+                s[c] = fire;
+                h[c] = hc;
+                v[c] = fmaf(-hc, fire, hc);
+            }
+            if (j->z) {
+                float *z = j->z + xo;
+                for (int64_t c = 0; c < len; c++) z[c] = (h[c] - j->vth) * j->alpha;
             }
         }
     }
     return 0;
 }
 
-int lif_forward(const float *x, void *out, int bf16, int64_t T, int64_t R, int64_t K,
-                int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth,
-                int threads) {
-    int64_t items = R * ((K + CHUNK - 1) / CHUNK);
+int lif_charge(const float *x, float *out, float *h, float *z, int64_t T, int64_t R, int64_t K,
+               int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth, float alpha,
+               int threads) {
+    int64_t g = group_size(K, xs_r == K && (!out || os_r == K)), items = item_count(R, K, g);
     threads = thread_count(threads, items);
-    job_t jobs[MAX_THREADS];
+    cjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        job_t j = {x, out, bf16, T, R, K, xs_t, xs_r, os_t, os_r,
-                   items * i / threads, items * (i + 1) / threads, vth};
+        cjob_t j = {x, out, h, z, T, R, K, xs_t, xs_r, os_t, os_r, g,
+                    items * i / threads, items * (i + 1) / threads, vth, alpha};
         jobs[i] = j;
     }
-    run_jobs(run, (char *)jobs, sizeof(job_t), threads);
+    run_jobs(run_charge, (char *)jobs, sizeof(cjob_t), threads);
+    return 0;
+}
+
+/* The LIF's backward pass over all T steps, as models.fast_lif._LIFFunction.backward's torch
+   ops do it (addcmul is one fused multiply-add there, so fmaf here). h, sig (the sigmoid of
+   (H - v_th)·alpha, computed by torch), g (dL/dS) and gx (dL/dX) share one layout. */
+typedef struct {
+    const float *h, *sig, *g; float *gx;
+    int64_t T, R, K, s_t, s_r, grp, first, last;
+    float vth, alpha;
+} bjob_t;
+
+static void *run_backward(void *arg) {
+    const bjob_t *j = (const bjob_t *)arg;
+    float carry[CHUNK];
+    for (int64_t item = j->first; item < j->last; item++) {
+        int64_t r0, rows, k0, n;
+        item_span(item, j->R, j->K, j->grp, &r0, &rows, &k0, &n);
+        int64_t len = rows * n;              /* adjacent in every tensor (or one row) */
+        for (int64_t t = j->T - 1; t >= 0; t--) {
+            int64_t o = t * j->s_t + r0 * j->s_r + k0;
+            const float *h = j->h + o, *sig = j->sig + o, *g = j->g + o;
+            float *gx = j->gx + o;
+            int last = t + 1 == j->T;
+            for (int64_t c = 0; c < len; c++) {
+                float sg = fmaf(-sig[c], sig[c], sig[c]) * j->alpha;    /* surrogate dS/dH */
+                float gh = g[c] * sg;
+                if (!last) {                 /* dV/dH = (1 - S) - H·dS/dH, v_reset = 0 */
+                    float reset = fmaf(-h[c], sg, h[c] < j->vth ? 1.0f : 0.0f);
+                    gh = fmaf(carry[c], reset, gh);
+                }
+                gx[c] = gh;
+                carry[c] = gh * 0.5f;        /* dH[t]/dV[t-1] = 1 - 1/tau */
+            }
+        }
+    }
+    return 0;
+}
+
+int lif_backward(const float *h, const float *sig, const float *g, float *gx, int64_t T,
+                 int64_t R, int64_t K, int64_t s_t, int64_t s_r, float vth, float alpha,
+                 int threads) {
+    int64_t group = group_size(K, s_r == K), items = item_count(R, K, group);
+    threads = thread_count(threads, items);
+    bjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        bjob_t j = {h, sig, g, gx, T, R, K, s_t, s_r, group, items * i / threads,
+                    items * (i + 1) / threads, vth, alpha};
+        jobs[i] = j;
+    }
+    run_jobs(run_backward, (char *)jobs, sizeof(bjob_t), threads);
     return 0;
 }
 
@@ -282,10 +423,19 @@ def _function():
     except OSError as err:
         _note(f'cannot load {path}: {err}')
         return None
-    fn = lib.lif_forward
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_int64] * 7 + [
-        ctypes.c_float, ctypes.c_int]
+    fn = lib.lif_inference
+    fn.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+                   + [ctypes.c_int64] * 7 + [ctypes.c_float, ctypes.c_int])
     fn.restype = ctypes.c_int
+    charge = lib.lif_charge
+    charge.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 7
+                       + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
+    charge.restype = ctypes.c_int
+    back = lib.lif_backward
+    back.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
+                     + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
+    back.restype = ctypes.c_int
+    _state['backward'], _state['charge'] = back, charge
     ni = lib.nilif_forward
     ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
         ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
@@ -294,42 +444,97 @@ def _function():
     return fn
 
 
-def _rows(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int, int] | None:
-    """Two same-shape tensors (one time step) as R rows of K unit-stride elements, at a fixed
-    row stride in each (channels-last: a row per pixel, K channels; contiguous: one row), with
-    the same element order: ``(R, K, a_row_stride, b_row_stride)``, or ``None``."""
+def _rows(*tensors: torch.Tensor) -> tuple[int, int, list[int]] | None:
+    """Same-shape tensors (one time step) as R rows of K unit-stride elements, at a fixed row
+    stride in each (channels-last: a row per pixel, K channels; contiguous: one row), with the
+    same element order in all: ``(R, K, row strides)``, or ``None``."""
+    a = tensors[0]
     dims = sorted((d for d in range(a.dim()) if a.shape[d] > 1), key=lambda d: -a.stride(d))
     inner = 1
-    while dims and a.stride(dims[-1]) == inner and b.stride(dims[-1]) == inner:
+    while dims and all(t.stride(dims[-1]) == inner for t in tensors):
         inner *= a.shape[dims.pop()]
     if not dims:
-        return 1, inner, inner, inner
-    rows, row_a, row_b = 1, a.stride(dims[-1]), b.stride(dims[-1])
-    while dims and a.stride(dims[-1]) == row_a * rows and b.stride(dims[-1]) == row_b * rows:
+        return 1, inner, [inner] * len(tensors)
+    rows, row = 1, [t.stride(dims[-1]) for t in tensors]
+    while dims and all(t.stride(dims[-1]) == r * rows for t, r in zip(tensors, row)):
         rows *= a.shape[dims.pop()]
-    return None if dims or inner < 8 else (rows, inner, row_a, row_b)
+    return None if dims else (rows, inner, row)
+
+
+def _time_layout(T: int, *tensors: torch.Tensor) -> tuple[int, int, list[int], list[int]] | None:
+    """``[T*B, ...]`` tensors of one shape as T steps of R rows of K elements each, the rows in
+    the same element order in all of them: ``(R, K, step strides, row strides)``, or ``None``."""
+    first = tensors[0]
+    if (first.dim() < 2 or first.shape[0] % T or first.numel() == 0
+            or any(t.shape != first.shape or t.device.type != 'cpu' for t in tensors)):
+        return None
+    steps = [t.unflatten(0, (T, -1)) for t in tensors]
+    layout = _rows(*(s[0] for s in steps))
+    if layout is None:
+        return None
+    rows, inner, row_strides = layout
+    return rows, inner, [s.stride(0) if T > 1 else 0 for s in steps], row_strides
 
 
 def native_lif(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor) -> bool:
-    """Spikes of ``x [T*B, ...]`` (float32, CPU) from rest into ``out`` (float32 or bfloat16,
-    any strides that keep the same rows as ``x``, e.g. a dense block's channel slice). ``False``
-    when the kernel is unavailable or the layouts do not fit (the caller runs the torch ops)."""
-    if (x.device.type != 'cpu' or out.device.type != 'cpu' or x.dtype != torch.float32
-            or out.dtype not in (torch.float32, torch.bfloat16) or x.shape != out.shape
-            or x.dim() < 2 or x.shape[0] % T or x.numel() == 0):
+    """Spikes of ``x [T*B, ...]`` (float32 or bfloat16, CPU) from rest into ``out`` (float32 or
+    bfloat16, any strides that keep the same rows as ``x``, e.g. a dense block's channel slice).
+    ``False`` when the kernel is unavailable or the layouts do not fit (the caller runs the
+    torch ops). A bfloat16 input is read exactly (widened to float32, as ``x.float()`` would)."""
+    halves = (torch.float32, torch.bfloat16)
+    if x.dtype not in halves or out.dtype not in halves:
         return False
-    xs, os_ = x.unflatten(0, (T, -1)), out.unflatten(0, (T, -1))
-    layout = _rows(xs[0], os_[0])
-    if layout is None:
-        return False
-    fn = _function()
+    layout = _time_layout(T, x, out)
+    fn = _function() if layout is not None else None
     if fn is None:
         return False
-    rows, inner, row_x, row_o = layout
-    step_x, step_o = (xs.stride(0), os_.stride(0)) if T > 1 else (0, 0)
-    fn(x.data_ptr(), out.data_ptr(), int(out.dtype == torch.bfloat16), T, rows, inner,
-       step_x, row_x, step_o, row_o, float(v_th), torch.get_num_threads())
+    rows, inner, (step_x, step_o), (row_x, row_o) = layout
+    fn(x.data_ptr(), int(x.dtype == torch.bfloat16), out.data_ptr(),
+       int(out.dtype == torch.bfloat16), T, rows, inner, step_x, row_x, step_o, row_o,
+       float(v_th), torch.get_num_threads())
     return True
+
+
+def native_lif_charge(x: torch.Tensor, T: int, v_th: float, alpha: float,
+                      spikes: torch.Tensor | None, charged: torch.Tensor | None,
+                      surrogate_arg: torch.Tensor | None) -> bool:
+    """The LIF's training forward: from float32 ``x [T*B, ...]``, any of its spikes, its charged
+    potential H and the surrogate's argument ``(H - v_th)·alpha`` (float32, each laid out as
+    ``x``), one pass. ``False`` if unavailable (the caller runs the torch ops)."""
+    given = [t for t in (spikes, charged, surrogate_arg) if t is not None]
+    if x.dtype != torch.float32 or any(t.dtype != torch.float32 for t in given):
+        return False
+    if any(t.stride() != x.stride() for t in (charged, surrogate_arg) if t is not None):
+        return False
+    layout = _time_layout(T, x, *given)
+    if layout is None or _function() is None:
+        return False
+    rows, inner, steps, row_strides = layout
+    spikes_at = (steps[1], row_strides[1]) if spikes is not None else (0, 0)
+    _state['charge'](x.data_ptr(), spikes.data_ptr() if spikes is not None else None,
+                     charged.data_ptr() if charged is not None else None,
+                     surrogate_arg.data_ptr() if surrogate_arg is not None else None, T, rows,
+                     inner, steps[0], row_strides[0], *spikes_at, float(v_th), float(alpha),
+                     torch.get_num_threads())
+    return True
+
+
+def native_lif_backward(charged: torch.Tensor, sigmoid: torch.Tensor, grad_spikes: torch.Tensor,
+                        T: int, v_th: float, alpha: float) -> torch.Tensor | None:
+    """dL/dX of the LIF from its charged potential H, ``sigmoid((H - v_th)·alpha)`` and dL/dS
+    (float32, one layout), all T steps in one pass; ``None`` if unavailable."""
+    tensors = (charged, sigmoid, grad_spikes)
+    if any(t.dtype != torch.float32 or t.stride() != charged.stride() for t in tensors):
+        return None
+    layout = _time_layout(T, *tensors)
+    if layout is None or _function() is None:
+        return None
+    rows, inner, steps, row_strides = layout
+    grad_x = torch.empty_like(charged)
+    _state['backward'](charged.data_ptr(), sigmoid.data_ptr(), grad_spikes.data_ptr(),
+                       grad_x.data_ptr(), T, rows, inner, steps[0], row_strides[0], float(v_th),
+                       float(alpha), torch.get_num_threads())
+    return grad_x
 
 
 def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out: torch.Tensor,

@@ -113,7 +113,8 @@ class DSRB(nn.Module):
             run.lif(lff_lif, x, out=spikes[:, :C], log=False)
             c = C
             for layer in self.layers:
-                y = run.norm(run.conv(run.layout(spikes[:, :c]), layer[1]), layer[2])
+                y = run.norm(run.conv(run.layout(spikes[:, :c]), layer[1], to_neuron=True),
+                             layer[2])
                 run.lif(layer[0], y, out=spikes[:, c:c + y.shape[1]], log=False)
                 c += y.shape[1]
         if run.record is not None:      # dense LIF j saw the first C + 24j channels

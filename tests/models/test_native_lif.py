@@ -66,6 +66,11 @@ def test_layouts_it_cannot_walk_are_left_to_the_torch_ops():
     assert not native_lif.native_lif(x, 4, 1.0, out)           # element orders differ
     assert not native_lif.native_lif(x.double(), 4, 1.0, out.double())
     assert native_lif.native_lif(x, 4, 1.0, torch.empty_like(x))
+    for fmt in (torch.channels_last, torch.contiguous_format):    # a dense block's slice
+        buf = torch.empty(8, 40, 5, 7).contiguous(memory_format=fmt)
+        assert native_lif.native_lif(x.contiguous(memory_format=fmt), 4, 1.0, buf[:, 10:26])
+        assert native_lif.native_lif(x.contiguous(memory_format=fmt).bfloat16(), 4, 1.0,
+                                     buf.bfloat16()[:, 10:26])
 
 
 def test_without_a_compiler_one_note_then_the_torch_ops(monkeypatch, tmp_path, capsys,
@@ -181,3 +186,49 @@ def test_nilif_equal_to_the_torch_ops_with_its_gradient(T, r, levels, fmt):
         assert torch.equal(a.grad, b.grad)                  # the same [0, L] support
         assert torch.equal(fast_lif.nilif_spikes(x, T, r, levels, decay, False, fmt), expected)
     assert 'nilif' in native_lif._state, 'the native kernel did not run'
+
+
+def _lif_grad(x, T, v_th, alpha, keep_input, seed):
+    x = x.clone().requires_grad_(True)
+    spikes = fast_lif.lif_spikes_autograd(x, T, v_th, alpha, keep_input=keep_input)
+    g = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(seed))
+    spikes.backward(g.contiguous(memory_format=torch.channels_last))   # any layout of dL/dS
+    return spikes.detach(), x.grad
+
+
+@pytest.mark.parametrize('T,fmt,keep_input', list(itertools.product(
+    range(1, 7), (torch.channels_last, torch.contiguous_format), (True, False))))
+def test_training_kernels_equal_the_torch_ops_bit_for_bit(T, fmt, keep_input):
+    """The training forward (spikes, H) and backward (surrogate gradient through the resets) in
+    native passes give the torch ops' spikes and gradients, bit for bit."""
+    for seed, (v_th, alpha) in enumerate(((1.0, 4.0), (0.5, 2.0))):
+        x = _inputs(T, 2, fmt, seed)
+        x[0, 0, 0, 0] = 0.3                                 # finite: a NaN's gradient is NaN
+        native = _lif_grad(x, T, v_th, alpha, keep_input, seed)
+        state = dict(native_lif._state)
+        assert 'backward' in state, 'the native kernel did not run'
+        native_lif._state.clear()
+        native_lif._state['failed'] = 'reference'
+        try:
+            ref = _lif_grad(x, T, v_th, alpha, keep_input, seed)
+        finally:
+            native_lif._state.clear()
+            native_lif._state.update(state)
+        assert torch.equal(native[0], ref[0])
+        # the input's inf gives NaN gradients in both; every other element is identical
+        torch.testing.assert_close(native[1], ref[1], rtol=0, atol=0, equal_nan=True)
+        assert native[1].nan_to_num().abs().sum() > 0      # the gradient is not all zero
+
+
+@pytest.mark.parametrize('fmt', (torch.channels_last, torch.contiguous_format))
+def test_bf16_inputs_give_the_spikes_of_their_float32_values(fmt, torch_ops_only):
+    """A bfloat16 conv output is read by the kernel directly (no float32 copy): the same spikes
+    as the float32 input of the same values."""
+    for T in range(1, 7):
+        x = _inputs(T, 2, fmt, T).to(torch.bfloat16)
+        ref = torch_ops_only(x.float(), T, 1.0)
+        out = fast_lif.lif_spikes(x, T, 1.0)
+        assert out.dtype == torch.bfloat16 and torch.equal(out.float(), ref)
+        buf = torch.zeros((2 * T, 100, 9, 11), dtype=torch.bfloat16).contiguous(memory_format=fmt)
+        fast_lif.lif_spikes(x, T, 1.0, out=buf[:, 30:70])
+        assert torch.equal(buf[:, 30:70].float(), ref)
