@@ -43,6 +43,8 @@ DISABLE_ENV = 'SPIKEDERAIN_NATIVE'
 CACHE_ENV = 'SPIKEDERAIN_CACHE'
 # No contraction into fused multiply-adds: each op rounds as the torch op it replaces.
 FLAGS = ('-O3', '-march=native', '-ffp-contract=off', '-shared', '-fPIC', '-pthread')
+# Tried first: the kernels' threads are then torch's OpenMP threads (see run_jobs).
+OPENMP = '-fopenmp'
 
 SOURCE = r'''
 #include <stdint.h>
@@ -61,8 +63,17 @@ static int thread_count(int threads, int64_t items) {
     return threads < 1 ? 1 : threads;
 }
 
-/* fn on each of `threads` jobs (`size` bytes apart), jobs 1.. on new threads; a thread that
-   cannot start runs its job here. */
+/* fn on each of `threads` jobs (`size` bytes apart). Built with OpenMP, the jobs run on the
+   process's OpenMP threads, torch's own pool (libgomp is loaded once per process): threads of
+   our own would compete with torch's workers, which spin for a while after each torch op (they
+   took the second core: measured up to twice the kernel's time). Without OpenMP, jobs 1.. run
+   on new threads, and a thread that cannot start runs its job here. */
+#ifdef _OPENMP
+static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) {
+    #pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int i = 0; i < threads; i++) fn(jobs + i * size);
+}
+#else
 static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) {
     pthread_t ids[MAX_THREADS];
     int started = 0;
@@ -74,6 +85,7 @@ static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) 
     for (int i = started + 1; i < threads; i++) fn(jobs + i * size);
     for (int i = 1; i <= started; i++) pthread_join(ids[i], 0);
 }
+#endif
 
 /* Training kernels' work items: rows r0 .. r0+rows-1, elements k0 .. k0+n-1 of each. Rows longer
    than CHUNK are split; shorter ones are grouped `g` to an item when every tensor holds them
@@ -374,8 +386,8 @@ def _cpu_id() -> str:
     return '\n'.join(keep) or platform.machine()
 
 
-def library_path(compiler: str) -> Path:
-    key = hashlib.sha256('\0'.join([SOURCE, compiler, *FLAGS, _cpu_id()]).encode()).hexdigest()
+def library_path(compiler: str, flags: tuple[str, ...] = FLAGS + (OPENMP,)) -> Path:
+    key = hashlib.sha256('\0'.join([SOURCE, compiler, *flags, _cpu_id()]).encode()).hexdigest()
     return cache_dir() / f'lif-{key[:16]}.so'
 
 
@@ -387,26 +399,29 @@ def build(quiet: bool = False) -> Path | None:
         if not quiet:
             _note('no C compiler (cc) found')
         return None
-    target = library_path(compiler)
-    if target.is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src = Path(tmp) / 'lif.c'
-            src.write_text(SOURCE)
-            built = Path(tmp) / target.name
-            result = subprocess.run([compiler, *FLAGS, str(src), '-o', str(built), '-lm'],
-                                    capture_output=True, text=True, timeout=120)
-            if result.returncode != 0:
-                first = (result.stderr.strip().splitlines() or ['failed'])[0]
-                raise OSError(f'{compiler}: {first}')
-            os.replace(built, target)
-    except (OSError, subprocess.SubprocessError) as err:
-        if not quiet:
-            _note(f'build failed: {err}')
-        return None
-    return target
+    error = None
+    for flags in (FLAGS + (OPENMP,), FLAGS):      # without OpenMP: the kernels' own threads
+        target = library_path(compiler, flags)
+        if target.is_file():
+            return target
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                src = Path(tmp) / 'lif.c'
+                src.write_text(SOURCE)
+                built = Path(tmp) / target.name
+                result = subprocess.run([compiler, *flags, str(src), '-o', str(built), '-lm'],
+                                        capture_output=True, text=True, timeout=120)
+                if result.returncode != 0:
+                    first = (result.stderr.strip().splitlines() or ['failed'])[0]
+                    raise OSError(f'{compiler}: {first}')
+                os.replace(built, target)
+            return target
+        except (OSError, subprocess.SubprocessError) as err:
+            error = err
+    if not quiet:
+        _note(f'build failed: {error}')
+    return None
 
 
 def _function():

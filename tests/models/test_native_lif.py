@@ -232,3 +232,24 @@ def test_bf16_inputs_give_the_spikes_of_their_float32_values(fmt, torch_ops_only
         buf = torch.zeros((2 * T, 100, 9, 11), dtype=torch.bfloat16).contiguous(memory_format=fmt)
         fast_lif.lif_spikes(x, T, 1.0, out=buf[:, 30:70])
         assert torch.equal(buf[:, 30:70].float(), ref)
+
+
+def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, torch_ops_only):
+    """Where the compiler cannot build with OpenMP (simulated by a flag it rejects), the kernel is
+    built without it, on its own threads, and gives the same spikes."""
+    monkeypatch.setenv('SPIKEDERAIN_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setattr(native_lif, 'OPENMP', '-fno-such-flag-here')
+    state = dict(native_lif._state)
+    native_lif._state.clear()
+    try:
+        x = _inputs(4, 2, torch.channels_last, 0)
+        out = torch.empty_like(x)
+        assert native_lif.native_lif(x, 4, 1.0, out)
+        built = list((tmp_path / 'cache' / 'native').glob('lif-*.so'))
+        assert built == [native_lif.library_path(native_lif.shutil.which(
+            native_lif.os.environ.get('CC', 'cc')) or native_lif.shutil.which('gcc'),
+            native_lif.FLAGS)]
+    finally:
+        native_lif._state.clear()
+        native_lif._state.update(state)
+    assert torch.equal(out, torch_ops_only(x, 4, 1.0))
