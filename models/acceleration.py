@@ -316,6 +316,10 @@ class FastRunner:
                                          float(neuron.surrogate_function.alpha),
                                          keep_input=not self.in_region)
         else:
+            if out is None and self.conv_dtype is not None:
+                # spikes feed convs, which run in bfloat16 here: 0/1 are exact in it, and the
+                # conv then needs no conversion pass (half the bytes written, too)
+                out = torch.empty_like(x, dtype=self.conv_dtype)
             spikes = lif_spikes(x, self.T, float(neuron.v_threshold), out)
         if out is not None and spikes is not out:
             spikes = out.copy_(spikes)
