@@ -27,6 +27,7 @@ one-line note.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -402,8 +403,11 @@ def build(quiet: bool = False) -> Path | None:
     error = None
     for flags in (FLAGS + (OPENMP,), FLAGS):      # without OpenMP: the kernels' own threads
         target = library_path(compiler, flags)
+        failed = target.with_suffix('.failed')    # not tried again in the next process
         if target.is_file():
             return target
+        if failed.is_file():
+            continue
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -419,6 +423,9 @@ def build(quiet: bool = False) -> Path | None:
             return target
         except (OSError, subprocess.SubprocessError) as err:
             error = err
+            if flags != FLAGS:
+                with contextlib.suppress(OSError):
+                    failed.write_text(f'{err}\n')
     if not quiet:
         _note(f'build failed: {error}')
     return None

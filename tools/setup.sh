@@ -40,4 +40,7 @@ fi
 check="import torch, spikingjelly.activation_based.neuron, models, utils.core.errors, onnxruntime"
 (cd / && "$root/.venv/bin/python" -c "$check") >/dev/null
 echo "$want" > "$stamp"
+# The native neuron kernels (models/native_lif.py), compiled into the user's cache once per
+# machine here rather than in the first forward (under a second; quiet where there is no cc).
+.venv/bin/python -c "from models.native_lif import build; build(quiet=True)" || true
 echo "[setup] done"

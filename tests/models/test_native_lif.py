@@ -238,6 +238,7 @@ def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, 
     """Where the compiler cannot build with OpenMP (simulated by a flag it rejects), the kernel is
     built without it, on its own threads, and gives the same spikes."""
     monkeypatch.setenv('SPIKEDERAIN_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.delenv('CC', raising=False)
     monkeypatch.setattr(native_lif, 'OPENMP', '-fno-such-flag-here')
     state = dict(native_lif._state)
     native_lif._state.clear()
@@ -245,10 +246,11 @@ def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, 
         x = _inputs(4, 2, torch.channels_last, 0)
         out = torch.empty_like(x)
         assert native_lif.native_lif(x, 4, 1.0, out)
+        compiler = native_lif.shutil.which('cc') or native_lif.shutil.which('gcc')
         built = list((tmp_path / 'cache' / 'native').glob('lif-*.so'))
-        assert built == [native_lif.library_path(native_lif.shutil.which(
-            native_lif.os.environ.get('CC', 'cc')) or native_lif.shutil.which('gcc'),
-            native_lif.FLAGS)]
+        assert built == [native_lif.library_path(compiler, native_lif.FLAGS)]
+        marker = native_lif.library_path(compiler, native_lif.FLAGS + (native_lif.OPENMP,))
+        assert marker.with_suffix('.failed').is_file()      # the next process skips that try
     finally:
         native_lif._state.clear()
         native_lif._state.update(state)
