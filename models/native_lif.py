@@ -18,6 +18,9 @@ rounds differently; every other operation is the one torch does (its ``addcmul``
 multiply-add, hence ``fmaf``), so the gradients are the same bit for bit.
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
 the mask its straight-through gradient needs.
+One helper that is not a neuron lives here too, since it is built with them:
+:func:`native_channel_cat`, the channel concatenation of channels-last spikes that training's
+dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast).
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
@@ -277,6 +280,39 @@ int lif_backward(const float *h, const float *sig, const float *g, float *gx, in
     return 0;
 }
 
+/* Concatenation along the channels of channels-last tensors: each of R rows (pixels) of the
+   output is the parts' rows one after another. torch.cat writes these interleaved rows about
+   half as fast. srcs/bytes/src_rows: the k parts' data, row widths and row strides (bytes). */
+typedef struct {
+    const char *const *srcs; const int64_t *bytes, *src_rows; int64_t k;
+    char *dst; int64_t dst_row, first, last;
+} catjob_t;
+
+static void *run_cat(void *arg) {
+    const catjob_t *j = (const catjob_t *)arg;
+    for (int64_t r = j->first; r < j->last; r++) {
+        char *d = j->dst + r * j->dst_row;
+        for (int64_t p = 0; p < j->k; p++) {
+            memcpy(d, j->srcs[p] + r * j->src_rows[p], (size_t)j->bytes[p]);
+            d += j->bytes[p];
+        }
+    }
+    return 0;
+}
+
+int cat_rows(const char *const *srcs, const int64_t *bytes, const int64_t *src_rows, int64_t k,
+             void *dst, int64_t R, int64_t dst_row, int threads) {
+    threads = thread_count(threads, R / 256 + 1);
+    catjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        catjob_t j = {srcs, bytes, src_rows, k, (char *)dst, dst_row, R * i / threads,
+                      R * (i + 1) / threads};
+        jobs[i] = j;
+    }
+    run_jobs(run_cat, (char *)jobs, sizeof(catjob_t), threads);
+    return 0;
+}
+
 /* NI-LIF over T steps of r x r patch pixels. x [T*B, C, H, W] and out [T*B, C*r*r, H/r, W/r]
    with any strides (xs, os: n, c, y, x); inside (optional) [T, r*r, B, C, H/r, W/r] bytes.
    Same ops in the same order as models.spiking.NILIF on each element. */
@@ -458,6 +494,11 @@ def _function():
                      + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
     back.restype = ctypes.c_int
     _state['backward'], _state['charge'] = back, charge
+    cat = lib.cat_rows
+    cat.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int]
+    cat.restype = ctypes.c_int
+    _state['cat'] = cat
     ni = lib.nilif_forward
     ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
         ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
@@ -557,6 +598,31 @@ def native_lif_backward(charged: torch.Tensor, sigmoid: torch.Tensor, grad_spike
                        grad_x.data_ptr(), T, rows, inner, steps[0], row_strides[0], float(v_th),
                        float(alpha), torch.get_num_threads())
     return grad_x
+
+
+def native_channel_cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """``torch.cat(parts, dim=1)`` of 4-D channels-last CPU tensors of one dtype, as one row copy
+    per pixel and part (torch's cat runs these interleaved rows about half as fast); ``None``
+    where the layouts do not fit or the kernel is unavailable."""
+    first = parts[0]
+    N, _, H, W = first.shape
+    if (first.dim() != 4 or first.device.type != 'cpu'
+            or any(p.dtype != first.dtype or p.device != first.device or p.dim() != 4
+                   or (p.shape[0], p.shape[2], p.shape[3]) != (N, H, W) or p.numel() == 0
+                   or not p.is_contiguous(memory_format=torch.channels_last)
+                   or (p.shape[1] > 1 and p.stride(1) != 1) for p in parts)):
+        return None
+    if _function() is None:
+        return None
+    C = sum(p.shape[1] for p in parts)
+    out = torch.empty((N, C, H, W), dtype=first.dtype, memory_format=torch.channels_last)
+    size, k = first.element_size(), len(parts)
+    srcs = (ctypes.c_void_p * k)(*(p.data_ptr() for p in parts))
+    widths = (ctypes.c_int64 * k)(*(p.shape[1] * size for p in parts))
+    rows = (ctypes.c_int64 * k)(*(p.shape[1] * size for p in parts))   # dense: row = width
+    _state['cat'](srcs, widths, rows, k, out.data_ptr(), N * H * W, C * size,
+                  torch.get_num_threads())
+    return out
 
 
 def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out: torch.Tensor,

@@ -255,3 +255,32 @@ def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, 
         native_lif._state.clear()
         native_lif._state.update(state)
     assert torch.equal(out, torch_ops_only(x, 4, 1.0))
+
+
+@pytest.mark.parametrize('dtype', (torch.float32, torch.bfloat16, torch.uint8))
+def test_channel_cat_equals_torch_cat(dtype):
+    """Training's dense blocks join their spike parts with one row copy per pixel and part:
+    the same tensor as torch.cat, channels-last; other layouts are left to torch.cat."""
+    g = torch.Generator().manual_seed(0)
+    parts = [(torch.rand(4, c, 5, 7, generator=g) * 3).to(dtype).contiguous(
+        memory_format=torch.channels_last) for c in (1, 24, 32, 3)]
+    out = native_lif.native_channel_cat(parts)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, torch.cat(parts, dim=1))
+    assert native_lif.native_channel_cat([p.contiguous() for p in parts]) is None
+    assert native_lif.native_channel_cat([parts[0], parts[1][:, :, :4]]) is None
+
+
+def test_cat_spikes_gradient_is_torch_cats():
+    from models.acceleration import FastRunner
+    g = torch.Generator().manual_seed(1)
+    parts = [torch.randn(8, c, 6, 6, generator=g).contiguous(
+        memory_format=torch.channels_last).requires_grad_(True) for c in (16, 24, 24)]
+    grad = torch.randn(8, 64, 6, 6, generator=g)
+    FastRunner.cat_spikes(parts).backward(grad)
+    got = [p.grad.clone() for p in parts]
+    for p in parts:
+        p.grad = None
+    torch.cat(parts, dim=1).backward(grad)
+    for a, p in zip(got, parts):
+        assert torch.equal(a, p.grad)
