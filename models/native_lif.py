@@ -91,27 +91,6 @@ static void run_jobs(void *(*fn)(void *), char *jobs, size_t size, int threads) 
 }
 #endif
 
-/* Training kernels' work items: rows r0 .. r0+rows-1, elements k0 .. k0+n-1 of each. Rows longer
-   than CHUNK are split; shorter ones are grouped `g` to an item when every tensor holds them
-   adjacent (so the loops run over CHUNK elements, not a few channels), else taken one by one. */
-static int64_t per_row(int64_t K) { return K > CHUNK ? (K + CHUNK - 1) / CHUNK : 1; }
-static int64_t group_size(int64_t K, int adjacent) {
-    return K > CHUNK || !adjacent ? 1 : CHUNK / K;
-}
-static int64_t item_count(int64_t R, int64_t K, int64_t g) {
-    return K > CHUNK ? R * per_row(K) : (R + g - 1) / g;
-}
-static void item_span(int64_t item, int64_t R, int64_t K, int64_t g, int64_t *r0, int64_t *rows,
-                      int64_t *k0, int64_t *n) {
-    if (K > CHUNK) {
-        *r0 = item / per_row(K); *rows = 1; *k0 = (item % per_row(K)) * CHUNK;
-        *n = K - *k0 < CHUNK ? K - *k0 : CHUNK;
-    } else {
-        *r0 = item * g; *rows = R - *r0 < g ? R - *r0 : g;
-        *k0 = 0; *n = K;
-    }
-}
-
 static float bf16_to_float(uint16_t b) {
     uint32_t u = (uint32_t)b << 16;
     float f;
@@ -177,12 +156,19 @@ int lif_inference(const void *x, int x_bf16, void *out, int out_bf16, int64_t T,
     return 0;
 }
 
-/* Training forward: spikes (float, optional), the charged potential H and the surrogate's
-   argument (H - v_th)·alpha (optional), all laid out as x; as the torch ops round them (H = X +
-   V/2, the halving exact; V = H - H*S, one rounding as addcmul). */
+/* Training kernels: every tensor holds each time step as one dense run of n elements, `step`
+   apart (what a conv's output is), so a work item is a CHUNK-element piece of that run. */
+static int64_t piece(int64_t item, int64_t n, int64_t *k0) {
+    *k0 = item * CHUNK;
+    return n - *k0 < CHUNK ? n - *k0 : CHUNK;
+}
+
+/* Training forward: spikes (optional), the charged potential H and the surrogate's argument
+   (H - v_th)·alpha (optional), as the torch ops round them (H = X + V/2, the halving exact;
+   V = H - H*S, one rounding as addcmul). */
 typedef struct {
     const float *x; float *out, *h, *z;
-    int64_t T, R, K, xs_t, xs_r, os_t, os_r, g, first, last;
+    int64_t T, n, step, first, last;
     float vth, alpha;
 } cjob_t;
 
@@ -190,14 +176,11 @@ static void *run_charge(void *arg) {
     const cjob_t *j = (const cjob_t *)arg;
     float v[CHUNK], sb[CHUNK], hb[CHUNK];
     for (int64_t item = j->first; item < j->last; item++) {
-        int64_t r0, rows, k0, n;
-        item_span(item, j->R, j->K, j->g, &r0, &rows, &k0, &n);
-        int64_t len = rows * n;              /* adjacent in every tensor (or one row) */
+        int64_t k0, len = piece(item, j->n, &k0);
         for (int64_t t = 0; t < j->T; t++) {
-            int64_t xo = t * j->xs_t + r0 * j->xs_r + k0;
-            const float *x = j->x + xo;
-            float *s = j->out ? j->out + t * j->os_t + r0 * j->os_r + k0 : sb;
-            float *h = j->h ? j->h + xo : hb;
+            int64_t o = t * j->step + k0;
+            const float *x = j->x + o;
+            float *s = j->out ? j->out + o : sb, *h = j->h ? j->h + o : hb;
             for (int64_t c = 0; c < len; c++) {
                 float hc = t ? x[c] + 0.5f * v[c] : x[c];
                 float fire = hc >= j->vth ? 1.0f : 0.0f;
@@ -205,24 +188,21 @@ static void *run_charge(void *arg) {
                 h[c] = hc;
                 v[c] = fmaf(-hc, fire, hc);
             }
-            if (j->z) {
-                float *z = j->z + xo;
-                for (int64_t c = 0; c < len; c++) z[c] = (h[c] - j->vth) * j->alpha;
-            }
+            if (j->z)
+                for (int64_t c = 0; c < len; c++) j->z[o + c] = (h[c] - j->vth) * j->alpha;
         }
     }
     return 0;
 }
 
-int lif_charge(const float *x, float *out, float *h, float *z, int64_t T, int64_t R, int64_t K,
-               int64_t xs_t, int64_t xs_r, int64_t os_t, int64_t os_r, float vth, float alpha,
-               int threads) {
-    int64_t g = group_size(K, xs_r == K && (!out || os_r == K)), items = item_count(R, K, g);
+int lif_charge(const float *x, float *out, float *h, float *z, int64_t T, int64_t n,
+               int64_t step, float vth, float alpha, int threads) {
+    int64_t items = (n + CHUNK - 1) / CHUNK;
     threads = thread_count(threads, items);
     cjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        cjob_t j = {x, out, h, z, T, R, K, xs_t, xs_r, os_t, os_r, g,
-                    items * i / threads, items * (i + 1) / threads, vth, alpha};
+        cjob_t j = {x, out, h, z, T, n, step, items * i / threads, items * (i + 1) / threads,
+                    vth, alpha};
         jobs[i] = j;
     }
     run_jobs(run_charge, (char *)jobs, sizeof(cjob_t), threads);
@@ -234,7 +214,7 @@ int lif_charge(const float *x, float *out, float *h, float *z, int64_t T, int64_
    (H - v_th)·alpha, computed by torch), g (dL/dS) and gx (dL/dX) share one layout. */
 typedef struct {
     const float *h, *sig, *g; float *gx;
-    int64_t T, R, K, s_t, s_r, grp, first, last;
+    int64_t T, n, step, first, last;
     float vth, alpha;
 } bjob_t;
 
@@ -242,11 +222,9 @@ static void *run_backward(void *arg) {
     const bjob_t *j = (const bjob_t *)arg;
     float carry[CHUNK];
     for (int64_t item = j->first; item < j->last; item++) {
-        int64_t r0, rows, k0, n;
-        item_span(item, j->R, j->K, j->grp, &r0, &rows, &k0, &n);
-        int64_t len = rows * n;              /* adjacent in every tensor (or one row) */
+        int64_t k0, len = piece(item, j->n, &k0);
         for (int64_t t = j->T - 1; t >= 0; t--) {
-            int64_t o = t * j->s_t + r0 * j->s_r + k0;
+            int64_t o = t * j->step + k0;
             const float *h = j->h + o, *sig = j->sig + o, *g = j->g + o;
             float *gx = j->gx + o;
             int last = t + 1 == j->T;
@@ -266,14 +244,13 @@ static void *run_backward(void *arg) {
 }
 
 int lif_backward(const float *h, const float *sig, const float *g, float *gx, int64_t T,
-                 int64_t R, int64_t K, int64_t s_t, int64_t s_r, float vth, float alpha,
-                 int threads) {
-    int64_t group = group_size(K, s_r == K), items = item_count(R, K, group);
+                 int64_t n, int64_t step, float vth, float alpha, int threads) {
+    int64_t items = (n + CHUNK - 1) / CHUNK;
     threads = thread_count(threads, items);
     bjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        bjob_t j = {h, sig, g, gx, T, R, K, s_t, s_r, group, items * i / threads,
-                    items * (i + 1) / threads, vth, alpha};
+        bjob_t j = {h, sig, g, gx, T, n, step, items * i / threads, items * (i + 1) / threads,
+                    vth, alpha};
         jobs[i] = j;
     }
     run_jobs(run_backward, (char *)jobs, sizeof(bjob_t), threads);
@@ -282,9 +259,9 @@ int lif_backward(const float *h, const float *sig, const float *g, float *gx, in
 
 /* Concatenation along the channels of channels-last tensors: each of R rows (pixels) of the
    output is the parts' rows one after another. torch.cat writes these interleaved rows about
-   half as fast. srcs/bytes/src_rows: the k parts' data, row widths and row strides (bytes). */
+   half as fast. srcs/bytes: the k (dense) parts' data and row widths in bytes. */
 typedef struct {
-    const char *const *srcs; const int64_t *bytes, *src_rows; int64_t k;
+    const char *const *srcs; const int64_t *bytes; int64_t k;
     char *dst; int64_t dst_row, first, last;
 } catjob_t;
 
@@ -293,19 +270,19 @@ static void *run_cat(void *arg) {
     for (int64_t r = j->first; r < j->last; r++) {
         char *d = j->dst + r * j->dst_row;
         for (int64_t p = 0; p < j->k; p++) {
-            memcpy(d, j->srcs[p] + r * j->src_rows[p], (size_t)j->bytes[p]);
+            memcpy(d, j->srcs[p] + r * j->bytes[p], (size_t)j->bytes[p]);
             d += j->bytes[p];
         }
     }
     return 0;
 }
 
-int cat_rows(const char *const *srcs, const int64_t *bytes, const int64_t *src_rows, int64_t k,
-             void *dst, int64_t R, int64_t dst_row, int threads) {
+int cat_rows(const char *const *srcs, const int64_t *bytes, int64_t k, void *dst, int64_t R,
+             int64_t dst_row, int threads) {
     threads = thread_count(threads, R / 256 + 1);
     catjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        catjob_t j = {srcs, bytes, src_rows, k, (char *)dst, dst_row, R * i / threads,
+        catjob_t j = {srcs, bytes, k, (char *)dst, dst_row, R * i / threads,
                       R * (i + 1) / threads};
         jobs[i] = j;
     }
@@ -486,16 +463,16 @@ def _function():
                    + [ctypes.c_int64] * 7 + [ctypes.c_float, ctypes.c_int])
     fn.restype = ctypes.c_int
     charge = lib.lif_charge
-    charge.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 7
+    charge.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
                        + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
     charge.restype = ctypes.c_int
     back = lib.lif_backward
-    back.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
+    back.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
                      + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
     back.restype = ctypes.c_int
     _state['backward'], _state['charge'] = back, charge
     cat = lib.cat_rows
-    cat.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+    cat.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_int]
     cat.restype = ctypes.c_int
     _state['cat'] = cat
@@ -558,45 +535,49 @@ def native_lif(x: torch.Tensor, T: int, v_th: float, out: torch.Tensor) -> bool:
     return True
 
 
+def _dense_steps(T: int, *tensors: torch.Tensor) -> tuple[int, int] | None:
+    """Float32 ``[T*B, ...]`` tensors of one shape and strides whose every time step is one
+    dense run of elements (a conv output, in either layout): ``(elements per step, step
+    stride)``, or ``None``."""
+    first = tensors[0]
+    if any(t.dtype != torch.float32 or t.stride() != first.stride() for t in tensors):
+        return None
+    layout = _time_layout(T, *tensors)
+    if layout is None or _function() is None:
+        return None
+    rows, inner, steps, row_strides = layout
+    return (rows * inner, steps[0]) if rows == 1 or row_strides[0] == inner else None
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def native_lif_charge(x: torch.Tensor, T: int, v_th: float, alpha: float,
                       spikes: torch.Tensor | None, charged: torch.Tensor | None,
                       surrogate_arg: torch.Tensor | None) -> bool:
     """The LIF's training forward: from float32 ``x [T*B, ...]``, any of its spikes, its charged
-    potential H and the surrogate's argument ``(H - v_th)·alpha`` (float32, each laid out as
-    ``x``), one pass. ``False`` if unavailable (the caller runs the torch ops)."""
-    given = [t for t in (spikes, charged, surrogate_arg) if t is not None]
-    if x.dtype != torch.float32 or any(t.dtype != torch.float32 for t in given):
+    potential H and the surrogate's argument ``(H - v_th)·alpha`` (each laid out as ``x``), one
+    pass. ``False`` if unavailable (the caller runs the torch ops)."""
+    dense = _dense_steps(T, x, *(t for t in (spikes, charged, surrogate_arg) if t is not None))
+    if dense is None:
         return False
-    if any(t.stride() != x.stride() for t in (charged, surrogate_arg) if t is not None):
-        return False
-    layout = _time_layout(T, x, *given)
-    if layout is None or _function() is None:
-        return False
-    rows, inner, steps, row_strides = layout
-    spikes_at = (steps[1], row_strides[1]) if spikes is not None else (0, 0)
-    _state['charge'](x.data_ptr(), spikes.data_ptr() if spikes is not None else None,
-                     charged.data_ptr() if charged is not None else None,
-                     surrogate_arg.data_ptr() if surrogate_arg is not None else None, T, rows,
-                     inner, steps[0], row_strides[0], *spikes_at, float(v_th), float(alpha),
-                     torch.get_num_threads())
+    _state['charge'](x.data_ptr(), _ptr(spikes), _ptr(charged), _ptr(surrogate_arg), T, *dense,
+                     float(v_th), float(alpha), torch.get_num_threads())
     return True
 
 
 def native_lif_backward(charged: torch.Tensor, sigmoid: torch.Tensor, grad_spikes: torch.Tensor,
                         T: int, v_th: float, alpha: float) -> torch.Tensor | None:
     """dL/dX of the LIF from its charged potential H, ``sigmoid((H - v_th)·alpha)`` and dL/dS
-    (float32, one layout), all T steps in one pass; ``None`` if unavailable."""
-    tensors = (charged, sigmoid, grad_spikes)
-    if any(t.dtype != torch.float32 or t.stride() != charged.stride() for t in tensors):
+    (one layout), all T steps in one pass; ``None`` if unavailable."""
+    dense = _dense_steps(T, charged, sigmoid, grad_spikes)
+    if dense is None:
         return None
-    layout = _time_layout(T, *tensors)
-    if layout is None or _function() is None:
-        return None
-    rows, inner, steps, row_strides = layout
     grad_x = torch.empty_like(charged)
     _state['backward'](charged.data_ptr(), sigmoid.data_ptr(), grad_spikes.data_ptr(),
-                       grad_x.data_ptr(), T, rows, inner, steps[0], row_strides[0], float(v_th),
-                       float(alpha), torch.get_num_threads())
+                       grad_x.data_ptr(), T, *dense, float(v_th), float(alpha),
+                       torch.get_num_threads())
     return grad_x
 
 
@@ -605,23 +586,20 @@ def native_channel_cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
     per pixel and part (torch's cat runs these interleaved rows about half as fast); ``None``
     where the layouts do not fit or the kernel is unavailable."""
     first = parts[0]
-    N, _, H, W = first.shape
     if (first.dim() != 4 or first.device.type != 'cpu'
             or any(p.dtype != first.dtype or p.device != first.device or p.dim() != 4
-                   or (p.shape[0], p.shape[2], p.shape[3]) != (N, H, W) or p.numel() == 0
-                   or not p.is_contiguous(memory_format=torch.channels_last)
-                   or (p.shape[1] > 1 and p.stride(1) != 1) for p in parts)):
+                   or p.shape[:1] + p.shape[2:] != first.shape[:1] + first.shape[2:]
+                   or p.numel() == 0 or not p.is_contiguous(memory_format=torch.channels_last)
+                   for p in parts)):
         return None
     if _function() is None:
         return None
-    C = sum(p.shape[1] for p in parts)
+    (N, _, H, W), C = first.shape, sum(p.shape[1] for p in parts)
     out = torch.empty((N, C, H, W), dtype=first.dtype, memory_format=torch.channels_last)
     size, k = first.element_size(), len(parts)
     srcs = (ctypes.c_void_p * k)(*(p.data_ptr() for p in parts))
     widths = (ctypes.c_int64 * k)(*(p.shape[1] * size for p in parts))
-    rows = (ctypes.c_int64 * k)(*(p.shape[1] * size for p in parts))   # dense: row = width
-    _state['cat'](srcs, widths, rows, k, out.data_ptr(), N * H * W, C * size,
-                  torch.get_num_threads())
+    _state['cat'](srcs, widths, k, out.data_ptr(), N * H * W, C * size, torch.get_num_threads())
     return out
 
 

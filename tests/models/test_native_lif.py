@@ -1,5 +1,6 @@
 """The native one-pass LIF (models/native_lif.py) equals the torch-ops fused LIF bit for bit,
 and falls back to the torch ops in one line where it cannot be built."""
+import contextlib
 import itertools
 import os
 import subprocess
@@ -15,18 +16,27 @@ import models.native_lif as native_lif
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@contextlib.contextmanager
+def kernel_state(**preset):
+    """The native kernel's loaded state replaced by ``preset`` inside the block (``failed=...``:
+    the torch ops run, the reference; nothing: it is looked up and built afresh), restored
+    after."""
+    state = dict(native_lif._state)
+    native_lif._state.clear()
+    native_lif._state.update(preset)
+    try:
+        yield
+    finally:
+        native_lif._state.clear()
+        native_lif._state.update(state)
+
+
 @pytest.fixture
 def torch_ops_only(monkeypatch):
-    """Runs lif_spikes on its torch ops (the reference) inside the block."""
+    """Runs lif_spikes on its torch ops (the reference)."""
     def run(*args, **kwargs):
-        state = dict(native_lif._state)
-        native_lif._state.clear()
-        native_lif._state['failed'] = 'reference'
-        try:
+        with kernel_state(failed='reference'):
             return fast_lif.lif_spikes(*args, **kwargs)
-        finally:
-            native_lif._state.clear()
-            native_lif._state.update(state)
     return run
 
 
@@ -78,15 +88,10 @@ def test_without_a_compiler_one_note_then_the_torch_ops(monkeypatch, tmp_path, c
     monkeypatch.setenv('SPIKEDERAIN_CACHE', str(tmp_path / 'cache'))    # nothing built there
     monkeypatch.setenv('CC', 'no-such-cc')
     monkeypatch.setattr(native_lif.shutil, 'which', lambda name: None)  # no cc, no gcc
-    state = dict(native_lif._state)
-    native_lif._state.clear()
-    try:
+    with kernel_state():
         x = torch.randn(8, 16, 6, 6, generator=torch.Generator().manual_seed(0))
         first, again = fast_lif.lif_spikes(x, 4, 1.0), fast_lif.lif_spikes(x, 4, 1.0)
         assert 'fn' not in native_lif._state and not (tmp_path / 'cache').exists()
-    finally:
-        native_lif._state.clear()
-        native_lif._state.update(state)
     notes = [line for line in capsys.readouterr().err.splitlines() if 'native LIF' in line]
     assert len(notes) == 1 and 'no C compiler' in notes[0]                # announced once
     assert torch.equal(first, torch_ops_only(x, 4, 1.0)) and torch.equal(again, first)
@@ -94,14 +99,9 @@ def test_without_a_compiler_one_note_then_the_torch_ops(monkeypatch, tmp_path, c
 
 def test_switched_off_it_is_silent(monkeypatch, capsys):
     monkeypatch.setenv('SPIKEDERAIN_NATIVE', '0')
-    state = dict(native_lif._state)
-    native_lif._state.clear()
-    try:
+    with kernel_state():
         fast_lif.lif_spikes(torch.randn(4, 16, 6, 6), 4, 1.0)
         assert 'fn' not in native_lif._state
-    finally:
-        native_lif._state.clear()
-        native_lif._state.update(state)
     assert 'native LIF' not in capsys.readouterr().err
 
 
@@ -164,14 +164,8 @@ def test_a_second_forward_reuses_the_first_ones_pages():
     (1, 2, 4), (1, 2), (1, 4), (torch.channels_last, torch.contiguous_format))))
 def test_nilif_equal_to_the_torch_ops_with_its_gradient(T, r, levels, fmt):
     def reference(*args):
-        state = dict(native_lif._state)
-        native_lif._state.clear()
-        native_lif._state['failed'] = 'reference'
-        try:
+        with kernel_state(failed='reference'):
             return fast_lif.nilif_spikes(*args)
-        finally:
-            native_lif._state.clear()
-            native_lif._state.update(state)
     for B, decay in ((1, 0.5), (2, 0.3), (1, 1.0)):       # exact and rounded scaling
         g = torch.Generator().manual_seed(T * 100 + r * 10 + levels)
         x = (torch.randn(T * B, 6, 8, 12, generator=g) * 2).contiguous(memory_format=fmt)
@@ -205,15 +199,9 @@ def test_training_kernels_equal_the_torch_ops_bit_for_bit(T, fmt, keep_input):
         x = _inputs(T, 2, fmt, seed)
         x[0, 0, 0, 0] = 0.3                                 # finite: a NaN's gradient is NaN
         native = _lif_grad(x, T, v_th, alpha, keep_input, seed)
-        state = dict(native_lif._state)
-        assert 'backward' in state, 'the native kernel did not run'
-        native_lif._state.clear()
-        native_lif._state['failed'] = 'reference'
-        try:
+        assert native_lif.native_lif_charge(x, T, v_th, alpha, None, torch.empty_like(x), None)
+        with kernel_state(failed='reference'):
             ref = _lif_grad(x, T, v_th, alpha, keep_input, seed)
-        finally:
-            native_lif._state.clear()
-            native_lif._state.update(state)
         assert torch.equal(native[0], ref[0])
         # the input's inf gives NaN gradients in both; every other element is identical
         torch.testing.assert_close(native[1], ref[1], rtol=0, atol=0, equal_nan=True)
@@ -240,9 +228,7 @@ def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, 
     monkeypatch.setenv('SPIKEDERAIN_CACHE', str(tmp_path / 'cache'))
     monkeypatch.delenv('CC', raising=False)
     monkeypatch.setattr(native_lif, 'OPENMP', '-fno-such-flag-here')
-    state = dict(native_lif._state)
-    native_lif._state.clear()
-    try:
+    with kernel_state():
         x = _inputs(4, 2, torch.channels_last, 0)
         out = torch.empty_like(x)
         assert native_lif.native_lif(x, 4, 1.0, out)
@@ -251,9 +237,6 @@ def test_without_openmp_the_kernels_own_threads_run_them(monkeypatch, tmp_path, 
         assert built == [native_lif.library_path(compiler, native_lif.FLAGS)]
         marker = native_lif.library_path(compiler, native_lif.FLAGS + (native_lif.OPENMP,))
         assert marker.with_suffix('.failed').is_file()      # the next process skips that try
-    finally:
-        native_lif._state.clear()
-        native_lif._state.update(state)
     assert torch.equal(out, torch_ops_only(x, 4, 1.0))
 
 
