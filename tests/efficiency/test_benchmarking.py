@@ -129,7 +129,10 @@ def test_cli_summary_has_plain_default_and_bf16_next_to_the_floor(run):
     assert all(r > 0 for r in ratios) and all(c.endswith('x') for c in row[2:2 + len(want)])
     if gains:                     # the model's bf16 gain as a share of its convs' bf16 gain
         gain, convs, share = float(row[-3][:-1]), float(row[-2][:-1]), float(row[-1][:-1])
-        assert abs(share - 100 * gain / convs) < 1.5
+        # the printed gains are rounded to 0.01 and the share to 1 %: the share recomputed from
+        # them may differ by that rounding carried through the quotient, no more
+        slack = 100 * gain / convs * (0.005 / gain + 0.005 / convs) + 0.5
+        assert abs(share - 100 * gain / convs) <= slack + 1e-9, (gain, convs, share)
 
 
 def test_large_floors_share_one_input_buffer(monkeypatch):
