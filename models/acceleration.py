@@ -21,8 +21,9 @@ fidelity checks. Nothing here knows a model or a block by name. Switches (:class
   (SpikeRain's MDSA; spikingjelly's multi-dimensional attention in ESDNet and VLIF-Net, with
   ReLU·gate + residual in one pass). Changes rounding.
 * ``fast_arithmetic``: other re-associated element-wise formulas and linear maps (VLIF's 1x1
-  conv before its bilinear up-sampling, VLIF-Net's decompose-enhance in two passes). Changes
-  rounding.
+  conv before its bilinear up-sampling, VLIF-Net's decompose-enhance in two passes, inference
+  convs over channel concatenations summed part by part: SpikeRain's dense blocks and ARFE gate,
+  see :meth:`FastRunner.conv_cat`). Changes rounding.
 * ``patch_embed_once``: the image conv runs once instead of T times.
 * ``fold_bn`` (inference only, :func:`optimize_for_inference`): BatchNorm folded into the conv
   before it. Changes rounding.
@@ -64,6 +65,7 @@ from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
 PRECISIONS = ('fp32', 'bf16')
 BF16_WEIGHT = 'fast_bf16_weight'    # attribute of a conv: its bfloat16 copy, not in the state dict
+WEIGHT_SLICES = 'fast_weight_slices'  # attribute of a conv: its weight cut for conv_cat
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,12 @@ class FastRunner:
 
     # ---- layout -------------------------------------------------------------------------
     def layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=self.fmt)
+        x = x.contiguous(memory_format=self.fmt)
+        if x.dim() == 4 and x.shape[0] == 1 and x.stride(0) != x[0].numel():
+            # one image cut from a batch keeps the batch's stride (C in channels-last), and a
+            # 1x1 conv then takes it for another layout and copies it: the same memory, restrided
+            x = x.as_strided(x.shape, (x[0].numel(),) + x.stride()[1:])
+        return x
 
     def steps(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         T = T or self.T
@@ -364,6 +371,48 @@ class FastRunner:
         y = F.conv2d(x.to(self.conv_dtype), weight, None, conv.stride, conv.padding,
                      conv.dilation, conv.groups).float()
         return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
+
+    def conv_cat(self, parts: list[torch.Tensor], conv: nn.Conv2d,
+                 to_neuron: bool = False) -> torch.Tensor:
+        """``conv(torch.cat(parts, dim=1))``. At inference the concatenation is never built: a
+        conv is linear in its input channels, so each part meets its slice of the weight and
+        the products are summed into one output (in place, see :func:`_conv_accumulate`). A
+        dense block's layers then read their inputs where the neurons wrote them: no channel
+        prefix is copied, and each neuron writes a dense tensor instead of a slice of a wide
+        one (partial cache lines). Part of ``fast_arithmetic``: it changes rounding (the order
+        of the sum)."""
+        if (self.grad or not self.opts.fast_arithmetic or len(parts) == 1 or conv.groups != 1
+                or isinstance(conv.padding, str)):
+            return self.conv(self.cat_spikes(parts), conv, to_neuron)
+        dtype = self.conv_dtype or parts[0].dtype
+        exact_bias = self.conv_dtype is None or to_neuron    # a bf16 conv's bias: see conv()
+        bias = conv.bias if conv.bias is None or not exact_bias else conv.bias.to(dtype)
+        out = None
+        for part, w in zip(parts, self._weight_slices(conv, [p.shape[1] for p in parts], dtype)):
+            if out is None:
+                out = F.conv2d(part.to(dtype), w, bias if exact_bias else None, conv.stride,
+                               conv.padding, conv.dilation)
+            else:
+                _conv_accumulate(out, part.to(dtype), w, conv)
+        if exact_bias:
+            return out
+        out = out.float()
+        return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+    def _weight_slices(self, conv: nn.Conv2d, widths: list[int],
+                       dtype: torch.dtype) -> list[torch.Tensor]:
+        """``conv``'s weight cut along its input channels into ``widths``, in ``dtype`` and the
+        layout; kept on the conv until its weight changes (its version counter moves)."""
+        weight = conv.weight
+        key = (weight.data_ptr(), weight._version, tuple(widths), dtype, self.fmt)
+        cached = getattr(conv, WEIGHT_SLICES, None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        source = getattr(conv, BF16_WEIGHT, None) if dtype == torch.bfloat16 else None
+        source = weight.detach().to(dtype) if source is None else source
+        slices = [w.contiguous(memory_format=self.fmt) for w in source.split(widths, dim=1)]
+        setattr(conv, WEIGHT_SLICES, (key, slices))
+        return slices
 
     def conv_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """A bias-free stride-1 conv with a raw ``weight`` (e.g. a reshaped Conv3d's)."""
@@ -506,6 +555,31 @@ class _ChannelCat(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return tuple(grad.split(ctx.widths, dim=1))
+
+
+def _mkldnn_conv_add():
+    """oneDNN's conv with an in-place sum (``other += conv(x, w)``), as torch's inductor uses
+    it; None where this torch build lacks it."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise_.binary
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_MKLDNN_CONV_ADD = _mkldnn_conv_add() if torch.backends.mkldnn.is_available() else None
+
+
+def _conv_accumulate(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                     conv: nn.Conv2d) -> None:
+    """``out += conv2d(x, weight)`` (no bias, ``conv``'s geometry). On a CPU oneDNN adds the
+    product as it writes it (a conv alone costs the same), saving a pass over ``out``;
+    elsewhere a conv, then an add."""
+    if (_MKLDNN_CONV_ADD is not None and out.device.type == 'cpu'
+            and out.dtype in (torch.float32, torch.bfloat16)):
+        _MKLDNN_CONV_ADD(out, x, weight, None, list(conv.padding), list(conv.stride),
+                         list(conv.dilation), 1, 'add', None, None, [], None)
+    else:
+        out.add_(F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

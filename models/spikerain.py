@@ -93,35 +93,20 @@ class DSRB(nn.Module):
 
     def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """Dense block: each channel becomes spikes once. The LIF is element-wise and starts from
-        rest, so LIF(concat(parts)) == concat(LIF(part)); at inference the spikes go into one
-        buffer instead of five concatenations, held in the convs' dtype (bfloat16 on the bf16 path
-        halves the copies of its channel prefixes that each conv reads)."""
+        rest, so LIF(concat(parts)) == concat(LIF(part)): the block keeps its parts, each made
+        once, and every conv reads the concatenation of those it needs (at inference without
+        building it, :meth:`FastRunner.conv_cat`)."""
         if not run.opts.fused_lif:
             return run.module(self, x)
         lff_lif, lff_conv = self.lff
-        neurons = [layer[0] for layer in self.layers] + [lff_lif]
-        if run.grad:
-            parts = [run.lif(lff_lif, x, log=False)]
-            for layer in self.layers:
-                y = run.norm(run.conv(run.cat_spikes(parts), layer[1]), layer[2])
-                parts.append(run.lif(layer[0], y, log=False))
-            spikes = run.cat_spikes(parts)
-        else:
-            N, C, H, W = x.shape
-            spikes = torch.empty((N, lff_conv.in_channels, H, W), dtype=run.conv_dtype or x.dtype,
-                                 device=x.device, memory_format=run.fmt)
-            run.lif(lff_lif, x, out=spikes[:, :C], log=False)
-            c = C
-            for layer in self.layers:
-                y = run.norm(run.conv(run.layout(spikes[:, :c]), layer[1], to_neuron=True),
-                             layer[2])
-                run.lif(layer[0], y, out=spikes[:, c:c + y.shape[1]], log=False)
-                c += y.shape[1]
-        if run.record is not None:      # dense LIF j saw the first C + 24j channels
-            widths = [layer[1].in_channels for layer in self.layers] + [lff_conv.in_channels]
-            for neuron, width in zip(neurons, widths):
-                run.log(neuron, spikes[:, :width])
-        return self.attn.fast_forward(run.conv(spikes, lff_conv), run, residual=x)
+        parts = [run.lif(lff_lif, x, log=False)]
+        for layer in self.layers:
+            y = run.norm(run.conv_cat(parts, layer[1], to_neuron=True), layer[2])
+            parts.append(run.lif(layer[0], y, log=False))
+        if run.record is not None:      # dense LIF j saw the first j + 1 parts
+            for j, neuron in enumerate([layer[0] for layer in self.layers] + [lff_lif]):
+                run.log(neuron, torch.cat(parts[:j + 1], dim=1))
+        return self.attn.fast_forward(run.conv_cat(parts, lff_conv), run, residual=x)
 
 
 class TemporalFusion(nn.Module):
@@ -144,7 +129,7 @@ class TemporalFusion(nn.Module):
         out = steps[0] * w[0]
         for t in range(1, steps.shape[0]):
             out.add_(steps[t] * w[t])
-        return out
+        return run.layout(out)
 
 
 class ARFE(nn.Module):
@@ -164,6 +149,17 @@ class ARFE(nn.Module):
         sa = self.sa(x) * x
         g = self.gate(torch.cat([x, ca, sa], dim=1))
         return g * ca + (1 - g) * sa + x
+
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """The gate's conv reads ``[x, ca, sa]`` without the concatenation
+        (:meth:`FastRunner.conv_cat`); with ``fast_arithmetic`` the mix is one multiply-add,
+        ``sa + x + g·(ca - sa)``, instead of five passes."""
+        ca = self.ca(x) * x
+        sa = x * self.sa(x)          # x first: the product keeps its channels-last layout
+        g = torch.sigmoid(run.conv_cat([x, ca, sa], self.gate[0]))
+        if not run.opts.fast_arithmetic:
+            return g * ca + (1 - g) * sa + x
+        return torch.addcmul(sa + x, g, ca.sub_(sa))
 
 
 class SpikeRain(SpikingRestorer):
@@ -226,6 +222,6 @@ class SpikeRain(SpikingRestorer):
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = torch.cat([self.upsample_2_to_1.fast_forward(d2, run), e1], dim=1)
         d1 = run.blocks(self.decoder_level1, d1)
-        fused = self.refinement(self.temporal_fusion.fast_forward(d1, run))
+        fused = self.refinement.fast_forward(self.temporal_fusion.fast_forward(d1, run), run)
         return self.output_conv(fused) + img
 

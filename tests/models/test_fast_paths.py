@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from models import build_model, load_weights
-from models.acceleration import (disable_fast_path, enable_fast_training, fast_options,
-                                 fold_batchnorm, optimize_for_inference, plain_forward,
-                                 record_spikes)
+from models.acceleration import (FastOptions, FastRunner, disable_fast_path,
+                                 enable_fast_training, fast_options, fold_batchnorm,
+                                 optimize_for_inference, plain_forward, record_spikes)
 from models import build_from_checkpoint
 from models.base import SpikingRestorer
 from models.fast_lif import lif_spikes, lif_spikes_autograd, nilif_spikes
@@ -509,15 +509,15 @@ def test_convs_on_spikes_keep_integers_and_give_autograd_gradients(levels, chann
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize('precision,bound', [('fp32', (122, 51)), ('bf16', (188, 72))])
+@pytest.mark.parametrize('precision,bound', [('fp32', (76, 4)), ('bf16', (140, 23))])
 def test_spikerain_s_forward_copies_stay_within_the_stated_bound(precision, bound):
-    """Layout copies are memory traffic the convolutions do not need. Measured 2026-12-06: 119-122
-    ``aten::copy_`` calls in one SpikeRain-S fast forward (the count depends on which modules the
-    process has imported), 48-51 of them feature maps, of which 44 are the dense blocks' channel
-    prefixes (11 blocks x 4 convs; oneDNN reads only dense channels-last inputs, see
-    docs/efficiency.md). On the bf16 path (2026-12-07) 186 copies, 70 of them feature maps (94
-    before the dense convs handed their bfloat16 outputs to the neurons without a float32 copy).
-    A change that adds copies fails here."""
+    """Layout copies are memory traffic the convolutions do not need. Measured 2026-12-07 in one
+    SpikeRain-S fast forward: 71-74 ``aten::copy_`` calls, 1-4 of them feature-map sized (with
+    one thread, as here, the small 1x1 convs on this 32x32 image take torch's own conv, which
+    copies its bias into the output); on the bf16 path 137-138, 22-23 of them feature maps.
+    Before the dense blocks' convs read their parts without concatenating them
+    (``FastRunner.conv_cat``): 119-122 and 48-51 (44 of them the channel prefixes each dense
+    conv read), bf16 186 and 70. A change that adds copies fails here."""
     import math
 
     from torch.profiler import ProfilerActivity, profile
@@ -537,3 +537,60 @@ def test_spikerain_s_forward_copies_stay_within_the_stated_bound(precision, boun
     maps = [e for e in copies if e.input_shapes and len(e.input_shapes[0]) == 4
             and math.prod(e.input_shapes[0]) >= 4 * 32 * 8 * 8]
     assert len(copies) <= bound[0] and len(maps) <= bound[1], (len(copies), len(maps))
+
+
+def _cat_conv_case(kernel: int, bias: bool, dtype=torch.float32):
+    g = torch.Generator().manual_seed(kernel)
+    conv = nn.Conv2d(32 + 2 * 24, 24, kernel, padding=kernel // 2, bias=bias)
+    parts = [(torch.rand(4, c, 12, 10, generator=g) > 0.7).to(dtype).contiguous(
+        memory_format=torch.channels_last) for c in (32, 24, 24)]
+    return conv, parts
+
+
+@pytest.mark.parametrize('kernel,bias', [(3, True), (3, False), (1, True)])
+def test_conv_cat_sums_the_parts_as_the_concatenation(kernel, bias, monkeypatch):
+    """At inference ``conv_cat`` never builds the concatenation: each part meets its slice of the
+    weight and the products are summed in place (oneDNN) or by an add (other devices); both equal
+    the conv of the concatenation up to the order of the sum."""
+    import models.acceleration as acceleration
+    conv, parts = _cat_conv_case(kernel, bias)
+    conv = conv.to(memory_format=torch.channels_last)
+    run = FastRunner(build_model('spikerain-tiny'), FastOptions())
+    with torch.no_grad():
+        want = conv(torch.cat(parts, dim=1))
+        got = run.conv_cat(parts, conv)
+        monkeypatch.setattr(acceleration, '_MKLDNN_CONV_ADD', None)
+        added = run.conv_cat(parts, conv)
+    for y in (got, added):
+        assert y.shape == want.shape and y.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(y, want, atol=1e-5, rtol=1e-5), (y - want).abs().max()
+    exact = FastRunner(build_model('spikerain-tiny'), FastOptions(fast_arithmetic=False))
+    with torch.no_grad():                  # without fast_arithmetic: the concatenation, exactly
+        assert torch.equal(exact.conv_cat(parts, conv), want)
+
+
+def test_conv_cat_weight_slices_follow_the_weight():
+    """The cut weight is kept on the conv, and made again once the weight changes in place
+    (BN folding, a loaded checkpoint)."""
+    conv, parts = _cat_conv_case(3, True)
+    run = FastRunner(build_model('spikerain-tiny'), FastOptions())
+    with torch.no_grad():
+        first = run.conv_cat(parts, conv)
+        assert torch.equal(run.conv_cat(parts, conv), first)     # from the kept slices
+        conv.weight.mul_(2)
+        conv.bias.mul_(2)
+        assert torch.allclose(run.conv_cat(parts, conv), 2 * first, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('to_neuron', [True, False])
+def test_conv_cat_in_bf16_matches_the_bf16_conv(to_neuron):
+    """On the bf16 path the parts' products are summed in bfloat16; with ``to_neuron`` the
+    output is bfloat16 with the bias added by the conv, else float32 plus the float32 bias, as
+    :meth:`FastRunner.conv` does (torch runs bfloat16 convs on any CPU, slowly without AMX)."""
+    conv, parts = _cat_conv_case(3, True, torch.bfloat16)
+    run = FastRunner(build_model('spikerain-tiny'), FastOptions(precision='bf16'))
+    with torch.no_grad():
+        want = run.conv(torch.cat(parts, dim=1), conv, to_neuron=to_neuron)
+        got = run.conv_cat(parts, conv, to_neuron=to_neuron)
+    assert got.dtype == want.dtype == (torch.bfloat16 if to_neuron else torch.float32)
+    assert torch.allclose(got.float(), want.float(), atol=0.1, rtol=0.02)

@@ -111,13 +111,16 @@ def test_spikerain_temporal_fusion_fast_forward_is_the_same_sum():
     with torch.no_grad():
         model.temporal_fusion.weights.copy_(torch.tensor([0.3, -1.2, 0.7, 2.0]))
 
-    class Steps:
-        def steps(self, x):
-            return x.unflatten(0, (4, x.shape[0] // 4))
-    for fmt in (torch.channels_last, torch.contiguous_format):
-        d = torch.randn(8, 32, 12, 20).contiguous(memory_format=fmt)
-        expected = model.temporal_fusion(Steps().steps(d))
-        assert torch.equal(model.temporal_fusion.fast_forward(d, Steps()), expected)
+    from models.acceleration import FastOptions, FastRunner
+    for fmt, batch in [(torch.channels_last, 2), (torch.contiguous_format, 2),
+                       (torch.channels_last, 1)]:
+        run = FastRunner(model, FastOptions(channels_last=fmt == torch.channels_last))
+        d = torch.randn(4 * batch, 32, 12, 20).contiguous(memory_format=fmt)
+        expected = model.temporal_fusion(run.steps(d))
+        got = model.temporal_fusion.fast_forward(d, run)
+        assert torch.equal(got, expected)
+        # one image: its canonical strides, so the 1x1 convs after it read it in place
+        assert got.stride() == got.contiguous(memory_format=fmt).clone(memory_format=fmt).stride()
 
 
 def _allocator_settings(env_extra):
