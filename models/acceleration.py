@@ -336,7 +336,7 @@ class FastRunner:
         return mark_spikes(spikes) if fused else spikes      # fused: 0/1 by construction
 
     @staticmethod
-    def cat_spikes(parts: list[torch.Tensor]) -> torch.Tensor:
+    def cat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
         """``torch.cat(parts, dim=1)``, still tagged as spikes when every part is (channels-last
         parts are joined natively, see :class:`_ChannelCat`)."""
         out = parts[0] if len(parts) == 1 else _ChannelCat.apply(*parts)
@@ -348,11 +348,12 @@ class FastRunner:
             self.record[self.neuron_names[neuron]] = spikes.detach().clone()
 
     # ---- convs and norms ----------------------------------------------------------------
-    def conv(self, x: torch.Tensor, conv: nn.Conv2d, to_neuron: bool = False) -> torch.Tensor:
+    def conv(self, x: torch.Tensor, conv: nn.Conv2d, bf16_out: bool = False) -> torch.Tensor:
         """``conv(x)``; in bf16 precision the conv runs in bfloat16 (on the weight copy made by
-        :func:`optimize_for_inference`) and returns float32, or with ``to_neuron`` (its output
-        feeds only a neuron, perhaps through a folded BN) bfloat16 with the bias added by the
-        conv: the neuron reads bfloat16 exactly, so a float32 copy and a bias pass are saved."""
+        :func:`optimize_for_inference`) and returns float32, or with ``bf16_out`` (its reader
+        takes bfloat16 as it is: a neuron, perhaps through a folded BN, or SpikeRain's
+        attention) bfloat16 with the bias added by the conv: a float32 copy and a bias pass are
+        saved."""
         if self.conv_dtype is None:
             levels = spike_levels(x)
             if (levels and self.grad and torch.is_grad_enabled() and conv.weight.requires_grad
@@ -364,7 +365,7 @@ class FastRunner:
         weight = getattr(conv, BF16_WEIGHT, None)
         if weight is None:
             weight = conv.weight.to(self.conv_dtype)
-        if to_neuron:
+        if bf16_out:
             bias = None if conv.bias is None else conv.bias.to(self.conv_dtype)
             return F.conv2d(x.to(self.conv_dtype), weight, bias, conv.stride, conv.padding,
                             conv.dilation, conv.groups)
@@ -373,7 +374,7 @@ class FastRunner:
         return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
 
     def conv_cat(self, parts: list[torch.Tensor], conv: nn.Conv2d,
-                 to_neuron: bool = False) -> torch.Tensor:
+                 bf16_out: bool = False) -> torch.Tensor:
         """``conv(torch.cat(parts, dim=1))``. At inference the concatenation is never built: a
         conv is linear in its input channels, so each part meets its slice of the weight and
         the products are summed into one output (in place, see :func:`_conv_accumulate`). A
@@ -383,9 +384,9 @@ class FastRunner:
         of the sum)."""
         if (self.grad or not self.opts.fast_arithmetic or len(parts) == 1 or conv.groups != 1
                 or isinstance(conv.padding, str)):
-            return self.conv(self.cat_spikes(parts), conv, to_neuron)
+            return self.conv(self.cat_channels(parts), conv, bf16_out)
         dtype = self.conv_dtype or parts[0].dtype
-        exact_bias = self.conv_dtype is None or to_neuron    # a bf16 conv's bias: see conv()
+        exact_bias = self.conv_dtype is None or bf16_out    # a bf16 conv's bias: see conv()
         bias = conv.bias if conv.bias is None or not exact_bias else conv.bias.to(dtype)
         out = None
         for part, w in zip(parts, self._weight_slices(conv, [p.shape[1] for p in parts], dtype)):
@@ -425,7 +426,7 @@ class FastRunner:
         bn = norm.bn if isinstance(norm, StepBatchNorm2d) else norm
         if isinstance(bn, nn.Identity):
             return y
-        y = y.float()            # a bfloat16 conv output (``to_neuron``) meets an unfolded BN
+        y = y.float()            # a bfloat16 conv output (``bf16_out``) meets an unfolded BN
         if bn.training and self.update_stats:
             return bn.super_forward(y)                    # updates the running statistics
         if bn.training:          # checkpoint recompute: same op, statistics updated on copies

@@ -39,7 +39,7 @@ class SpikingResidualBlock(nn.Module):
         """In training, the block keeps its input, the spikes (as integers) and its three conv
         outputs; BN, the second LIF and the attention are recomputed in the backward pass."""
         r, sc = self.residual, self.shortcut
-        a = run.conv(run.neuron(r[0], x), r[1], to_neuron=True)
+        a = run.conv(run.neuron(r[0], x), r[1], bf16_out=True)
         a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
         return run.recompute(
             lambda y, s, res: attention_fast(run, self.attn,

@@ -18,9 +18,10 @@ rounds differently; every other operation is the one torch does (its ``addcmul``
 multiply-add, hence ``fmaf``), so the gradients are the same bit for bit.
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
 the mask its straight-through gradient needs.
-One helper that is not a neuron lives here too, since it is built with them:
+Two helpers that are not neurons live here too, since they are built with them:
 :func:`native_channel_cat`, the channel concatenation of channels-last spikes that training's
-dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast).
+dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast),
+and :func:`native_gated_residual`, SpikeRain's attention output in one pass instead of two.
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
@@ -290,6 +291,47 @@ int cat_rows(const char *const *srcs, const int64_t *bytes, int64_t k, void *dst
     return 0;
 }
 
+/* A gated residual on channels-last rows (SpikeRain's attention output): row r (sample n =
+   r / P, pixel) of out = res + (z * g[r]) * s[n, :], the product rounded, then one fused
+   multiply-add, as torch's mul then addcmul: the same bits in one pass instead of two. z may be
+   bfloat16 (read exactly, as torch promotes it). */
+typedef struct {
+    const float *res; const void *z; const float *g, *s; float *out;
+    int64_t P, C, first, last; int z_bf16;
+} gjob_t;
+
+static inline __attribute__((always_inline)) void gated_row(
+        const gjob_t *j, int64_t r, const int z_bf16) {
+    const float *res = j->res + r * j->C, *s = j->s + r / j->P * j->C;
+    float *o = j->out + r * j->C, g = j->g[r];
+    for (int64_t c = 0; c < j->C; c++) {
+        float z = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
+                         : ((const float *)j->z)[r * j->C + c];
+        o[c] = fmaf(z * g, s[c], res[c]);
+    }
+}
+
+static void *run_gated(void *arg) {
+    const gjob_t *j = (const gjob_t *)arg;
+    for (int64_t r = j->first; r < j->last; r++) {
+        if (j->z_bf16) gated_row(j, r, 1);
+        else gated_row(j, r, 0);
+    }
+    return 0;
+}
+
+int gated_residual(const float *res, const void *z, int z_bf16, const float *g, const float *s,
+                   float *out, int64_t R, int64_t P, int64_t C, int threads) {
+    threads = thread_count(threads, R / 256 + 1);
+    gjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        gjob_t j = {res, z, g, s, out, P, C, R * i / threads, R * (i + 1) / threads, z_bf16};
+        jobs[i] = j;
+    }
+    run_jobs(run_gated, (char *)jobs, sizeof(gjob_t), threads);
+    return 0;
+}
+
 /* NI-LIF over T steps of r x r patch pixels. x [T*B, C, H, W] and out [T*B, C*r*r, H/r, W/r]
    with any strides (xs, os: n, c, y, x); inside (optional) [T, r*r, B, C, H/r, W/r] bytes.
    Same ops in the same order as models.spiking.NILIF on each element. */
@@ -476,6 +518,11 @@ def _function():
                                             ctypes.c_int64, ctypes.c_int]
     cat.restype = ctypes.c_int
     _state['cat'] = cat
+    gated = lib.gated_residual
+    gated.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 3
+                      + [ctypes.c_int64] * 3 + [ctypes.c_int])
+    gated.restype = ctypes.c_int
+    _state['gated'] = gated
     ni = lib.nilif_forward
     ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
         ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
@@ -600,6 +647,32 @@ def native_channel_cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
     srcs = (ctypes.c_void_p * k)(*(p.data_ptr() for p in parts))
     widths = (ctypes.c_int64 * k)(*(p.shape[1] * size for p in parts))
     _state['cat'](srcs, widths, k, out.data_ptr(), N * H * W, C * size, torch.get_num_threads())
+    return out
+
+
+def native_gated_residual(residual: torch.Tensor, z: torch.Tensor, pixel_gate: torch.Tensor,
+                          channel_gate: torch.Tensor) -> torch.Tensor | None:
+    """``torch.addcmul(residual, z * pixel_gate, channel_gate.view(N, C, 1, 1))`` in one pass,
+    the same bits, for a float32 channels-last ``residual``, ``z`` ``[N,C,H,W]`` (float32, or
+    bfloat16 read exactly), a ``pixel_gate [N,1,H,W]`` and a ``channel_gate [N,C]``; ``None``
+    where these do not fit or the kernel is unavailable."""
+    N, C, H, W = z.shape
+    cl = torch.channels_last
+    if (z.device.type != 'cpu' or z.dtype not in (torch.float32, torch.bfloat16)
+            or any(t.dtype != torch.float32 or t.device != z.device
+                   for t in (residual, pixel_gate, channel_gate))
+            or residual.shape != z.shape or pixel_gate.shape != (N, 1, H, W)
+            or channel_gate.shape != (N, C) or z.numel() == 0
+            or not (z.is_contiguous(memory_format=cl) and residual.is_contiguous(memory_format=cl)
+                    and pixel_gate.is_contiguous() and channel_gate.is_contiguous())
+            or z.stride(0) != C * H * W or residual.stride(0) != C * H * W):
+        return None
+    if _function() is None:
+        return None
+    out = torch.empty_like(residual, memory_format=cl)
+    _state['gated'](residual.data_ptr(), z.data_ptr(), int(z.dtype == torch.bfloat16),
+                    pixel_gate.data_ptr(), channel_gate.data_ptr(), out.data_ptr(), N * H * W,
+                    H * W, C, torch.get_num_threads())
     return out
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SpikingRestorer
+from .native_lif import native_gated_residual
 from .spiking import (DownSample, PatchEmbed, StepBatchNorm2d, UpSample, conv2d, lif_conv_bn,
                       lif_conv_bn_fast, make_lif, repeat_time)
 
@@ -53,12 +54,14 @@ class MDSA(nn.Module):
     def fast_forward(self, z: torch.Tensor, run: FastRunner,
                      residual: torch.Tensor) -> torch.Tensor:
         """``self(z) + residual``; with ``fast_attention`` its three gates come from one
-        set of sums."""
+        set of sums. On the bf16 path ``z`` (a conv's output) stays bfloat16, read as it is."""
         if not run.opts.fast_attention:
+            z = z.float()
             return run.layout((self(run.steps(z)) + run.steps(residual)).flatten(0, 1))
         T, (N, C, H, W) = run.T, z.shape
         B = N // T
-        chan_sum = z.sum(dim=(2, 3)).view(T, B, C).sum(dim=0)          # [B,C]
+        # a bfloat16 z is summed in float32 and rounded once (a float32 sum would copy it)
+        chan_sum = z.sum(dim=(2, 3)).float().view(T, B, C).sum(dim=0)   # [B,C]
         chan_mean = chan_sum / (T * H * W)
         tfc, cfc = self.temporal_fc[1], self.channel_fc
         g_t = torch.sigmoid(chan_mean.mean(dim=1, keepdim=True) * tfc.weight.view(1, 1)
@@ -68,11 +71,13 @@ class MDSA(nn.Module):
         scale = g_t * g_c                                              # [B,C]
         # mean over C of z·scale, per pixel: a [pixels, C] x [C] product in channels-last
         pix = torch.matmul(run.steps(z).permute(0, 1, 3, 4, 2).flatten(2, 3),
-                           scale.view(1, B, C, 1) / C)                # [T,B,HW,1]
+                           (scale.view(1, B, C, 1) / C).to(z.dtype)).float()   # [T,B,HW,1]
         sconv = self.spatial_conv[0]
         g_s = torch.sigmoid(F.conv2d(pix.reshape(N, 1, H, W), sconv.weight.view(1, 1, 3, 3),
                                      sconv.bias, padding=1))           # [N,1,H,W]
-        return torch.addcmul(residual, z * g_s, scale.repeat(T, 1).view(N, C, 1, 1))
+        scale = scale.repeat(T, 1)                                      # [N,C]
+        out = None if run.grad else native_gated_residual(residual, z, g_s, scale)
+        return torch.addcmul(residual, z * g_s, scale.view(N, C, 1, 1)) if out is None else out
 
 
 class DSRB(nn.Module):
@@ -101,12 +106,13 @@ class DSRB(nn.Module):
         lff_lif, lff_conv = self.lff
         parts = [run.lif(lff_lif, x, log=False)]
         for layer in self.layers:
-            y = run.norm(run.conv_cat(parts, layer[1], to_neuron=True), layer[2])
+            y = run.norm(run.conv_cat(parts, layer[1], bf16_out=True), layer[2])
             parts.append(run.lif(layer[0], y, log=False))
         if run.record is not None:      # dense LIF j saw the first j + 1 parts
             for j, neuron in enumerate([layer[0] for layer in self.layers] + [lff_lif]):
                 run.log(neuron, torch.cat(parts[:j + 1], dim=1))
-        return self.attn.fast_forward(run.conv_cat(parts, lff_conv), run, residual=x)
+        return self.attn.fast_forward(run.conv_cat(parts, lff_conv, bf16_out=True), run,
+                                      residual=x)
 
 
 class TemporalFusion(nn.Module):
@@ -217,10 +223,10 @@ class SpikeRain(SpikingRestorer):
         e2 = run.blocks(self.encoder_level2, self.downsample_1_to_2.fast_forward(e1, run))
         d3 = self.downsample_2_to_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
-        d2 = torch.cat([self.upsample_3_to_2.fast_forward(d3, run), e2], dim=1)
+        d2 = run.cat_channels([self.upsample_3_to_2.fast_forward(d3, run), e2])
         d2 = run.segment(lambda t: lif_conv_bn_fast(run, self.reduce_channels_2, t), d2)
         d2 = run.blocks(self.decoder_level2, d2)
-        d1 = torch.cat([self.upsample_2_to_1.fast_forward(d2, run), e1], dim=1)
+        d1 = run.cat_channels([self.upsample_2_to_1.fast_forward(d2, run), e1])
         d1 = run.blocks(self.decoder_level1, d1)
         fused = self.refinement.fast_forward(self.temporal_fusion.fast_forward(d1, run), run)
         return self.output_conv(fused) + img

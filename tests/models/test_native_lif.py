@@ -257,16 +257,38 @@ def test_channel_cat_equals_torch_cat(dtype):
     assert native_lif.native_channel_cat([parts[0], parts[1][:, :, :4]]) is None
 
 
-def test_cat_spikes_gradient_is_torch_cats():
+def test_cat_channels_gradient_is_torch_cats():
     from models.acceleration import FastRunner
     g = torch.Generator().manual_seed(1)
     parts = [torch.randn(8, c, 6, 6, generator=g).contiguous(
         memory_format=torch.channels_last).requires_grad_(True) for c in (16, 24, 24)]
     grad = torch.randn(8, 64, 6, 6, generator=g)
-    FastRunner.cat_spikes(parts).backward(grad)
+    FastRunner.cat_channels(parts).backward(grad)
     got = [p.grad.clone() for p in parts]
     for p in parts:
         p.grad = None
     torch.cat(parts, dim=1).backward(grad)
     for a, p in zip(got, parts):
         assert torch.equal(a, p.grad)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_gated_residual_is_torchs_mul_then_addcmul(dtype):
+    """SpikeRain's attention output in one pass: the same bits as ``z * gate`` then
+    ``addcmul`` (a bfloat16 ``z`` promoted as torch does); layouts it does not take are left
+    to the torch ops."""
+    from models.native_lif import native_gated_residual
+    g = torch.Generator().manual_seed(3)
+    cl = torch.channels_last
+    N, C, H, W = 8, 40, 7, 9
+    res = torch.randn(N, C, H, W, generator=g).contiguous(memory_format=cl)
+    z = torch.randn(N, C, H, W, generator=g).to(dtype).contiguous(memory_format=cl)
+    z[0, 0, 0, 0] = float('inf')
+    pixel = torch.rand(N, 1, H, W, generator=g)
+    channel = torch.rand(N, C, generator=g)
+    got = native_gated_residual(res, z, pixel, channel)
+    want = torch.addcmul(res, z * pixel, channel.view(N, C, 1, 1))
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=cl)
+    assert torch.equal(got, want)
+    assert native_gated_residual(res.contiguous(), z, pixel, channel) is None
+    assert native_gated_residual(res, z, pixel, channel.double()) is None
