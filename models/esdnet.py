@@ -40,6 +40,10 @@ class SpikingResidualBlock(nn.Module):
         outputs; BN, the second LIF and the attention are recomputed in the backward pass."""
         r, sc = self.residual, self.shortcut
         a = run.conv(run.neuron(r[0], x), r[1], bf16_out=True)
+        if not run.grad:        # the two convs that meet before the attention write one output
+            z = run.conv_sum([(run.neuron(r[3], run.norm(a, r[2])), r[4], r[5]),
+                              (x, sc[0], sc[1])], bf16_out=True)
+            return attention_fast(run, self.attn, z, residual=x)
         a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
         return run.recompute(
             lambda y, s, res: attention_fast(run, self.attn,
@@ -120,5 +124,5 @@ class ESDNet(SpikingRestorer):
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = torch.cat([self.up2_1.fast_forward(d2, run), e1], dim=1)
         d1 = run.blocks(self.decoder_level1, d1)
-        return self.output(self.refinement(run.steps(d1).mean(dim=0))) + img
+        return self.output(self.refinement(run.step_mean(d1))) + img
 

@@ -294,7 +294,8 @@ int cat_rows(const char *const *srcs, const int64_t *bytes, int64_t k, void *dst
 /* A gated residual on channels-last rows (SpikeRain's attention output): row r (sample n =
    r / P, pixel) of out = res + (z * g[r]) * s[n, :], the product rounded, then one fused
    multiply-add, as torch's mul then addcmul: the same bits in one pass instead of two. z may be
-   bfloat16 (read exactly, as torch promotes it). */
+   bfloat16 (read exactly, as torch promotes it). Without g (NULL) and res (NULL): z * s[n, :]
+   (the fma with -0 adds nothing, not even to a zero's sign). */
 typedef struct {
     const float *res; const void *z; const float *g, *s; float *out;
     int64_t P, C, first, last; int z_bf16;
@@ -302,12 +303,12 @@ typedef struct {
 
 static inline __attribute__((always_inline)) void gated_row(
         const gjob_t *j, int64_t r, const int z_bf16) {
-    const float *res = j->res + r * j->C, *s = j->s + r / j->P * j->C;
-    float *o = j->out + r * j->C, g = j->g[r];
+    const float *res = j->res ? j->res + r * j->C : 0, *s = j->s + r / j->P * j->C;
+    float *o = j->out + r * j->C, g = j->g ? j->g[r] : 1.0f;
     for (int64_t c = 0; c < j->C; c++) {
         float z = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
                          : ((const float *)j->z)[r * j->C + c];
-        o[c] = fmaf(z * g, s[c], res[c]);
+        o[c] = fmaf(z * g, s[c], res ? res[c] : -0.0f);
     }
 }
 
@@ -650,28 +651,34 @@ def native_channel_cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
     return out
 
 
-def native_gated_residual(residual: torch.Tensor, z: torch.Tensor, pixel_gate: torch.Tensor,
+def native_gated_residual(residual: torch.Tensor | None, z: torch.Tensor,
+                          pixel_gate: torch.Tensor | None,
                           channel_gate: torch.Tensor) -> torch.Tensor | None:
     """``torch.addcmul(residual, z * pixel_gate, channel_gate.view(N, C, 1, 1))`` in one pass,
     the same bits, for a float32 channels-last ``residual``, ``z`` ``[N,C,H,W]`` (float32, or
-    bfloat16 read exactly), a ``pixel_gate [N,1,H,W]`` and a ``channel_gate [N,C]``; ``None``
+    bfloat16 read exactly), a ``pixel_gate [N,1,H,W]`` and a ``channel_gate [N,C]``; without
+    ``residual`` and ``pixel_gate`` (None), ``z * channel_gate.view(N, C, 1, 1)``. ``None``
     where these do not fit or the kernel is unavailable."""
     N, C, H, W = z.shape
     cl = torch.channels_last
+    given = [t for t in (residual, pixel_gate) if t is not None]
     if (z.device.type != 'cpu' or z.dtype not in (torch.float32, torch.bfloat16)
             or any(t.dtype != torch.float32 or t.device != z.device
-                   for t in (residual, pixel_gate, channel_gate))
-            or residual.shape != z.shape or pixel_gate.shape != (N, 1, H, W)
-            or channel_gate.shape != (N, C) or z.numel() == 0
-            or not (z.is_contiguous(memory_format=cl) and residual.is_contiguous(memory_format=cl)
-                    and pixel_gate.is_contiguous() and channel_gate.is_contiguous())
-            or z.stride(0) != C * H * W or residual.stride(0) != C * H * W):
+                   for t in given + [channel_gate])
+            or (residual is not None and (residual.shape != z.shape
+                                          or not residual.is_contiguous(memory_format=cl)
+                                          or residual.stride(0) != C * H * W))
+            or (pixel_gate is not None and (pixel_gate.shape != (N, 1, H, W)
+                                            or not pixel_gate.is_contiguous()))
+            or channel_gate.shape != (N, C) or not channel_gate.is_contiguous()
+            or z.numel() == 0 or not z.is_contiguous(memory_format=cl)
+            or z.stride(0) != C * H * W):
         return None
     if _function() is None:
         return None
-    out = torch.empty_like(residual, memory_format=cl)
-    _state['gated'](residual.data_ptr(), z.data_ptr(), int(z.dtype == torch.bfloat16),
-                    pixel_gate.data_ptr(), channel_gate.data_ptr(), out.data_ptr(), N * H * W,
+    out = torch.empty(z.shape, dtype=torch.float32, memory_format=cl)
+    _state['gated'](_ptr(residual), z.data_ptr(), int(z.dtype == torch.bfloat16),
+                    _ptr(pixel_gate), channel_gate.data_ptr(), out.data_ptr(), N * H * W,
                     H * W, C, torch.get_num_threads())
     return out
 

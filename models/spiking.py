@@ -26,6 +26,8 @@ import torch.nn.functional as F
 logging.getLogger('torch._library.triton').setLevel(logging.ERROR)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
+from .native_lif import native_gated_residual  # noqa: E402
+
 if TYPE_CHECKING:
     from .acceleration import FastRunner
 
@@ -222,12 +224,13 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     gated map: the temporal and channel gates from per-(step, channel) sums and maxima (the
     gates are positive, so the max of a gated map is the gated max), one multiply by their
     product, the spatial gate from that product's channel mean/max, and ReLU·gate (+ the
-    residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding.
+    residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding. On the bf16
+    path ``z`` may be a conv's bfloat16 output, read as it is (the gating makes it float32).
     """
     full = (isinstance(attn, layer.MultiDimensionalAttention) and attn.ta is not None
             and attn.ca is not None and attn.sa is not None)
     if not (run.opts.fast_attention and full):
-        out = attn(run.steps(z))
+        out = attn(run.steps(z.float()))
         return run.layout((out if residual is None else out + run.steps(residual))
                           .flatten(0, 1))
     T, (N, C, H, W) = run.T, z.shape
@@ -236,14 +239,17 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     def shared_mlp(seq: nn.Sequential, v: torch.Tensor) -> torch.Tensor:
         return F.linear(F.relu(F.linear(v, seq[0].weight.flatten(1))),
                         seq[2].weight.flatten(1))
-    sums = z.sum(dim=(2, 3)).view(T, B, C)
-    maxima = run.spatial_max(z).view(T, B, C)
+    sums = z.sum(dim=(2, 3)).float().view(T, B, C)     # bfloat16: float32 sums, rounded once
+    maxima = run.spatial_max(z).float().view(T, B, C)
     ta, ca = attn.ta.sharedMLP, attn.ca.sharedMLP
     g_t = torch.sigmoid(shared_mlp(ta, (sums.sum(dim=2) / (C * H * W)).t())
                         + shared_mlp(ta, maxima.amax(dim=2).t())).t().unsqueeze(2)  # [T,B,1]
     g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
                         + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
-    gated = z * (g_t * g_c).reshape(N, C, 1, 1)
+    gate = (g_t * g_c).reshape(N, C)
+    # a bfloat16 z: one native pass (torch's mul would first copy it to float32)
+    gated = native_gated_residual(None, z, None, gate) if z.dtype == torch.bfloat16 else None
+    gated = z * gate.view(N, C, 1, 1) if gated is None else gated
     mean_s = gated.sum(dim=1).view(T, B, H, W).sum(dim=0) / (T * C)
     max_s = run.channel_max(gated).view(T, B, H, W).amax(dim=0)
     sconv = attn.sa.conv

@@ -98,6 +98,10 @@ class SDEM(nn.Module):
                                   run.norm(y, self.bn2) + run.norm(s, self.shortcut[1]),
                                   residual=res)
         out = run.conv(run.recompute(group_1, x), self.conv1)
+        if not run.grad:        # the two convs that meet before the attention write one output
+            z = run.conv_sum([(group_2(out), self.conv2, self.bn2),
+                              (x, self.shortcut[0], self.shortcut[1])], bf16_out=True)
+            return attention_fast(run, self.attn, z, residual=x)
         out = run.conv(run.recompute(group_2, out), self.conv2)
         return run.recompute(join, out, run.conv(x, self.shortcut[0]), x)
 
@@ -299,7 +303,7 @@ class VLIFNet(SpikingRestorer):
         d1 = run.segment(lambda t: self.additional_sunet_level1.fast_forward(t, run), d1)
         if self.use_refinement:
             d1 = run.blocks(self.refinement_blocks, d1)
-        return run.conv(run.steps(d1).mean(dim=0), self.output[0]) + img
+        return run.conv(run.step_mean(d1), self.output[0]) + img
 
     @staticmethod
     def convert_official_state_dict(sd: Mapping[str, torch.Tensor]

@@ -595,3 +595,37 @@ def test_conv_cat_in_bf16_matches_the_bf16_conv(bf16_out):
         got = run.conv_cat(parts, conv, bf16_out=bf16_out)
     assert got.dtype == want.dtype == (torch.bfloat16 if bf16_out else torch.float32)
     assert torch.allclose(got.float(), want.float(), atol=0.1, rtol=0.02)
+
+
+def test_conv_sum_writes_one_output_where_the_norms_are_folded():
+    """``conv_sum``: two convs that meet in an add (ESDNet's and VLIF-Net's residual and
+    shortcut) write one output at inference, equal to the sum up to its order; where a norm is
+    not folded, it is each conv, its norm, then the add, exactly."""
+    g = torch.Generator().manual_seed(5)
+    cl = torch.channels_last
+    a, b = (nn.Conv2d(16, 16, 3, padding=1).to(memory_format=cl) for _ in range(2))
+    xa, xb = (torch.randn(4, 16, 9, 7, generator=g).contiguous(memory_format=cl)
+              for _ in range(2))
+    bn = nn.BatchNorm2d(16).eval()
+    bn.running_mean.uniform_(-1, 1, generator=g)
+    run = FastRunner(build_model('spikerain-tiny'), FastOptions())
+    with torch.no_grad():
+        want = a(xa) + b(xb)
+        got = run.conv_sum([(xa, a, nn.Identity()), (xb, b, nn.Identity())])
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+        assert torch.equal(run.conv_sum([(xa, a, bn), (xb, b, nn.Identity())]), bn(a(xa)) + b(xb))
+        bf16 = FastRunner(build_model('spikerain-tiny'), FastOptions(precision='bf16'))
+        for out_bf16 in (True, False):
+            y = bf16.conv_sum([(xa, a, nn.Identity()), (xb, b, nn.Identity())], bf16_out=out_bf16)
+            assert y.dtype == (torch.bfloat16 if out_bf16 else torch.float32)
+            assert torch.allclose(y.float(), want, atol=0.1, rtol=0.02)
+
+
+@pytest.mark.parametrize('T,fmt', [(1, torch.channels_last), (4, torch.channels_last),
+                                   (4, torch.contiguous_format), (3, torch.channels_last)])
+def test_step_mean_is_the_same_mean(T, fmt):
+    model = build_model('spikerain-tiny')
+    run = FastRunner(model, FastOptions(channels_last=fmt == torch.channels_last))
+    run.T = T
+    x = torch.randn(2 * T, 24, 10, 6).contiguous(memory_format=fmt)
+    assert torch.equal(run.step_mean(x), run.steps(x).mean(dim=0))
