@@ -18,10 +18,12 @@ rounds differently; every other operation is the one torch does (its ``addcmul``
 multiply-add, hence ``fmaf``), so the gradients are the same bit for bit.
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
 the mask its straight-through gradient needs.
-Two helpers that are not neurons live here too, since they are built with them:
+Helpers that are not neurons live here too, since they are built with them:
 :func:`native_channel_cat`, the channel concatenation of channels-last spikes that training's
 dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast),
-and :func:`native_gated_residual`, SpikeRain's attention output in one pass instead of two.
+and the attentions' element-wise passes at inference, each one pass where torch makes two or
+three (:func:`native_gated_residual`, :func:`native_channel_gate`,
+:func:`native_relu_gated_residual`).
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
@@ -295,9 +297,10 @@ int cat_rows(const char *const *srcs, const int64_t *bytes, int64_t k, void *dst
    r / P, pixel) of out = res + (z * g[r]) * s[n, :], the product rounded, then one fused
    multiply-add, as torch's mul then addcmul: the same bits in one pass instead of two. z may be
    bfloat16 (read exactly, as torch promotes it). Without g (NULL) and res (NULL): z * s[n, :]
-   (the fma with -0 adds nothing, not even to a zero's sign). */
+   (the fma with -0 adds nothing, not even to a zero's sign), and then, where sums and maxs are
+   given, each row's sum (in 16 interleaved partial sums) and max (NaN wins, as torch's amax). */
 typedef struct {
-    const float *res; const void *z; const float *g, *s; float *out;
+    const float *res; const void *z; const float *g, *s; float *out, *sums, *maxs;
     int64_t P, C, first, last; int z_bf16;
 } gjob_t;
 
@@ -309,6 +312,31 @@ static inline __attribute__((always_inline)) void gated_row(
         float z = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
                          : ((const float *)j->z)[r * j->C + c];
         o[c] = fmaf(z * g, s[c], res ? res[c] : -0.0f);
+    }
+    if (j->sums) {                   /* 16 lanes, so that the loop vectorises */
+        float sum[16] = {0}, max[16], nan = 0.0f;
+        int64_t c = 0;
+        for (int k = 0; k < 16; k++) max[k] = -INFINITY;
+        for (; c + 16 <= j->C; c += 16)
+            for (int k = 0; k < 16; k++) {
+                sum[k] += o[c + k];
+                max[k] = o[c + k] > max[k] ? o[c + k] : max[k];
+                nan += o[c + k] - o[c + k];     /* NaN if any element is NaN or infinite */
+            }
+        for (; c < j->C; c++) {
+            sum[0] += o[c];
+            max[0] = o[c] > max[0] ? o[c] : max[0];
+            nan += o[c] - o[c];
+        }
+        float total = 0.0f, peak = -INFINITY;
+        for (int k = 0; k < 16; k++) {
+            total += sum[k];
+            peak = max[k] > peak ? max[k] : peak;
+        }
+        if (nan != nan)                  /* rare: NaN or inf inside; amax's NaN rule, exactly */
+            for (c = 0; c < j->C; c++) if (o[c] != o[c]) peak = o[c];
+        j->sums[r] = total;
+        j->maxs[r] = peak;
     }
 }
 
@@ -322,14 +350,47 @@ static void *run_gated(void *arg) {
 }
 
 int gated_residual(const float *res, const void *z, int z_bf16, const float *g, const float *s,
-                   float *out, int64_t R, int64_t P, int64_t C, int threads) {
+                   float *out, float *sums, float *maxs, int64_t R, int64_t P, int64_t C,
+                   int threads) {
     threads = thread_count(threads, R / 256 + 1);
     gjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        gjob_t j = {res, z, g, s, out, P, C, R * i / threads, R * (i + 1) / threads, z_bf16};
+        gjob_t j = {res, z, g, s, out, sums, maxs, P, C, R * i / threads,
+                    R * (i + 1) / threads, z_bf16};
         jobs[i] = j;
     }
     run_jobs(run_gated, (char *)jobs, sizeof(gjob_t), threads);
+    return 0;
+}
+
+/* The attention's last step on channels-last rows: out = relu(v) * g[r] + res as one fused
+   multiply-add (torch's relu then addcmul, the same bits), or relu(v) * g[r] without res. */
+typedef struct {
+    const float *v, *g, *res; float *out; int64_t C, first, last;
+} rjob_t;
+
+static void *run_relu_gated(void *arg) {
+    const rjob_t *j = (const rjob_t *)arg;
+    for (int64_t r = j->first; r < j->last; r++) {
+        const float *v = j->v + r * j->C, *res = j->res ? j->res + r * j->C : 0;
+        float *o = j->out + r * j->C, g = j->g[r];
+        for (int64_t c = 0; c < j->C; c++) {
+            float a = v[c] < 0.0f ? 0.0f : v[c];
+            o[c] = res ? fmaf(a, g, res[c]) : a * g;
+        }
+    }
+    return 0;
+}
+
+int relu_gated_residual(const float *v, const float *g, const float *res, float *out,
+                        int64_t R, int64_t C, int threads) {
+    threads = thread_count(threads, R / 256 + 1);
+    rjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        rjob_t j = {v, g, res, out, C, R * i / threads, R * (i + 1) / threads};
+        jobs[i] = j;
+    }
+    run_jobs(run_relu_gated, (char *)jobs, sizeof(rjob_t), threads);
     return 0;
 }
 
@@ -520,10 +581,13 @@ def _function():
     cat.restype = ctypes.c_int
     _state['cat'] = cat
     gated = lib.gated_residual
-    gated.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 3
+    gated.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 5
                       + [ctypes.c_int64] * 3 + [ctypes.c_int])
     gated.restype = ctypes.c_int
-    _state['gated'] = gated
+    relu_gated = lib.relu_gated_residual
+    relu_gated.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_int]
+    relu_gated.restype = ctypes.c_int
+    _state['gated'], _state['relu_gated'] = gated, relu_gated
     ni = lib.nilif_forward
     ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
         ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
@@ -678,8 +742,52 @@ def native_gated_residual(residual: torch.Tensor | None, z: torch.Tensor,
         return None
     out = torch.empty(z.shape, dtype=torch.float32, memory_format=cl)
     _state['gated'](_ptr(residual), z.data_ptr(), int(z.dtype == torch.bfloat16),
-                    _ptr(pixel_gate), channel_gate.data_ptr(), out.data_ptr(), N * H * W,
-                    H * W, C, torch.get_num_threads())
+                    _ptr(pixel_gate), channel_gate.data_ptr(), out.data_ptr(), None, None,
+                    N * H * W, H * W, C, torch.get_num_threads())
+    return out
+
+
+def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``z * channel_gate.view(N, C, 1, 1)`` (the same bits) with each pixel's channel sum and
+    channel max of it (``[N,H,W]`` each; the sum in 16 partial sums), one pass over a channels-last
+    ``z`` (float32 or bfloat16) and a float32 ``channel_gate [N,C]``; ``None`` where these do
+    not fit or the kernel is unavailable."""
+    N, C, H, W = z.shape
+    if (z.device.type != 'cpu' or z.numel() == 0 or z.dtype not in (torch.float32, torch.bfloat16)
+            or channel_gate.dtype != torch.float32 or channel_gate.shape != (N, C)
+            or not channel_gate.is_contiguous()
+            or not z.is_contiguous(memory_format=torch.channels_last) or z.stride(0) != C * H * W
+            or _function() is None):
+        return None
+    out = torch.empty(z.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    sums, maxs = torch.empty(N, H, W), torch.empty(N, H, W)
+    _state['gated'](None, z.data_ptr(), int(z.dtype == torch.bfloat16), None,
+                    channel_gate.data_ptr(), out.data_ptr(), sums.data_ptr(), maxs.data_ptr(),
+                    N * H * W, H * W, C, torch.get_num_threads())
+    return out, sums, maxs
+
+
+def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
+                               residual: torch.Tensor | None) -> torch.Tensor | None:
+    """``torch.addcmul(residual, relu(v), pixel_gate)`` (or ``relu(v) * pixel_gate`` without a
+    residual) in one pass, the same bits, for float32 channels-last ``v`` and ``residual``
+    ``[N,C,H,W]`` and ``pixel_gate [N,1,H,W]``; ``None`` where these do not fit."""
+    N, C, H, W = v.shape
+    cl = torch.channels_last
+    if (v.device.type != 'cpu' or v.numel() == 0
+            or any(t.dtype != torch.float32 or t.device != v.device
+                   for t in (v, pixel_gate) + ((residual,) if residual is not None else ()))
+            or pixel_gate.shape != (N, 1, H, W) or not pixel_gate.is_contiguous()
+            or not v.is_contiguous(memory_format=cl) or v.stride(0) != C * H * W
+            or (residual is not None and (residual.shape != v.shape
+                                          or not residual.is_contiguous(memory_format=cl)
+                                          or residual.stride(0) != C * H * W))
+            or _function() is None):
+        return None
+    out = torch.empty(v.shape, dtype=torch.float32, memory_format=cl)
+    _state['relu_gated'](v.data_ptr(), pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(),
+                         N * H * W, C, torch.get_num_threads())
     return out
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 logging.getLogger('torch._library.triton').setLevel(logging.ERROR)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
-from .native_lif import native_gated_residual  # noqa: E402
+from .native_lif import native_channel_gate, native_relu_gated_residual  # noqa: E402
 
 if TYPE_CHECKING:
     from .acceleration import FastRunner
@@ -247,15 +247,23 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
                         + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
     gate = (g_t * g_c).reshape(N, C)
-    # a bfloat16 z: one native pass (torch's mul would first copy it to float32)
-    gated = native_gated_residual(None, z, None, gate) if z.dtype == torch.bfloat16 else None
-    gated = z * gate.view(N, C, 1, 1) if gated is None else gated
-    mean_s = gated.sum(dim=1).view(T, B, H, W).sum(dim=0) / (T * C)
-    max_s = run.channel_max(gated).view(T, B, H, W).amax(dim=0)
+    # at inference one native pass makes the gated map and each pixel's channel sum and max
+    # (and reads a bfloat16 z as it is, where torch's mul would first copy it to float32)
+    native = None if run.grad else native_channel_gate(z, gate)
+    if native is None:
+        gated = z * gate.view(N, C, 1, 1)
+        pixel_sum, pixel_max = gated.sum(dim=1), run.channel_max(gated)
+    else:
+        gated, pixel_sum, pixel_max = native
+    mean_s = pixel_sum.view(T, B, H, W).sum(dim=0) / (T * C)
+    max_s = pixel_max.view(T, B, H, W).amax(dim=0)
     sconv = attn.sa.conv
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
     g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)
+    out = None if run.grad else native_relu_gated_residual(gated, g_s, residual)
+    if out is not None:                                   # ReLU, gate and residual: one pass
+        return out
     gated = torch.relu(gated) if run.grad else gated.relu_()
     if residual is None:
         return run.layout(gated.mul_(g_s) if not run.grad else gated * g_s)

@@ -141,14 +141,16 @@ def test_freed_memory_is_kept_unless_the_environment_says_otherwise():
     assert _allocator_settings({'SPIKEDERAIN_KEEP_MEMORY': '0'}) == 'False'
 
 
-def _second_forward_page_faults(env_extra):
+def _warm_forward_page_faults(env_extra):
     code = ('import resource, torch; from models import build_model; '
             'from models.acceleration import optimize_for_inference; '
             'm = optimize_for_inference(build_model("spikerain-tiny")); '
             'x = torch.rand(1, 3, 256, 256)\n'
             'def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n'
-            'with torch.no_grad():\n m(x); f = faults(); m(x)\n'
-            'print(faults() - f)')
+            'counts = []\n'
+            'with torch.no_grad():\n m(x)\n for _ in range(3):\n'
+            '  f = faults(); m(x); counts.append(faults() - f)\n'
+            'print(min(counts))')
     env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
     done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           env={**env, 'OMP_NUM_THREADS': '1', **env_extra}, timeout=300)
@@ -157,9 +159,12 @@ def _second_forward_page_faults(env_extra):
 
 
 @pytest.mark.slow
-def test_a_second_forward_reuses_the_first_ones_pages():
-    kept, fresh = (_second_forward_page_faults({}),
-                   _second_forward_page_faults({'SPIKEDERAIN_KEEP_MEMORY': '0'}))
+def test_a_warm_forward_reuses_freed_pages():
+    """The least page faults of the 2nd-4th forwards: the heap may take a forward or two to
+    settle (measured 2026-12-07 on spikerain-tiny at 256x256, one thread: 0-24704 faults in the
+    2nd forward, then mostly 0; 34786 in each forward without the setting)."""
+    kept, fresh = (_warm_forward_page_faults({}),
+                   _warm_forward_page_faults({'SPIKEDERAIN_KEEP_MEMORY': '0'}))
     assert kept * 5 < fresh, (kept, fresh)
 
 
@@ -308,3 +313,36 @@ def test_gated_residual_without_residual_and_pixel_gate_is_a_channel_scale(dtype
     want = z * gate.view(8, 24, 1, 1)
     assert got.dtype == torch.float32 and torch.equal(got, want)
     assert torch.equal(torch.signbit(got), torch.signbit(want))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_channel_gate_gives_the_gated_map_and_its_pixel_sums_and_maxima(dtype):
+    """ESDNet's and VLIF-Net's attention at inference: ``z * gate`` bit for bit, with each
+    pixel's channel sum (another order of the same sum) and channel max (exactly ``amax``, NaN
+    included), in one pass."""
+    from models.native_lif import native_channel_gate
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(8, 40, 5, 7, generator=g).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    z[0, 3, 1, 1], z[1, 39, 2, 2], z[2, 0, 0, 0] = float('nan'), float('inf'), -float('inf')
+    gate = torch.rand(8, 40, generator=g)
+    gated, sums, maxima = native_channel_gate(z, gate)
+    want = z * gate.view(8, 40, 1, 1)
+    torch.testing.assert_close(gated, want, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(maxima, want.amax(dim=1), rtol=0, atol=0, equal_nan=True)
+    finite = want.sum(dim=1).isfinite()
+    assert torch.allclose(sums[finite], want.sum(dim=1)[finite], atol=1e-5, rtol=1e-5)
+    assert native_channel_gate(z.contiguous(), gate) is None
+
+
+def test_relu_gated_residual_is_torchs_relu_then_addcmul():
+    from models.native_lif import native_relu_gated_residual
+    g = torch.Generator().manual_seed(7)
+    cl = torch.channels_last
+    v, res = (torch.randn(8, 24, 6, 5, generator=g).contiguous(memory_format=cl)
+              for _ in range(2))
+    pixel = torch.rand(8, 1, 6, 5, generator=g)
+    assert torch.equal(native_relu_gated_residual(v, pixel, res),
+                       torch.addcmul(res, torch.relu(v), pixel))
+    assert torch.equal(native_relu_gated_residual(v, pixel, None), torch.relu(v) * pixel)
+    assert native_relu_gated_residual(v, pixel.double(), res) is None
