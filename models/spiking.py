@@ -260,8 +260,8 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     sconv = attn.sa.conv
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
-    g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)
-    out = None if run.grad else native_relu_gated_residual(gated, g_s, residual)
+    g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
+    out = None if run.grad else native_relu_gated_residual(gated, g_s.contiguous(), residual)
     if out is not None:                                   # ReLU, gate and residual: one pass
         return out
     gated = torch.relu(gated) if run.grad else gated.relu_()

@@ -629,3 +629,30 @@ def test_step_mean_is_the_same_mean(T, fmt):
     run.T = T
     x = torch.randn(2 * T, 24, 10, 6).contiguous(memory_format=fmt)
     assert torch.equal(run.step_mean(x), run.steps(x).mean(dim=0))
+
+
+@pytest.mark.parametrize('name', ['esdnet', 'vlif-net', 'spikerain-s'])
+def test_the_attentions_take_their_native_passes_at_inference(name, monkeypatch):
+    """Each attention of a default forward takes its one-pass native kernels (a layout they
+    do not take, e.g. a broadcast gate, silently falls back to the slower torch ops)."""
+    import models.native_lif as native_lif
+    import models.spikerain as spikerain
+    import models.spiking as spiking
+    built = native_lif._function() is not None     # without a compiler: the torch ops, always
+    taken = []
+
+    def spy(module, attr):
+        inner = getattr(module, attr)
+
+        def wrapper(*args):
+            out = inner(*args)
+            taken.append((attr, out is not None))
+            return out
+        monkeypatch.setattr(module, attr, wrapper)
+    for attr in ('native_channel_gate', 'native_relu_gated_residual'):
+        spy(spiking, attr)
+    spy(spikerain, 'native_gated_residual')
+    model = optimize_for_inference(build_model(name, dim=16))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32))
+    assert taken and all(ok == built for _, ok in taken), taken
