@@ -66,6 +66,7 @@ from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 PRECISIONS = ('fp32', 'bf16')
 BF16_WEIGHT = 'fast_bf16_weight'    # attribute of a conv: its bfloat16 copy, not in the state dict
 WEIGHT_SLICES = 'fast_weight_slices'  # attribute of a conv: its weight cut for conv_cat
+CONV_COPY = 'fast_conv_copy'          # attribute of a tensor: (its version, its bf16 copy)
 
 
 @dataclass(frozen=True)
@@ -373,13 +374,13 @@ class FastRunner:
                                         conv.dilation, conv.groups, levels)
             return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
                             conv.dilation, conv.groups)
-        weight = self._weight(conv, self.conv_dtype)
+        weight, x = self._weight(conv, self.conv_dtype), self.in_conv_dtype(x)
         if bf16_out:
             bias = None if conv.bias is None else conv.bias.to(self.conv_dtype)
-            return F.conv2d(x.to(self.conv_dtype), weight, bias, conv.stride, conv.padding,
-                            conv.dilation, conv.groups)
-        y = F.conv2d(x.to(self.conv_dtype), weight, None, conv.stride, conv.padding,
-                     conv.dilation, conv.groups).float()
+            return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                            conv.groups)
+        y = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation,
+                     conv.groups).float()
         return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
 
     # At inference, with fast_arithmetic, a sum of convs is one output: the first conv writes
@@ -428,15 +429,31 @@ class FastRunner:
         biases = [b for b in biases if b is not None]
         bias = sum(biases[1:], biases[0]) if biases else None
         exact_bias = self.conv_dtype is None or bf16_out     # a bf16 conv's bias: see conv()
-        out = F.conv2d(xs[0].to(dtype), weights[0],
+        xs = [x.to(dtype) if self.conv_dtype is None else self.in_conv_dtype(x) for x in xs]
+        out = F.conv2d(xs[0], weights[0],
                        bias.to(dtype) if exact_bias and bias is not None else None,
                        conv.stride, conv.padding, conv.dilation)
         for x, w in zip(xs[1:], weights[1:]):
-            _conv_accumulate(out, x.to(dtype), w, conv)
+            _conv_accumulate(out, x, w, conv)
         if exact_bias:
             return out
         out = out.float()
         return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+
+    def in_conv_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        """``x.to(conv_dtype)``, or the copy a kernel wrote as it made ``x`` (see
+        :meth:`keep_conv_copy`; used once, and only while ``x`` is unchanged)."""
+        kept = x.__dict__.pop(CONV_COPY, None)
+        if kept is not None and kept[0] == x._version and kept[1].dtype == self.conv_dtype:
+            return kept[1]
+        return x.to(self.conv_dtype)
+
+    @staticmethod
+    def keep_conv_copy(x: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+        """Remember ``copy`` (``x`` in the convs' dtype, written by the kernel that made ``x``)
+        for the next conv that reads ``x``: the conversion pass is saved. Returns ``x``."""
+        setattr(x, CONV_COPY, (x._version, copy))
+        return x
 
     def _weight(self, conv: nn.Conv2d, dtype: torch.dtype) -> torch.Tensor:
         """``conv``'s weight in ``dtype`` (bfloat16: the copy :func:`optimize_for_inference`

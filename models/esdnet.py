@@ -43,7 +43,8 @@ class SpikingResidualBlock(nn.Module):
         if not run.grad:        # the two convs that meet before the attention write one output
             z = run.conv_sum([(run.neuron(r[3], run.norm(a, r[2])), r[4], r[5]),
                               (x, sc[0], sc[1])], bf16_out=True)
-            return attention_fast(run, self.attn, z, residual=x)
+            # the next block's shortcut conv reads the output: on the bf16 path, in bf16
+            return attention_fast(run, self.attn, z, residual=x, conv_copy=True)
         a = run.conv(run.recompute(lambda y: run.neuron(r[3], run.norm(y, r[2])), a), r[4])
         return run.recompute(
             lambda y, s, res: attention_fast(run, self.attn,
@@ -119,10 +120,10 @@ class ESDNet(SpikingRestorer):
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
-        d2 = torch.cat([self.up3_2.fast_forward(d3, run), e2], dim=1)
+        d2 = run.cat_channels([self.up3_2.fast_forward(d3, run), e2])
         d2 = run.segment(lambda t: lif_conv_bn_fast(run, self.reduce_chan_level2, t), d2)
         d2 = run.blocks(self.decoder_level2, d2)
-        d1 = torch.cat([self.up2_1.fast_forward(d2, run), e1], dim=1)
+        d1 = run.cat_channels([self.up2_1.fast_forward(d2, run), e1])
         d1 = run.blocks(self.decoder_level1, d1)
         return self.output(self.refinement(run.step_mean(d1))) + img
 

@@ -101,6 +101,14 @@ static float bf16_to_float(uint16_t b) {
     return f;
 }
 
+/* Round to nearest even, NaN to the quiet NaN: torch's float -> bfloat16. */
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f) return (uint16_t)0x7FC0;
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* Inference: items are (row, chunk of K) pairs, each running all T steps with its membrane in
    a local array and writing its spikes straight into the output row (which may be a strided
    channel slice of a dense block's buffer). */
@@ -364,9 +372,10 @@ int gated_residual(const float *res, const void *z, int z_bf16, const float *g, 
 }
 
 /* The attention's last step on channels-last rows: out = relu(v) * g[r] + res as one fused
-   multiply-add (torch's relu then addcmul, the same bits), or relu(v) * g[r] without res. */
+   multiply-add (torch's relu then addcmul, the same bits), or relu(v) * g[r] without res; with
+   out16, also out in bfloat16 (as torch's conversion rounds it), for the bf16 convs it feeds. */
 typedef struct {
-    const float *v, *g, *res; float *out; int64_t C, first, last;
+    const float *v, *g, *res; float *out; uint16_t *out16; int64_t C, first, last;
 } rjob_t;
 
 static void *run_relu_gated(void *arg) {
@@ -378,16 +387,18 @@ static void *run_relu_gated(void *arg) {
             float a = v[c] < 0.0f ? 0.0f : v[c];
             o[c] = res ? fmaf(a, g, res[c]) : a * g;
         }
+        if (j->out16)
+            for (int64_t c = 0; c < j->C; c++) j->out16[r * j->C + c] = float_to_bf16(o[c]);
     }
     return 0;
 }
 
 int relu_gated_residual(const float *v, const float *g, const float *res, float *out,
-                        int64_t R, int64_t C, int threads) {
+                        uint16_t *out16, int64_t R, int64_t C, int threads) {
     threads = thread_count(threads, R / 256 + 1);
     rjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        rjob_t j = {v, g, res, out, C, R * i / threads, R * (i + 1) / threads};
+        rjob_t j = {v, g, res, out, out16, C, R * i / threads, R * (i + 1) / threads};
         jobs[i] = j;
     }
     run_jobs(run_relu_gated, (char *)jobs, sizeof(rjob_t), threads);
@@ -585,7 +596,7 @@ def _function():
                       + [ctypes.c_int64] * 3 + [ctypes.c_int])
     gated.restype = ctypes.c_int
     relu_gated = lib.relu_gated_residual
-    relu_gated.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_int]
+    relu_gated.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_int]
     relu_gated.restype = ctypes.c_int
     _state['gated'], _state['relu_gated'] = gated, relu_gated
     ni = lib.nilif_forward
@@ -769,10 +780,13 @@ def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor
 
 
 def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
-                               residual: torch.Tensor | None) -> torch.Tensor | None:
+                               residual: torch.Tensor | None,
+                               bf16_copy: torch.Tensor | None = None) -> torch.Tensor | None:
     """``torch.addcmul(residual, relu(v), pixel_gate)`` (or ``relu(v) * pixel_gate`` without a
     residual) in one pass, the same bits, for float32 channels-last ``v`` and ``residual``
-    ``[N,C,H,W]`` and ``pixel_gate [N,1,H,W]``; ``None`` where these do not fit."""
+    ``[N,C,H,W]`` and ``pixel_gate [N,1,H,W]``; also written into ``bf16_copy`` (a bfloat16
+    tensor laid out as the output) where given, rounded as ``.to(torch.bfloat16)`` does.
+    ``None`` where these do not fit."""
     N, C, H, W = v.shape
     cl = torch.channels_last
     if (v.device.type != 'cpu' or v.numel() == 0
@@ -783,11 +797,15 @@ def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
             or (residual is not None and (residual.shape != v.shape
                                           or not residual.is_contiguous(memory_format=cl)
                                           or residual.stride(0) != C * H * W))
+            or (bf16_copy is not None and (bf16_copy.dtype != torch.bfloat16
+                                           or bf16_copy.shape != v.shape
+                                           or not bf16_copy.is_contiguous(memory_format=cl)
+                                           or bf16_copy.stride(0) != C * H * W))
             or _function() is None):
         return None
     out = torch.empty(v.shape, dtype=torch.float32, memory_format=cl)
     _state['relu_gated'](v.data_ptr(), pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(),
-                         N * H * W, C, torch.get_num_threads())
+                         _ptr(bf16_copy), N * H * W, C, torch.get_num_threads())
     return out
 
 

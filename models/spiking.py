@@ -217,7 +217,8 @@ def spiking_attention(T: int, channels: int) -> layer.MultiDimensionalAttention:
 
 
 def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
-                   residual: torch.Tensor | None = None) -> torch.Tensor:
+                   residual: torch.Tensor | None = None,
+                   conv_copy: bool = False) -> torch.Tensor:
     """``attn(z)`` (+ ``residual``) for spikingjelly's ``MultiDimensionalAttention``.
 
     With ``fast_attention`` the three gates come from two reductions of ``z`` and one of the
@@ -225,7 +226,9 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     gates are positive, so the max of a gated map is the gated max), one multiply by their
     product, the spatial gate from that product's channel mean/max, and ReLU·gate (+ the
     residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding. On the bf16
-    path ``z`` may be a conv's bfloat16 output, read as it is (the gating makes it float32).
+    path ``z`` may be a conv's bfloat16 output, read as it is (the gating makes it float32),
+    and with ``conv_copy`` (a conv reads the output next) the last pass also writes the output
+    in bfloat16 for it (:meth:`FastRunner.keep_conv_copy`).
     """
     full = (isinstance(attn, layer.MultiDimensionalAttention) and attn.ta is not None
             and attn.ca is not None and attn.sa is not None)
@@ -261,9 +264,12 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
     g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
-    out = None if run.grad else native_relu_gated_residual(gated, g_s.contiguous(), residual)
+    copy = (torch.empty(gated.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
+            if conv_copy and run.conv_dtype is not None and not run.grad else None)
+    out = (None if run.grad
+           else native_relu_gated_residual(gated, g_s.contiguous(), residual, copy))
     if out is not None:                                   # ReLU, gate and residual: one pass
-        return out
+        return out if copy is None else run.keep_conv_copy(out, copy)
     gated = torch.relu(gated) if run.grad else gated.relu_()
     if residual is None:
         return run.layout(gated.mul_(g_s) if not run.grad else gated * g_s)

@@ -656,3 +656,15 @@ def test_the_attentions_take_their_native_passes_at_inference(name, monkeypatch)
     with torch.no_grad():
         model(torch.rand(1, 3, 32, 32))
     assert taken and all(ok == built for _, ok in taken), taken
+
+
+def test_a_kept_bf16_copy_is_used_once_and_only_while_its_tensor_is_unchanged():
+    run = FastRunner(build_model('spikerain-tiny'), FastOptions(precision='bf16'))
+    x = torch.randn(2, 8, 4, 4)
+    marked = torch.full(x.shape, 7.0, dtype=torch.bfloat16)      # not x's values: traceable
+    run.keep_conv_copy(x, marked)
+    assert run.in_conv_dtype(x) is marked
+    assert torch.equal(run.in_conv_dtype(x), x.to(torch.bfloat16))     # used once
+    run.keep_conv_copy(x, marked)
+    x.add_(1)                                                          # stale now
+    assert torch.equal(run.in_conv_dtype(x), x.to(torch.bfloat16))

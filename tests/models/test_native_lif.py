@@ -346,3 +346,20 @@ def test_relu_gated_residual_is_torchs_relu_then_addcmul():
                        torch.addcmul(res, torch.relu(v), pixel))
     assert torch.equal(native_relu_gated_residual(v, pixel, None), torch.relu(v) * pixel)
     assert native_relu_gated_residual(v, pixel.double(), res) is None
+
+
+def test_relu_gated_residual_writes_the_bf16_copy_torch_would_make():
+    """The bf16 copy written with the attention's output (for the bf16 conv that reads it next)
+    is ``.to(torch.bfloat16)`` of it, bit for bit, over every float32 range: subnormals, ties,
+    values that round up to infinity, inf and NaN."""
+    from models.native_lif import native_relu_gated_residual
+    g = torch.Generator().manual_seed(8)
+    cl = torch.channels_last
+    bits = torch.randint(-2**31, 2**31 - 1, (4, 64, 8, 8), generator=g, dtype=torch.int32)
+    res = bits.view(torch.float32).contiguous(memory_format=cl)      # every exponent and sign
+    res[0, :4, 0, 0] = torch.tensor([3.3961e38, float('inf'), float('nan'), 1.0 + 2**-8])
+    zero = torch.zeros_like(res)
+    copy = torch.empty(res.shape, dtype=torch.bfloat16, memory_format=cl)
+    out = native_relu_gated_residual(zero, torch.zeros(4, 1, 8, 8), res, copy)
+    torch.testing.assert_close(out, res, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(copy, res.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
