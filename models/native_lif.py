@@ -313,13 +313,13 @@ typedef struct {
 } gjob_t;
 
 static inline __attribute__((always_inline)) void gated_row(
-        const gjob_t *j, int64_t r, const int z_bf16) {
-    const float *res = j->res ? j->res + r * j->C : 0, *s = j->s + r / j->P * j->C;
-    float *o = j->out + r * j->C, g = j->g ? j->g[r] : 1.0f;
+        const gjob_t *j, int64_t r, float *o, const int z_bf16, const int has_res) {
+    const float *res = has_res ? j->res + r * j->C : 0, *s = j->s + r / j->P * j->C;
+    float g = j->g ? j->g[r] : 1.0f;
     for (int64_t c = 0; c < j->C; c++) {
         float z = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
                          : ((const float *)j->z)[r * j->C + c];
-        o[c] = fmaf(z * g, s[c], res ? res[c] : -0.0f);
+        o[c] = fmaf(z * g, s[c], has_res ? res[c] : -0.0f);
     }
     if (j->sums) {                   /* 16 lanes, so that the loop vectorises */
         float sum[16] = {0}, max[16], nan = 0.0f;
@@ -350,10 +350,20 @@ static inline __attribute__((always_inline)) void gated_row(
 
 static void *run_gated(void *arg) {
     const gjob_t *j = (const gjob_t *)arg;
+    /* without out (statistics only) each row is made in a scratch row that stays in cache */
+    float *scratch = j->out ? 0 : (float *)malloc(sizeof(float) * (size_t)j->C);
+    if (!j->out && !scratch) return (void *)1;
     for (int64_t r = j->first; r < j->last; r++) {
-        if (j->z_bf16) gated_row(j, r, 1);
-        else gated_row(j, r, 0);
+        float *o = j->out ? j->out + r * j->C : scratch;
+        if (j->z_bf16) {
+            if (j->res) gated_row(j, r, o, 1, 1);
+            else gated_row(j, r, o, 1, 0);
+        } else {
+            if (j->res) gated_row(j, r, o, 0, 1);
+            else gated_row(j, r, o, 0, 0);
+        }
     }
+    free(scratch);
     return 0;
 }
 
@@ -373,32 +383,58 @@ int gated_residual(const float *res, const void *z, int z_bf16, const float *g, 
 
 /* The attention's last step on channels-last rows: out = relu(v) * g[r] + res as one fused
    multiply-add (torch's relu then addcmul, the same bits), or relu(v) * g[r] without res; with
-   out16, also out in bfloat16 (as torch's conversion rounds it), for the bf16 convs it feeds. */
+   out16, also out in bfloat16 (as torch's conversion rounds it), for the bf16 convs it feeds.
+   v is z (float32, or bfloat16 read exactly), or with s the gated map z * s[n, :] made again
+   on the fly (rounded as torch's mul): the gated map need not be stored. */
 typedef struct {
-    const float *v, *g, *res; float *out; uint16_t *out16; int64_t C, first, last;
+    const void *z; const float *s, *g, *res; float *out; uint16_t *out16;
+    int64_t P, C, first, last; int z_bf16;
 } rjob_t;
+
+/* Constant flags (the caller's branches pick them) keep the element loops branch-free, so
+   they vectorise. */
+static inline __attribute__((always_inline)) void relu_gated_row(
+        const rjob_t *j, int64_t r, const int z_bf16, const int has_s, const int has_res) {
+    const float *res = has_res ? j->res + r * j->C : 0, *s = has_s ? j->s + r / j->P * j->C : 0;
+    float *o = j->out + r * j->C, g = j->g[r];
+    for (int64_t c = 0; c < j->C; c++) {
+        float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
+                         : ((const float *)j->z)[r * j->C + c];
+        if (has_s) v = v * s[c];
+        float a = v < 0.0f ? 0.0f : v;
+        o[c] = has_res ? fmaf(a, g, res[c]) : a * g;
+    }
+    if (j->out16)
+        for (int64_t c = 0; c < j->C; c++) j->out16[r * j->C + c] = float_to_bf16(o[c]);
+}
+
+#define RELU_GATED_ROWS(zb, hs, hr) \
+    for (int64_t r = j->first; r < j->last; r++) relu_gated_row(j, r, zb, hs, hr)
 
 static void *run_relu_gated(void *arg) {
     const rjob_t *j = (const rjob_t *)arg;
-    for (int64_t r = j->first; r < j->last; r++) {
-        const float *v = j->v + r * j->C, *res = j->res ? j->res + r * j->C : 0;
-        float *o = j->out + r * j->C, g = j->g[r];
-        for (int64_t c = 0; c < j->C; c++) {
-            float a = v[c] < 0.0f ? 0.0f : v[c];
-            o[c] = res ? fmaf(a, g, res[c]) : a * g;
-        }
-        if (j->out16)
-            for (int64_t c = 0; c < j->C; c++) j->out16[r * j->C + c] = float_to_bf16(o[c]);
+    int key = (j->z_bf16 ? 4 : 0) | (j->s ? 2 : 0) | (j->res ? 1 : 0);
+    switch (key) {
+        case 0: RELU_GATED_ROWS(0, 0, 0); break;
+        case 1: RELU_GATED_ROWS(0, 0, 1); break;
+        case 2: RELU_GATED_ROWS(0, 1, 0); break;
+        case 3: RELU_GATED_ROWS(0, 1, 1); break;
+        case 4: RELU_GATED_ROWS(1, 0, 0); break;
+        case 5: RELU_GATED_ROWS(1, 0, 1); break;
+        case 6: RELU_GATED_ROWS(1, 1, 0); break;
+        default: RELU_GATED_ROWS(1, 1, 1); break;
     }
     return 0;
 }
 
-int relu_gated_residual(const float *v, const float *g, const float *res, float *out,
-                        uint16_t *out16, int64_t R, int64_t C, int threads) {
+int relu_gated_residual(const void *z, int z_bf16, const float *s, const float *g,
+                        const float *res, float *out, uint16_t *out16, int64_t R, int64_t P,
+                        int64_t C, int threads) {
     threads = thread_count(threads, R / 256 + 1);
     rjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        rjob_t j = {v, g, res, out, out16, C, R * i / threads, R * (i + 1) / threads};
+        rjob_t j = {z, s, g, res, out, out16, P, C, R * i / threads, R * (i + 1) / threads,
+                    z_bf16};
         jobs[i] = j;
     }
     run_jobs(run_relu_gated, (char *)jobs, sizeof(rjob_t), threads);
@@ -596,7 +632,8 @@ def _function():
                       + [ctypes.c_int64] * 3 + [ctypes.c_int])
     gated.restype = ctypes.c_int
     relu_gated = lib.relu_gated_residual
-    relu_gated.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_int]
+    relu_gated.argtypes = ([ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5
+                           + [ctypes.c_int64] * 3 + [ctypes.c_int])
     relu_gated.restype = ctypes.c_int
     _state['gated'], _state['relu_gated'] = gated, relu_gated
     ni = lib.nilif_forward
@@ -758,54 +795,66 @@ def native_gated_residual(residual: torch.Tensor | None, z: torch.Tensor,
     return out
 
 
-def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``z * channel_gate.view(N, C, 1, 1)`` (the same bits) with each pixel's channel sum and
-    channel max of it (``[N,H,W]`` each; the sum in 16 partial sums), one pass over a channels-last
-    ``z`` (float32 or bfloat16) and a float32 ``channel_gate [N,C]``; ``None`` where these do
-    not fit or the kernel is unavailable."""
+def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor, keep_gated: bool = True
+                        ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None:
+    """``z * channel_gate.view(N, C, 1, 1)`` (the same bits; ``None`` in its place without
+    ``keep_gated``: :func:`native_relu_gated_residual` can make it again on the fly) with each
+    pixel's channel sum and channel max of it (``[N,H,W]`` each; the sum in 16 partial sums),
+    one pass over a channels-last ``z`` (float32 or bfloat16) and a float32
+    ``channel_gate [N,C]``; ``None`` where these do not fit or the kernel is unavailable."""
     N, C, H, W = z.shape
-    if (z.device.type != 'cpu' or z.numel() == 0 or z.dtype not in (torch.float32, torch.bfloat16)
-            or channel_gate.dtype != torch.float32 or channel_gate.shape != (N, C)
-            or not channel_gate.is_contiguous()
-            or not z.is_contiguous(memory_format=torch.channels_last) or z.stride(0) != C * H * W
+    if (not _fits_rows(z) or channel_gate.dtype != torch.float32
+            or channel_gate.shape != (N, C) or not channel_gate.is_contiguous()
             or _function() is None):
         return None
-    out = torch.empty(z.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    out = (torch.empty(z.shape, dtype=torch.float32, memory_format=torch.channels_last)
+           if keep_gated else None)
     sums, maxs = torch.empty(N, H, W), torch.empty(N, H, W)
     _state['gated'](None, z.data_ptr(), int(z.dtype == torch.bfloat16), None,
-                    channel_gate.data_ptr(), out.data_ptr(), sums.data_ptr(), maxs.data_ptr(),
+                    channel_gate.data_ptr(), _ptr(out), sums.data_ptr(), maxs.data_ptr(),
                     N * H * W, H * W, C, torch.get_num_threads())
     return out, sums, maxs
 
 
+def _fits_rows(z: torch.Tensor) -> bool:
+    """A non-empty float32/bfloat16 CPU ``[N,C,H,W]`` in dense channels-last rows."""
+    return (z.device.type == 'cpu' and z.dim() == 4 and z.numel() > 0
+            and z.dtype in (torch.float32, torch.bfloat16)
+            and z.is_contiguous(memory_format=torch.channels_last)
+            and z.stride(0) == z[0].numel())
+
+
 def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
                                residual: torch.Tensor | None,
-                               bf16_copy: torch.Tensor | None = None) -> torch.Tensor | None:
+                               bf16_copy: torch.Tensor | None = None,
+                               channel_gate: torch.Tensor | None = None) -> torch.Tensor | None:
     """``torch.addcmul(residual, relu(v), pixel_gate)`` (or ``relu(v) * pixel_gate`` without a
-    residual) in one pass, the same bits, for float32 channels-last ``v`` and ``residual``
-    ``[N,C,H,W]`` and ``pixel_gate [N,1,H,W]``; also written into ``bf16_copy`` (a bfloat16
-    tensor laid out as the output) where given, rounded as ``.to(torch.bfloat16)`` does.
-    ``None`` where these do not fit."""
+    residual) in one pass, the same bits, for a channels-last ``v [N,C,H,W]`` (float32, or
+    bfloat16 read exactly), a float32 channels-last ``residual`` and ``pixel_gate [N,1,H,W]``;
+    with ``channel_gate [N,C]``, ``v`` is the map before that gate and the gated map is made
+    again on the fly (as ``v * channel_gate.view(N, C, 1, 1)`` rounds it). Also written into
+    ``bf16_copy`` (a bfloat16 tensor laid out as the output) where given, rounded as
+    ``.to(torch.bfloat16)`` does. ``None`` where these do not fit."""
     N, C, H, W = v.shape
     cl = torch.channels_last
-    if (v.device.type != 'cpu' or v.numel() == 0
-            or any(t.dtype != torch.float32 or t.device != v.device
-                   for t in (v, pixel_gate) + ((residual,) if residual is not None else ()))
-            or pixel_gate.shape != (N, 1, H, W) or not pixel_gate.is_contiguous()
-            or not v.is_contiguous(memory_format=cl) or v.stride(0) != C * H * W
-            or (residual is not None and (residual.shape != v.shape
-                                          or not residual.is_contiguous(memory_format=cl)
-                                          or residual.stride(0) != C * H * W))
-            or (bf16_copy is not None and (bf16_copy.dtype != torch.bfloat16
-                                           or bf16_copy.shape != v.shape
-                                           or not bf16_copy.is_contiguous(memory_format=cl)
-                                           or bf16_copy.stride(0) != C * H * W))
+
+    def dense_like(t, dtype, shape):
+        return (t.dtype == dtype and t.device == v.device and t.shape == shape
+                and t.is_contiguous(memory_format=cl) and t.stride(0) == C * H * W)
+    if (not _fits_rows(v) or (v.dtype != torch.float32 and channel_gate is None)
+            or pixel_gate.dtype != torch.float32 or pixel_gate.shape != (N, 1, H, W)
+            or not pixel_gate.is_contiguous()
+            or (residual is not None and not dense_like(residual, torch.float32, v.shape))
+            or (bf16_copy is not None and not dense_like(bf16_copy, torch.bfloat16, v.shape))
+            or (channel_gate is not None and (channel_gate.dtype != torch.float32
+                                              or channel_gate.shape != (N, C)
+                                              or not channel_gate.is_contiguous()))
             or _function() is None):
         return None
     out = torch.empty(v.shape, dtype=torch.float32, memory_format=cl)
-    _state['relu_gated'](v.data_ptr(), pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(),
-                         _ptr(bf16_copy), N * H * W, C, torch.get_num_threads())
+    _state['relu_gated'](v.data_ptr(), int(v.dtype == torch.bfloat16), _ptr(channel_gate),
+                         pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(), _ptr(bf16_copy),
+                         N * H * W, H * W, C, torch.get_num_threads())
     return out
 
 

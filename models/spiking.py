@@ -250,26 +250,32 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
                         + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
     gate = (g_t * g_c).reshape(N, C)
-    # at inference one native pass makes the gated map and each pixel's channel sum and max
-    # (and reads a bfloat16 z as it is, where torch's mul would first copy it to float32)
-    native = None if run.grad else native_channel_gate(z, gate)
+    # at inference one native pass gives each pixel's channel sum and max of the gated map and
+    # the last pass makes that map again as it reads z (a bfloat16 z as it is, where torch's
+    # mul would first copy it to float32): the gated map is never stored
+    native = None if run.grad else native_channel_gate(z, gate, keep_gated=False)
     if native is None:
         gated = z * gate.view(N, C, 1, 1)
         pixel_sum, pixel_max = gated.sum(dim=1), run.channel_max(gated)
     else:
-        gated, pixel_sum, pixel_max = native
+        gated, pixel_sum, pixel_max = None, native[1], native[2]
     mean_s = pixel_sum.view(T, B, H, W).sum(dim=0) / (T * C)
     max_s = pixel_max.view(T, B, H, W).amax(dim=0)
     sconv = attn.sa.conv
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
     g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
-    copy = (torch.empty(gated.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
+    copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
             if conv_copy and run.conv_dtype is not None and not run.grad else None)
-    out = (None if run.grad
-           else native_relu_gated_residual(gated, g_s.contiguous(), residual, copy))
-    if out is not None:                                   # ReLU, gate and residual: one pass
+    out = None
+    if not run.grad:                                      # ReLU, gates and residual: one pass
+        out = (native_relu_gated_residual(z, g_s.contiguous(), residual, copy, gate)
+               if gated is None else
+               native_relu_gated_residual(gated, g_s.contiguous(), residual, copy))
+    if out is not None:
         return out if copy is None else run.keep_conv_copy(out, copy)
+    if gated is None:
+        gated = z * gate.view(N, C, 1, 1)
     gated = torch.relu(gated) if run.grad else gated.relu_()
     if residual is None:
         return run.layout(gated.mul_(g_s) if not run.grad else gated * g_s)

@@ -644,8 +644,8 @@ def test_the_attentions_take_their_native_passes_at_inference(name, monkeypatch)
     def spy(module, attr):
         inner = getattr(module, attr)
 
-        def wrapper(*args):
-            out = inner(*args)
+        def wrapper(*args, **kwargs):
+            out = inner(*args, **kwargs)
             taken.append((attr, out is not None))
             return out
         monkeypatch.setattr(module, attr, wrapper)
