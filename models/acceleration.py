@@ -123,7 +123,7 @@ def fold_batchnorm(model: nn.Module) -> int:
     folded = 0
     for parent, conv_name, norm_name in pairs:
         conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
-        bn = norm.bn if isinstance(norm, StepBatchNorm2d) else norm
+        bn = _inner_bn(norm)
         if not (isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm)):
             continue
         if not bn.track_running_stats or bn.running_mean is None:
@@ -429,7 +429,7 @@ class FastRunner:
         biases = [b for b in biases if b is not None]
         bias = sum(biases[1:], biases[0]) if biases else None
         exact_bias = self.conv_dtype is None or bf16_out     # a bf16 conv's bias: see conv()
-        xs = [x.to(dtype) if self.conv_dtype is None else self.in_conv_dtype(x) for x in xs]
+        xs = [self.in_conv_dtype(x) for x in xs]
         out = F.conv2d(xs[0], weights[0],
                        bias.to(dtype) if exact_bias and bias is not None else None,
                        conv.stride, conv.padding, conv.dilation)
@@ -441,8 +441,10 @@ class FastRunner:
         return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
 
     def in_conv_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        """``x.to(conv_dtype)``, or the copy a kernel wrote as it made ``x`` (see
-        :meth:`keep_conv_copy`; used once, and only while ``x`` is unchanged)."""
+        """``x.to(conv_dtype)`` (``x`` in float32), or the copy a kernel wrote as it made ``x``
+        (see :meth:`keep_conv_copy`; used once, and only while ``x`` is unchanged)."""
+        if self.conv_dtype is None:
+            return x
         kept = x.__dict__.pop(CONV_COPY, None)
         if kept is not None and kept[0] == x._version and kept[1].dtype == self.conv_dtype:
             return kept[1]
@@ -487,12 +489,12 @@ class FastRunner:
     @staticmethod
     def folded(norm: nn.Module) -> bool:
         """Whether ``norm`` was folded into the conv before it (it is the identity now)."""
-        return isinstance(norm.bn if isinstance(norm, StepBatchNorm2d) else norm, nn.Identity)
+        return isinstance(_inner_bn(norm), nn.Identity)
 
     def norm(self, y: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-        if self.folded(norm):
+        bn = _inner_bn(norm)
+        if isinstance(bn, nn.Identity):
             return y
-        bn = norm.bn if isinstance(norm, StepBatchNorm2d) else norm
         y = y.float()            # a bfloat16 conv output (``bf16_out``) meets an unfolded BN
         if bn.training and self.update_stats:
             return bn.super_forward(y)                    # updates the running statistics
@@ -623,6 +625,11 @@ class _ChannelCat(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return tuple(grad.split(ctx.widths, dim=1))
+
+
+def _inner_bn(norm: nn.Module) -> nn.Module:
+    """The BN itself (SpikeRain keeps it under ``.bn`` of a StepBatchNorm2d)."""
+    return norm.bn if isinstance(norm, StepBatchNorm2d) else norm
 
 
 def _mkldnn_conv_add():

@@ -763,34 +763,37 @@ def native_channel_cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
     return out
 
 
-def native_gated_residual(residual: torch.Tensor | None, z: torch.Tensor,
-                          pixel_gate: torch.Tensor | None,
+_MAPS = (torch.float32, torch.bfloat16)      # what the attention kernels read a map in
+
+
+def _channels_last_rows(t: torch.Tensor, shape, dtypes=(torch.float32,)) -> bool:
+    """``t`` is a non-empty CPU tensor of ``shape`` and one of ``dtypes``, in dense
+    channels-last rows (one row of C per pixel, samples one after another)."""
+    return (t.device.type == 'cpu' and t.dtype in dtypes and t.shape == shape and t.numel() > 0
+            and t.is_contiguous(memory_format=torch.channels_last)
+            and t.stride(0) == t[0].numel())
+
+
+def _dense_gate(t: torch.Tensor, shape: tuple) -> bool:
+    """``t`` is a contiguous float32 CPU gate of ``shape``."""
+    return (t.device.type == 'cpu' and t.dtype == torch.float32 and t.shape == shape
+            and t.is_contiguous())
+
+
+def native_gated_residual(residual: torch.Tensor, z: torch.Tensor, pixel_gate: torch.Tensor,
                           channel_gate: torch.Tensor) -> torch.Tensor | None:
     """``torch.addcmul(residual, z * pixel_gate, channel_gate.view(N, C, 1, 1))`` in one pass,
     the same bits, for a float32 channels-last ``residual``, ``z`` ``[N,C,H,W]`` (float32, or
-    bfloat16 read exactly), a ``pixel_gate [N,1,H,W]`` and a ``channel_gate [N,C]``; without
-    ``residual`` and ``pixel_gate`` (None), ``z * channel_gate.view(N, C, 1, 1)``. ``None``
+    bfloat16 read exactly), a ``pixel_gate [N,1,H,W]`` and a ``channel_gate [N,C]``; ``None``
     where these do not fit or the kernel is unavailable."""
     N, C, H, W = z.shape
-    cl = torch.channels_last
-    given = [t for t in (residual, pixel_gate) if t is not None]
-    if (z.device.type != 'cpu' or z.dtype not in (torch.float32, torch.bfloat16)
-            or any(t.dtype != torch.float32 or t.device != z.device
-                   for t in given + [channel_gate])
-            or (residual is not None and (residual.shape != z.shape
-                                          or not residual.is_contiguous(memory_format=cl)
-                                          or residual.stride(0) != C * H * W))
-            or (pixel_gate is not None and (pixel_gate.shape != (N, 1, H, W)
-                                            or not pixel_gate.is_contiguous()))
-            or channel_gate.shape != (N, C) or not channel_gate.is_contiguous()
-            or z.numel() == 0 or not z.is_contiguous(memory_format=cl)
-            or z.stride(0) != C * H * W):
+    if (not (_channels_last_rows(z, z.shape, _MAPS) and _channels_last_rows(residual, z.shape)
+             and _dense_gate(pixel_gate, (N, 1, H, W)) and _dense_gate(channel_gate, (N, C)))
+            or _function() is None):
         return None
-    if _function() is None:
-        return None
-    out = torch.empty(z.shape, dtype=torch.float32, memory_format=cl)
-    _state['gated'](_ptr(residual), z.data_ptr(), int(z.dtype == torch.bfloat16),
-                    _ptr(pixel_gate), channel_gate.data_ptr(), out.data_ptr(), None, None,
+    out = torch.empty(z.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    _state['gated'](residual.data_ptr(), z.data_ptr(), int(z.dtype == torch.bfloat16),
+                    pixel_gate.data_ptr(), channel_gate.data_ptr(), out.data_ptr(), None, None,
                     N * H * W, H * W, C, torch.get_num_threads())
     return out
 
@@ -803,8 +806,7 @@ def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor, keep_gated:
     one pass over a channels-last ``z`` (float32 or bfloat16) and a float32
     ``channel_gate [N,C]``; ``None`` where these do not fit or the kernel is unavailable."""
     N, C, H, W = z.shape
-    if (not _fits_rows(z) or channel_gate.dtype != torch.float32
-            or channel_gate.shape != (N, C) or not channel_gate.is_contiguous()
+    if (not (_channels_last_rows(z, z.shape, _MAPS) and _dense_gate(channel_gate, (N, C)))
             or _function() is None):
         return None
     out = (torch.empty(z.shape, dtype=torch.float32, memory_format=torch.channels_last)
@@ -814,14 +816,6 @@ def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor, keep_gated:
                     channel_gate.data_ptr(), _ptr(out), sums.data_ptr(), maxs.data_ptr(),
                     N * H * W, H * W, C, torch.get_num_threads())
     return out, sums, maxs
-
-
-def _fits_rows(z: torch.Tensor) -> bool:
-    """A non-empty float32/bfloat16 CPU ``[N,C,H,W]`` in dense channels-last rows."""
-    return (z.device.type == 'cpu' and z.dim() == 4 and z.numel() > 0
-            and z.dtype in (torch.float32, torch.bfloat16)
-            and z.is_contiguous(memory_format=torch.channels_last)
-            and z.stride(0) == z[0].numel())
 
 
 def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
@@ -836,22 +830,14 @@ def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
     ``bf16_copy`` (a bfloat16 tensor laid out as the output) where given, rounded as
     ``.to(torch.bfloat16)`` does. ``None`` where these do not fit."""
     N, C, H, W = v.shape
-    cl = torch.channels_last
-
-    def dense_like(t, dtype, shape):
-        return (t.dtype == dtype and t.device == v.device and t.shape == shape
-                and t.is_contiguous(memory_format=cl) and t.stride(0) == C * H * W)
-    if (not _fits_rows(v) or (v.dtype != torch.float32 and channel_gate is None)
-            or pixel_gate.dtype != torch.float32 or pixel_gate.shape != (N, 1, H, W)
-            or not pixel_gate.is_contiguous()
-            or (residual is not None and not dense_like(residual, torch.float32, v.shape))
-            or (bf16_copy is not None and not dense_like(bf16_copy, torch.bfloat16, v.shape))
-            or (channel_gate is not None and (channel_gate.dtype != torch.float32
-                                              or channel_gate.shape != (N, C)
-                                              or not channel_gate.is_contiguous()))
+    if (not (_channels_last_rows(v, v.shape, _MAPS) and _dense_gate(pixel_gate, (N, 1, H, W))
+             and (residual is None or _channels_last_rows(residual, v.shape))
+             and (bf16_copy is None
+                  or _channels_last_rows(bf16_copy, v.shape, (torch.bfloat16,)))
+             and (channel_gate is None or _dense_gate(channel_gate, (N, C))))
             or _function() is None):
         return None
-    out = torch.empty(v.shape, dtype=torch.float32, memory_format=cl)
+    out = torch.empty(v.shape, dtype=torch.float32, memory_format=torch.channels_last)
     _state['relu_gated'](v.data_ptr(), int(v.dtype == torch.bfloat16), _ptr(channel_gate),
                          pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(), _ptr(bf16_copy),
                          N * H * W, H * W, C, torch.get_num_threads())

@@ -268,10 +268,9 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
             if conv_copy and run.conv_dtype is not None and not run.grad else None)
     out = None
-    if not run.grad:                                      # ReLU, gates and residual: one pass
-        out = (native_relu_gated_residual(z, g_s.contiguous(), residual, copy, gate)
-               if gated is None else
-               native_relu_gated_residual(gated, g_s.contiguous(), residual, copy))
+    if not run.grad:               # ReLU, gates and residual: one pass (gating z again if asked)
+        out = native_relu_gated_residual(z if gated is None else gated, g_s.contiguous(),
+                                         residual, copy, gate if gated is None else None)
     if out is not None:
         return out if copy is None else run.keep_conv_copy(out, copy)
     if gated is None:

@@ -300,16 +300,16 @@ def test_gated_residual_is_torchs_mul_then_addcmul(dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_gated_residual_without_residual_and_pixel_gate_is_a_channel_scale(dtype):
+def test_channel_gate_alone_is_a_channel_scale(dtype):
     """The attention's per-(sample, channel) gate on a bfloat16 conv output, in one pass (torch
     copies a bfloat16 operand to float32 before a mixed multiply): ``z * gate``, same bits."""
-    from models.native_lif import native_gated_residual
+    from models.native_lif import native_channel_gate
     g = torch.Generator().manual_seed(4)
     z = torch.randn(8, 24, 5, 7, generator=g).to(dtype).contiguous(
         memory_format=torch.channels_last)
     z[1, 2, 3, 4] = -0.0
     gate = torch.rand(8, 24, generator=g)
-    got = native_gated_residual(None, z, None, gate)
+    got = native_channel_gate(z, gate)[0]
     want = z * gate.view(8, 24, 1, 1)
     assert got.dtype == torch.float32 and torch.equal(got, want)
     assert torch.equal(torch.signbit(got), torch.signbit(want))
