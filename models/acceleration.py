@@ -479,12 +479,15 @@ class FastRunner:
         setattr(conv, WEIGHT_SLICES, (key, slices))
         return slices
 
-    def conv_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """A bias-free stride-1 conv with a raw ``weight`` (e.g. a reshaped Conv3d's)."""
+    def conv_weight(self, x: torch.Tensor, weight: torch.Tensor,
+                    bf16_out: bool = False) -> torch.Tensor:
+        """A bias-free stride-1 conv with a raw ``weight`` (e.g. a reshaped Conv3d's); on the
+        bf16 path its output is float32, or bfloat16 with ``bf16_out`` (see :meth:`conv`)."""
         if self.conv_dtype is None:
             return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
-        return F.conv2d(x.to(self.conv_dtype), weight.to(self.conv_dtype),
-                        padding=weight.shape[-1] // 2).float()
+        y = F.conv2d(x.to(self.conv_dtype), weight.to(self.conv_dtype),
+                     padding=weight.shape[-1] // 2)
+        return y if bf16_out else y.float()
 
     @staticmethod
     def folded(norm: nn.Module) -> bool:

@@ -174,9 +174,11 @@ def _patch_steps(T: int, r: int):
 
 
 def _nilif_run(x: torch.Tensor, T: int, r: int, levels: int, decay: float,
-               fmt: torch.memory_format, inside: torch.Tensor | None = None) -> torch.Tensor:
+               fmt: torch.memory_format, inside: torch.Tensor | None = None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
     """Forward of the fused NI-LIF; fills ``inside`` (bool, ``[T, r*r, B, C, h, w]``) with where
     the potential lay in [0, levels] (the straight-through gradient's support) when given.
+    The spikes come in ``dtype`` (default: ``x``'s); a half ``x`` is integrated in float32.
 
     The r x r patch pixels are read as strided views of ``x [T*B,C,H,W]`` (no reorganised copy)
     and the spikes written into the pixel-unshuffled layout ``[T*B, C*r*r, H/r, W/r]``. Same ops
@@ -185,10 +187,14 @@ def _nilif_run(x: torch.Tensor, T: int, r: int, levels: int, decay: float,
     """
     N, C, H, W = x.shape
     B, h, w, rr = N // T, H // r, W // r, r * r
-    out = torch.empty((N, C * rr, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+    dtype = dtype or x.dtype
+    out = torch.empty((N, C * rr, h, w), dtype=dtype, device=x.device, memory_format=fmt)
     exact_scale = decay > 0 and math.frexp(decay)[0] == 0.5   # a power of two: u·decay exact
     if native_nilif(x, T, r, levels, decay, out, inside, exact_scale):   # one pass, if built
         return out
+    if x.dtype in _HALF or dtype in _HALF:      # the torch ops below integrate in float32
+        return _nilif_run(x.float(), T, r, levels, decay, fmt, inside,
+                          torch.float32).to(dtype)
     outs = out.view(T, B, C, rr, h, w)
     xs = _steps(x, T)
     u = torch.empty((B, C, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
@@ -246,18 +252,18 @@ class _NILIFFunction(torch.autograd.Function):
 
 
 def nilif_spikes(x: torch.Tensor, T: int, r: int, levels: int, decay: float, grad: bool,
-                 fmt: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+                 fmt: torch.memory_format = torch.contiguous_format,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
     """NI-LIF spikes of ``x [T*B,C,H,W]`` from rest over T·r² steps (r = 1: the plain NI-LIF),
     in the pixel-unshuffled layout ``[T*B, C*r*r, H/r, W/r]``; differentiable when ``grad``.
-    Half inputs are integrated in float32 and the spikes returned in their dtype."""
-    dtype = x.dtype
-    if dtype in _HALF:
-        x = x.float()
+    Half inputs are integrated in float32; the spikes come in ``dtype`` (default: ``x``'s; at
+    inference the native kernel reads and writes bfloat16 as it is, no conversion pass)."""
+    dtype = dtype or x.dtype
     if x.shape[-1] % r or x.shape[-2] % r:
         raise ValueError(f'VLIF needs H and W divisible by {r}, got {x.shape[-2]}x{x.shape[-1]}')
-    if grad:
-        out = _NILIFFunction.apply(x, T, r, int(levels), float(decay), fmt)
-    else:
+    if not grad:
         with torch.no_grad():
-            out = _nilif_run(x, T, r, int(levels), float(decay), fmt)
+            return _nilif_run(x, T, r, int(levels), float(decay), fmt, dtype=dtype)
+    out = _NILIFFunction.apply(x.float() if x.dtype in _HALF else x, T, r, int(levels),
+                               float(decay), fmt)
     return out if out.dtype == dtype else out.to(dtype)

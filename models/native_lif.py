@@ -442,86 +442,241 @@ int relu_gated_residual(const void *z, int z_bf16, const float *s, const float *
 }
 
 /* NI-LIF over T steps of r x r patch pixels. x [T*B, C, H, W] and out [T*B, C*r*r, H/r, W/r]
-   with any strides (xs, os: n, c, y, x); inside (optional) [T, r*r, B, C, H/r, W/r] bytes.
+   with any strides (xs, os: n, c, y, x), each float32 or bfloat16 (x read exactly, the spikes
+   rounded as torch's conversion: k/L is exact for L = 4); inside (optional)
+   [T, r*r, B, C, H/r, W/r] bytes.
    Same ops in the same order as models.spiking.NILIF on each element. */
 typedef struct {
-    const float *x; float *out; uint8_t *inside;
+    const void *x; void *out; uint8_t *inside;
     int64_t T, B, C, h, w, r, first, last;
     const int64_t *xs, *os;
-    float levels, decay; int exact_scale;
+    float levels, decay; int exact_scale, x_bf16, out_bf16;
 } nijob_t;
 
-/* One item is a row (b, yy) of the h x w grid, every channel: the membranes of its w*C elements
-   live in two scratch arrays while all T*r*r steps run; the innermost loop walks whichever of
-   channel and column is contiguous in x (channels-last: the channel). */
+/* One step of n elements of x at stride xi, their membranes u, their previous spikes prev and
+   the spikes sp (contiguous), and inside at stride ii. Every flag is a constant (the caller's
+   switch picks it), so the loop is branch-free and vectorises. */
+static inline __attribute__((always_inline)) void nilif_step(
+        const nijob_t *j, const void *x, float *u, const float *prev, float *sp, uint8_t *in,
+        int64_t n, int64_t xi, int64_t ii, const int x_bf16, const int first,
+        const int exact, const int has_in) {
+    float levels = j->levels, decay = j->decay;
+    for (int64_t q = 0; q < n; q++) {
+        float xk = x_bf16 ? bf16_to_float(((const uint16_t *)x)[q * xi])
+                          : ((const float *)x)[q * xi];
+        float v;
+        if (first) v = xk;
+        else if (exact) v = xk + decay * (u[q] - prev[q]);
+        else v = (u[q] - prev[q]) * decay + xk;
+        u[q] = v;
+        float cl = v < 0.0f ? 0.0f : (v > levels ? levels : v);
+        if (has_in) in[q * ii] = cl == v;
+        sp[q] = rintf(cl) / levels;
+    }
+}
+
+#define NILIF_STEP(key) case key: nilif_step(j, xp, up, pp, sp, ip, n, xi, ii, (key) >> 3 & 1, \
+                                             (key) >> 2 & 1, (key) >> 1 & 1, (key) & 1); break
+
+/* One item is a row (b, yy) of the h x w grid, every channel. For each output pixel (or, with
+   a channel-major x, each channel) all r*r patch steps of one time step run back to back, their
+   spikes kept in a small scratch array and then written to the output (where, channels-last,
+   they interleave: channel c*r*r + k), so the arithmetic runs on contiguous arrays. The
+   membranes and the spikes of the row's w*C elements live in scratch arrays over all T steps. */
 static void *run_nilif(void *arg) {
     const nijob_t *j = (const nijob_t *)arg;
     int64_t rr = j->r * j->r, C = j->C, w = j->w;
+    size_t xsz = j->x_bf16 ? 2 : 4, osz = j->out_bf16 ? 2 : 4;
     int c_inner = j->xs[1] <= j->xs[3];
+    int64_t n_outer = c_inner ? w : C, n = c_inner ? C : w;
     float *u = (float *)malloc(sizeof(float) * (size_t)(w * C));
-    float *prev = (float *)malloc(sizeof(float) * (size_t)(w * C));
-    if (!u || !prev) { free(u); free(prev); return (void *)1; }
-    int64_t n_outer = c_inner ? w : C, n_inner = c_inner ? C : w;
+    float *spikes = (float *)malloc(sizeof(float) * (size_t)(w * C * rr));
+    if (!u || !spikes) { free(u); free(spikes); return (void *)1; }
+    /* strides of the inner loop in x, out and inside, and of the outer one */
+    int64_t xi = c_inner ? j->xs[1] : j->r * j->xs[3];
+    int64_t xo = c_inner ? j->r * j->xs[3] : j->xs[1];
+    int64_t oi = c_inner ? rr * j->os[1] : j->os[3];
+    int64_t oo = c_inner ? j->os[3] : rr * j->os[1];
+    int64_t ii = c_inner ? j->h * w : 1, io = c_inner ? 1 : j->h * w;
     for (int64_t item = j->first; item < j->last; item++) {
         int64_t b = item / j->h, yy = item % j->h;
-        int first = 1;
         for (int64_t t = 0; t < j->T; t++) {
-            for (int64_t k = 0; k < rr; k++) {
-                int64_t i = k / j->r, jj = k % j->r;
-                const float *xrow = j->x + (t * j->B + b) * j->xs[0] + (yy * j->r + i) * j->xs[2]
-                                    + jj * j->xs[3];
-                float *orow = j->out + (t * j->B + b) * j->os[0] + k * j->os[1] + yy * j->os[2];
-                /* strides of the inner loop in x, out and inside, and of the outer one */
-                int64_t xi = c_inner ? j->xs[1] : j->r * j->xs[3];
-                int64_t xo = c_inner ? j->r * j->xs[3] : j->xs[1];
-                int64_t oi = c_inner ? rr * j->os[1] : j->os[3];
-                int64_t oo = c_inner ? j->os[3] : rr * j->os[1];
-                int64_t ii = c_inner ? j->h * w : 1, io = c_inner ? 1 : j->h * w;
-                uint8_t *irow = j->inside ? j->inside + (((t * rr + k) * j->B + b) * C * j->h
-                                                         + yy) * w : 0;
-                for (int64_t o = 0; o < n_outer; o++) {
-                    const float *xp = xrow + o * xo;
-                    float *op = orow + o * oo;
-                    float *up = u + o * n_inner, *pp = prev + o * n_inner;
-                    for (int64_t q = 0; q < n_inner; q++) {
-                        float xk = xp[q * xi];
-                        float v;
-                        if (first) {
-                            v = xk;
-                        } else {
-                            v = up[q] - pp[q];
-                            if (j->exact_scale) v = xk + j->decay * v;
-                            else { v = v * j->decay; v = v + xk; }
-                        }
-                        up[q] = v;
-                        float cl = v < 0.0f ? 0.0f : (v > j->levels ? j->levels : v);
-                        if (irow) irow[o * io + q * ii] = cl == v;
-                        float sp = rintf(cl) / j->levels;
-                        pp[q] = sp;
-                        op[q * oi] = sp;
+            int64_t xrow = (t * j->B + b) * j->xs[0] + yy * j->r * j->xs[2];
+            int64_t orow = (t * j->B + b) * j->os[0] + yy * j->os[2];
+            for (int64_t o = 0; o < n_outer; o++) {
+                float *up = u + o * n, *own = spikes + o * rr * n;
+                for (int64_t k = 0; k < rr; k++) {
+                    int64_t i = k / j->r, jj = k % j->r;
+                    const char *xp = (const char *)j->x
+                        + (xrow + i * j->xs[2] + jj * j->xs[3] + o * xo) * xsz;
+                    float *sp = own + k * n;
+                    const float *pp = own + (k ? k - 1 : rr - 1) * n;   /* the step before */
+                    uint8_t *ip = j->inside ? j->inside + (((t * rr + k) * j->B + b) * C * j->h
+                                                           + yy) * w + o * io : 0;
+                    int key = (j->x_bf16 ? 8 : 0) | (t == 0 && k == 0 ? 4 : 0)
+                              | (j->exact_scale ? 2 : 0) | (ip ? 1 : 0);
+                    switch (key) {
+                        NILIF_STEP(0); NILIF_STEP(1); NILIF_STEP(2); NILIF_STEP(3);
+                        NILIF_STEP(4); NILIF_STEP(5); NILIF_STEP(6); NILIF_STEP(7);
+                        NILIF_STEP(8); NILIF_STEP(9); NILIF_STEP(10); NILIF_STEP(11);
+                        NILIF_STEP(12); NILIF_STEP(13); NILIF_STEP(14); default: NILIF_STEP(15);
                     }
                 }
-                first = 0;
+                /* spikes of this pixel (channel): out[c*rr + k] (or [k][q]) = own[k][q] */
+                char *op = (char *)j->out + (orow + o * oo) * osz;
+                for (int64_t k = 0; k < rr; k++) {
+                    const float *sp = own + k * n;
+                    int64_t ok = k * j->os[1];
+                    if (j->out_bf16)
+                        for (int64_t q = 0; q < n; q++)
+                            ((uint16_t *)op)[ok + q * oi] = float_to_bf16(sp[q]);
+                    else
+                        for (int64_t q = 0; q < n; q++) ((float *)op)[ok + q * oi] = sp[q];
+                }
             }
         }
     }
     free(u);
-    free(prev);
+    free(spikes);
     return 0;
 }
 
-int nilif_forward(const float *x, float *out, uint8_t *inside, int64_t T, int64_t B, int64_t C,
-                  int64_t h, int64_t w, int64_t r, const int64_t *xs, const int64_t *os,
-                  float levels, float decay, int exact_scale, int threads) {
+int nilif_forward(const void *x, int x_bf16, void *out, int out_bf16, uint8_t *inside,
+                  int64_t T, int64_t B, int64_t C, int64_t h, int64_t w, int64_t r,
+                  const int64_t *xs, const int64_t *os, float levels, float decay,
+                  int exact_scale, int threads) {
     int64_t items = B * h;
     threads = thread_count(threads, items);
     nijob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         nijob_t j = {x, out, inside, T, B, C, h, w, r, items * i / threads,
-                     items * (i + 1) / threads, xs, os, levels, decay, exact_scale};
+                     items * (i + 1) / threads, xs, os, levels, decay, exact_scale, x_bf16,
+                     out_bf16};
         jobs[i] = j;
     }
     run_jobs(run_nilif, (char *)jobs, sizeof(nijob_t), threads);
+    return 0;
+}
+
+/* VLIF-Net's decompose-enhance at inference: out = x*b + high*(x + amb) (amb = a - b), each
+   step rounded as torch's mul, add and addcmul (a fused multiply-add) round it, over n
+   elements laid out alike in x, high and out, each float32 or bfloat16 (read exactly; a
+   bfloat16 out is rounded as torch's conversion). One pass where torch makes three. */
+typedef struct {
+    const void *x, *high; void *out;
+    int64_t first, last; float b, amb; int x_bf16, high_bf16, out_bf16;
+} djob_t;
+
+static inline __attribute__((always_inline)) void decompose_span(
+        const djob_t *j, const int x_bf16, const int high_bf16, const int out_bf16) {
+    for (int64_t i = j->first; i < j->last; i++) {
+        float x = x_bf16 ? bf16_to_float(((const uint16_t *)j->x)[i]) : ((const float *)j->x)[i];
+        float h = high_bf16 ? bf16_to_float(((const uint16_t *)j->high)[i])
+                            : ((const float *)j->high)[i];
+        float v = fmaf(h, x + j->amb, x * j->b);
+        if (out_bf16) ((uint16_t *)j->out)[i] = float_to_bf16(v);
+        else ((float *)j->out)[i] = v;
+    }
+}
+
+#define DECOMPOSE(xb, hb, ob) decompose_span(j, xb, hb, ob); break
+
+static void *run_decompose(void *arg) {
+    const djob_t *j = (const djob_t *)arg;
+    switch ((j->x_bf16 ? 4 : 0) | (j->high_bf16 ? 2 : 0) | (j->out_bf16 ? 1 : 0)) {
+        case 0: DECOMPOSE(0, 0, 0);
+        case 1: DECOMPOSE(0, 0, 1);
+        case 2: DECOMPOSE(0, 1, 0);
+        case 3: DECOMPOSE(0, 1, 1);
+        case 4: DECOMPOSE(1, 0, 0);
+        case 5: DECOMPOSE(1, 0, 1);
+        case 6: DECOMPOSE(1, 1, 0);
+        default: DECOMPOSE(1, 1, 1);
+    }
+    return 0;
+}
+
+int decompose_enhance(const void *x, int x_bf16, const void *high, int high_bf16, void *out,
+                      int out_bf16, int64_t n, float b, float amb, int threads) {
+    threads = thread_count(threads, n / 65536 + 1);
+    djob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        djob_t j = {x, high, out, n * i / threads, n * (i + 1) / threads, b, amb, x_bf16,
+                    high_bf16, out_bf16};
+        jobs[i] = j;
+    }
+    run_jobs(run_decompose, (char *)jobs, sizeof(djob_t), threads);
+    return 0;
+}
+
+/* Per-channel sums and maxima over the pixels of each sample of a channels-last map z
+   [N, P pixels, C] (float32 or bfloat16, read exactly), as an attention's gates start from.
+   Each job walks a range of the N*P rows; its sums go through float blocks of STAT_BLOCK rows
+   into double totals, its maxima are exact (NaN wins, as torch's amax). */
+#define STAT_BLOCK 256
+typedef struct {
+    const void *z; double *sums; float *maxs;
+    int64_t N, P, C, first, last; int z_bf16;
+} sjob_t;
+
+static inline __attribute__((always_inline)) void stats_rows(
+        const sjob_t *j, int64_t r0, int64_t r1, float *sum, float *max, const int z_bf16) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = 0; c < j->C; c++) {
+            float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
+                             : ((const float *)j->z)[r * j->C + c];
+            sum[c] += v;
+            max[c] = (v > max[c] || v != v) ? v : max[c];
+        }
+}
+
+static void *run_stats(void *arg) {
+    const sjob_t *j = (const sjob_t *)arg;
+    float *sum = (float *)malloc(sizeof(float) * (size_t)j->C);
+    if (!sum) return (void *)1;
+    for (int64_t r = j->first; r < j->last;) {
+        int64_t n = r / j->P, end = (n + 1) * j->P;          /* rows of one sample at a time */
+        if (end > j->last) end = j->last;
+        if (end > r + STAT_BLOCK) end = r + STAT_BLOCK;
+        for (int64_t c = 0; c < j->C; c++) sum[c] = 0.0f;
+        float *max = j->maxs + n * j->C;
+        if (j->z_bf16) stats_rows(j, r, end, sum, max, 1);
+        else stats_rows(j, r, end, sum, max, 0);
+        for (int64_t c = 0; c < j->C; c++) j->sums[n * j->C + c] += sum[c];
+        r = end;
+    }
+    free(sum);
+    return 0;
+}
+
+int spatial_stats(const void *z, int z_bf16, float *sums, float *maxs, int64_t N, int64_t P,
+                  int64_t C, int threads) {
+    int64_t R = N * P;
+    threads = thread_count(threads, R / 1024 + 1);
+    sjob_t jobs[MAX_THREADS];
+    double *part_sums = (double *)calloc((size_t)(threads * N * C), sizeof(double));
+    float *part_maxs = (float *)malloc(sizeof(float) * (size_t)(threads * N * C));
+    if (!part_sums || !part_maxs) { free(part_sums); free(part_maxs); return 1; }
+    for (int64_t i = 0; i < threads * N * C; i++) part_maxs[i] = -INFINITY;
+    for (int i = 0; i < threads; i++) {
+        sjob_t j = {z, part_sums + i * N * C, part_maxs + i * N * C, N, P, C, R * i / threads,
+                    R * (i + 1) / threads, z_bf16};
+        jobs[i] = j;
+    }
+    run_jobs(run_stats, (char *)jobs, sizeof(sjob_t), threads);
+    for (int64_t k = 0; k < N * C; k++) {
+        double total = 0.0;
+        float peak = -INFINITY;
+        for (int i = 0; i < threads; i++) {
+            float m = part_maxs[i * N * C + k];
+            total += part_sums[i * N * C + k];
+            if (peak == peak && (m != m || m > peak)) peak = m;     /* NaN wins */
+        }
+        sums[k] = (float)total;
+        maxs[k] = peak;
+    }
+    free(part_sums);
+    free(part_maxs);
     return 0;
 }
 '''
@@ -637,10 +792,20 @@ def _function():
     relu_gated.restype = ctypes.c_int
     _state['gated'], _state['relu_gated'] = gated, relu_gated
     ni = lib.nilif_forward
-    ni.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2 + [
-        ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+    ni.argtypes = ([ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_void_p]
+                   + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2
+                   + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int])
     ni.restype = ctypes.c_int
-    _state['fn'], _state['nilif'] = fn, ni
+    dec = lib.decompose_enhance
+    dec.argtypes = ([ctypes.c_void_p, ctypes.c_int] * 3
+                    + [ctypes.c_int64, ctypes.c_float, ctypes.c_float, ctypes.c_int])
+    dec.restype = ctypes.c_int
+    stats = lib.spatial_stats
+    stats.argtypes = ([ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 2
+                      + [ctypes.c_int64] * 3 + [ctypes.c_int])
+    stats.restype = ctypes.c_int
+    _state['fn'], _state['nilif'], _state['decompose'] = fn, ni, dec
+    _state['stats'] = stats
     return fn
 
 
@@ -798,6 +963,22 @@ def native_gated_residual(residual: torch.Tensor, z: torch.Tensor, pixel_gate: t
     return out
 
 
+def native_spatial_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Each channel's sum and max over the pixels of a channels-last ``z [N,C,H,W]`` (float32,
+    or bfloat16 read exactly): ``[N,C]`` float32 each, in one pass where torch makes two (the
+    max is ``amax``'s, NaN included; the sum adds in another order: float32 over blocks of 256
+    pixels, then in double; a bfloat16 map's sums are not rounded to bfloat16, as torch's are).
+    ``None`` where these do not fit or the kernel is unavailable."""
+    N, C, H, W = z.shape
+    if not _channels_last_rows(z, z.shape, _MAPS) or _function() is None:
+        return None
+    sums, maxs = torch.empty(N, C), torch.empty(N, C)
+    if _state['stats'](z.data_ptr(), int(z.dtype == torch.bfloat16), sums.data_ptr(),
+                       maxs.data_ptr(), N, H * W, C, torch.get_num_threads()):
+        return None                              # out of memory for the partial sums
+    return sums, maxs
+
+
 def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor, keep_gated: bool = True
                         ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None:
     """``z * channel_gate.view(N, C, 1, 1)`` (the same bits; ``None`` in its place without
@@ -847,9 +1028,11 @@ def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
 def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out: torch.Tensor,
                  inside: torch.Tensor | None = None, exact_scale: bool = False) -> bool:
     """NI-LIF spikes of ``x [T*B,C,H,W]`` over T·r² patch steps into ``out [T*B, C*r*r, H/r,
-    W/r]`` (float32, any strides), and where the potential lay in [0, levels] into ``inside``
-    (bool ``[T, r*r, B, C, H/r, W/r]``, contiguous) when given; ``False`` if unavailable."""
-    if (x.device.type != 'cpu' or x.dtype != torch.float32 or out.dtype != torch.float32
+    W/r]`` (any strides; each float32 or bfloat16: a bfloat16 ``x`` is read exactly, as
+    ``x.float()`` would, and bfloat16 spikes are rounded as ``.to(torch.bfloat16)`` rounds the
+    float32 ones), and where the potential lay in [0, levels] into ``inside`` (bool
+    ``[T, r*r, B, C, H/r, W/r]``, contiguous) when given; ``False`` if unavailable."""
+    if (x.device.type != 'cpu' or x.dtype not in _MAPS or out.dtype not in _MAPS
             or x.dim() != 4 or out.dim() != 4 or x.numel() == 0
             or (inside is not None and (inside.dtype != torch.bool or not inside.is_contiguous()))):
         return False
@@ -857,7 +1040,34 @@ def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out
         return False
     N, C, H, W = x.shape
     strides = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*out.stride())
-    _state['nilif'](x.data_ptr(), out.data_ptr(), inside.data_ptr() if inside is not None else None,
-                    T, N // T, C, H // r, W // r, r, strides[0], strides[1], float(levels),
-                    float(decay), int(exact_scale), torch.get_num_threads())
+    _state['nilif'](x.data_ptr(), int(x.dtype == torch.bfloat16), out.data_ptr(),
+                    int(out.dtype == torch.bfloat16), _ptr(inside), T, N // T, C, H // r,
+                    W // r, r, strides[0], strides[1], float(levels), float(decay),
+                    int(exact_scale), torch.get_num_threads())
     return True
+
+
+def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
+                             b: torch.Tensor, dtype: torch.dtype = torch.float32
+                             ) -> torch.Tensor | None:
+    """VLIF-Net's decompose-enhance as its fast path writes it, ``torch.addcmul(x * b, high,
+    x + (a - b))``, in one pass, the same bits, in ``dtype`` (float32, or bfloat16 rounded as
+    ``.to(torch.bfloat16)`` rounds the float32 result: what a bf16 conv reads next). ``x`` and
+    ``high`` are CPU tensors of one shape and layout (dense, channels-last or contiguous), each
+    float32 or bfloat16 (read exactly); ``a`` and ``b`` one-element float32 tensors. ``None``
+    where these do not fit or the kernel is unavailable."""
+    fmt = (torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    if (x.device.type != 'cpu' or high.device.type != 'cpu' or x.dtype not in _MAPS
+            or high.dtype not in _MAPS or dtype not in _MAPS or x.shape != high.shape
+            or x.numel() == 0 or a.numel() != 1 or b.numel() != 1
+            or a.dtype != torch.float32 or b.dtype != torch.float32
+            or not (x.is_contiguous(memory_format=fmt) and high.is_contiguous(memory_format=fmt))
+            or x.stride() != high.stride() or _function() is None):
+        return None
+    out = torch.empty(x.shape, dtype=dtype, memory_format=fmt)
+    _state['decompose'](x.data_ptr(), int(x.dtype == torch.bfloat16), high.data_ptr(),
+                        int(high.dtype == torch.bfloat16), out.data_ptr(),
+                        int(dtype == torch.bfloat16), x.numel(), float(b), float(a - b),
+                        torch.get_num_threads())
+    return out

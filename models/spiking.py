@@ -26,7 +26,8 @@ import torch.nn.functional as F
 logging.getLogger('torch._library.triton').setLevel(logging.ERROR)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
-from .native_lif import native_channel_gate, native_relu_gated_residual  # noqa: E402
+from .native_lif import (native_channel_gate, native_relu_gated_residual,  # noqa: E402
+                         native_spatial_stats)
 
 if TYPE_CHECKING:
     from .acceleration import FastRunner
@@ -242,8 +243,10 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     def shared_mlp(seq: nn.Sequential, v: torch.Tensor) -> torch.Tensor:
         return F.linear(F.relu(F.linear(v, seq[0].weight.flatten(1))),
                         seq[2].weight.flatten(1))
-    sums = z.sum(dim=(2, 3)).float().view(T, B, C)     # bfloat16: float32 sums, rounded once
-    maxima = run.spatial_max(z).float().view(T, B, C)
+    stats = None if run.grad else native_spatial_stats(z)       # one pass at inference
+    if stats is None:
+        stats = z.sum(dim=(2, 3)).float(), run.spatial_max(z).float()  # bfloat16: rounded once
+    sums, maxima = (v.view(T, B, C) for v in stats)
     ta, ca = attn.ta.sharedMLP, attn.ca.sharedMLP
     g_t = torch.sigmoid(shared_mlp(ta, (sums.sum(dim=2) / (C * H * W)).t())
                         + shared_mlp(ta, maxima.amax(dim=2).t())).t().unsqueeze(2)  # [T,B,1]
@@ -324,19 +327,21 @@ class NILIF(nn.Module):
             spikes.append(s)
         return torch.stack(spikes)
 
-    def fast_forward(self, x: torch.Tensor, run: FastRunner, r: int = 1) -> torch.Tensor:
+    def fast_forward(self, x: torch.Tensor, run: FastRunner, r: int = 1,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
         """NI-LIF spikes of ``x [T*B,C,H,W]`` run over each r x r patch as r² extra steps
         (VLIF's reorganisation; r = 1: plain NI-LIF), returned in the pixel-unshuffled layout
-        ``[T*B, C*r*r, H/r, W/r]`` (channel ``c*r*r + i*r + j`` holds patch pixel (i, j))."""
+        ``[T*B, C*r*r, H/r, W/r]`` (channel ``c*r*r + i*r + j`` holds patch pixel (i, j)), in
+        ``dtype`` (default: ``x``'s) where fused."""
         from .acceleration import mark_spikes               # both modules build on this one
         from .fast_lif import nilif_spikes, nilif_supported
         T = run.T
         fused = run.opts.fused_lif and nilif_supported(self)
         if fused:
             spikes = nilif_spikes(x, T, r, self.levels, self.decay,
-                                  run.grad and x.requires_grad, run.fmt)
-        else:
-            steps = run.steps(x)
+                                  run.grad and x.requires_grad, run.fmt, dtype)
+        else:                        # (a bfloat16 conv output is integrated in float32)
+            steps = run.steps(x.float())
             s = self(unshuffle_to_time(steps, r) if r > 1 else steps)
             spikes = run.layout((time_to_unshuffled(s, r) if r > 1 else s).flatten(0, 1))
         if run.record is not None:                   # in the plain path's step order
@@ -413,13 +418,15 @@ class VLIFNeuron(nn.Module):
         resolution."""
         r = self.r
         N, C, H, W = x.shape
-        z = self.lif_node.fast_forward(x, run, r)                  # [N, C*r*r, H/r, W/r]
         if self.restore == 'pixel_shuffle':
-            return run.layout(F.pixel_shuffle(z, r))
+            return run.layout(F.pixel_shuffle(self.lif_node.fast_forward(x, run, r), r))
         if run.opts.fast_arithmetic:     # 1x1 conv and bilinear resize commute: conv first
-            z = run.conv(z, self.channel_adjust)
+            # on the bf16 path the spikes, the conv's output and the resize stay in bfloat16
+            z = self.lif_node.fast_forward(x, run, r, None if run.grad else run.conv_dtype)
+            z = run.conv(z, self.channel_adjust, bf16_out=not run.grad)
             return run.layout(F.interpolate(z, size=(H, W), mode='bilinear',
                                             align_corners=False))
+        z = self.lif_node.fast_forward(x, run, r)                  # [N, C*r*r, H/r, W/r]
         z = run.layout(F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False))
         return run.conv(z, self.channel_adjust)
 

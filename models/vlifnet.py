@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SpikingRestorer
+from .native_lif import native_decompose_enhance, native_spatial_stats
 from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, attention_fast,
                       conv2d, make_lif, make_neuron, repeat_time, spiking_attention, tdbn,
                       unshuffle_to_time, upsample_bilinear_steps)
@@ -38,9 +39,14 @@ def _decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
 def _decompose_enhance_fast(run: FastRunner, x: torch.Tensor, high: torch.Tensor,
                             a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """:func:`_decompose_enhance`; with ``fast_arithmetic`` as ``b·x + high·(x + a - b)``
-    (three passes instead of six)."""
+    (three passes instead of six), at inference one native pass (the same bits) that writes
+    the dtype of the conv it feeds, reading bfloat16 ``x`` or ``high`` as they are."""
     if not run.opts.fast_arithmetic:
         return _decompose_enhance(x, high, a, b)
+    if not run.grad:
+        out = native_decompose_enhance(x, high, a, b, run.conv_dtype or torch.float32)
+        if out is not None:
+            return out
     return torch.addcmul(x * b, high, x + (a - b))
 
 
@@ -80,10 +86,12 @@ class SDEM(nn.Module):
         out = self.bn2(self.conv2(out)) + self.shortcut(x)
         return self.attn(out) + x
 
-    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+    def fast_forward(self, x: torch.Tensor, run: FastRunner, conv_copy: bool = True
+                     ) -> torch.Tensor:
         """In training, the SDEM keeps its input and the outputs of its convs (and the inputs of
         the two real-valued ones); neurons, BN, decompose-enhance and attention are recomputed
-        in the backward pass."""
+        in the backward pass. With ``conv_copy`` (the next block's shortcut conv reads the
+        output) the bf16 path's attention also writes the output in bfloat16 for it."""
         def group_1(t):
             return _decompose_enhance_fast(run, t, run.neuron(self.lif_1, t),
                                            self.high_freq_scale_1, self.low_freq_scale_1)
@@ -97,11 +105,12 @@ class SDEM(nn.Module):
             return attention_fast(run, self.attn,
                                   run.norm(y, self.bn2) + run.norm(s, self.shortcut[1]),
                                   residual=res)
-        out = run.conv(run.recompute(group_1, x), self.conv1)
+        # at inference its output may stay bfloat16: the neuron and decompose-enhance read it
+        out = run.conv(run.recompute(group_1, x), self.conv1, bf16_out=not run.grad)
         if not run.grad:        # the two convs that meet before the attention write one output
             z = run.conv_sum([(group_2(out), self.conv2, self.bn2),
                               (x, self.shortcut[0], self.shortcut[1])], bf16_out=True)
-            return attention_fast(run, self.attn, z, residual=x)
+            return attention_fast(run, self.attn, z, residual=x, conv_copy=conv_copy)
         out = run.conv(run.recompute(group_2, out), self.conv2)
         return run.recompute(join, out, run.conv(x, self.shortcut[0]), x)
 
@@ -162,7 +171,7 @@ class SMU(nn.Module):
         Conv3d that merges each group of r*r steps is a 1x1 conv over C*r*r channels."""
         T, r = run.T, self.r
         rr = r * r
-        skip = self.initial_residual.fast_forward(x, run)
+        skip = self.initial_residual.fast_forward(x, run, conv_copy=False)   # NI-LIF reads it
         if not run.opts.fast_arithmetic:
             s = self.lif_node.fast_forward(skip, run, r)               # [T*B, C*rr, h, w]
             N, Crr, h, w = s.shape
@@ -171,6 +180,8 @@ class SMU(nn.Module):
                      .reshape(B, T * rr, C, h, w))
             steps = (steps * self.time_attention(steps)).permute(0, 2, 1, 3, 4)
             out = run.layout(self.temporal_compress(steps).permute(2, 0, 1, 3, 4).flatten(0, 1))
+        elif not run.grad:
+            out = torch.relu_(self._merged_patch_steps(skip, run))
         else:
             merge = self.temporal_compress[0].weight
             out = torch.relu_(run.conv_weight(
@@ -184,6 +195,19 @@ class SMU(nn.Module):
             run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r) + s),
             out, skip)
 
+    def _step_gate(self, sums: torch.Tensor, peaks: torch.Tensor, run: FastRunner,
+                   pixels: int) -> torch.Tensor:
+        """The step gate ``[B, T*r*r]`` from each (step, sample, channel, sub-step)'s spike sum
+        and max over its ``pixels`` pixels (``[T, B, C, r*r]`` each)."""
+        T, B, C, rr = sums.shape
+        mlp = self.time_attention.sharedMLP
+        w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
+
+        def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
+            return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
+        return torch.sigmoid(gate_mlp(sums.sum(dim=2) / (C * pixels))
+                             + gate_mlp(peaks.amax(dim=2)))
+
     def _gated_patch_steps(self, skip: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """NI-LIF over the r x r patch steps of ``skip``, each step scaled by the step gate, in
         the unshuffled layout ``[T*B, C*r*r, h, w]`` (the merge conv's input)."""
@@ -192,15 +216,30 @@ class SMU(nn.Module):
         N, Crr, h, w = s.shape
         B, C = N // T, Crr // rr
         s6 = s.view(T, B, C, rr, h, w)
-        mlp = self.time_attention.sharedMLP
-        w1, w2 = mlp[0].weight.flatten(1), mlp[2].weight.flatten(1)
-
-        def gate_mlp(v):                                            # v: [T, B, rr] -> [B, S]
-            return F.linear(F.relu(F.linear(v.permute(1, 0, 2).reshape(B, T * rr), w1)), w2)
-        peaks = run.spatial_max(s).view(T, B, C, rr).amax(dim=2)
-        gate = torch.sigmoid(gate_mlp(s6.mean(dim=(2, 4, 5))) + gate_mlp(peaks))
+        gate = self._step_gate(s6.sum(dim=(4, 5)), run.spatial_max(s).view(T, B, C, rr), run,
+                               h * w)
         gated = s6 * gate.view(B, T, 1, rr, 1, 1).transpose(0, 1)   # still [T*B, C*rr] layout
         return run.layout(gated.reshape(N, Crr, h, w))
+
+    def _merged_patch_steps(self, skip: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """Inference: the merge conv of the gated patch steps with the gate folded into its
+        weight, one weight per sample (the gate scales whole input channels), so the gated
+        spikes are never written; the spikes come in the convs' dtype, their statistics from
+        one pass, and on the bf16 path the output stays bfloat16 (the next LIF reads it)."""
+        T, rr = run.T, self.r * self.r
+        s = self.lif_node.fast_forward(skip, run, self.r, run.conv_dtype)
+        N, Crr, h, w = s.shape
+        B, C = N // T, Crr // rr
+        stats = native_spatial_stats(s)
+        if stats is None:
+            stats = s.float().sum(dim=(2, 3)), run.spatial_max(s).float()
+        gate = self._step_gate(*(v.view(T, B, C, rr) for v in stats), run, h * w)
+        merge = self.temporal_compress[0].weight
+        merge = merge.reshape(merge.shape[0], C, rr)
+        per_sample = gate.view(B, T, rr).transpose(0, 1).reshape(N, 1, 1, rr)
+        weights = (merge * per_sample).reshape(N, merge.shape[0], Crr, 1, 1)
+        return run.layout(torch.cat([run.conv_weight(s[n:n + 1], weights[n], bf16_out=True)
+                                     for n in range(N)]))
 
 
 # Official key prefixes of the down/up-sampling blocks -> ours (shared DownSample/UpSample).

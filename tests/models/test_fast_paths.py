@@ -633,11 +633,13 @@ def test_step_mean_is_the_same_mean(T, fmt):
 
 @pytest.mark.parametrize('name', ['esdnet', 'vlif-net', 'spikerain-s'])
 def test_the_attentions_take_their_native_passes_at_inference(name, monkeypatch):
-    """Each attention of a default forward takes its one-pass native kernels (a layout they
-    do not take, e.g. a broadcast gate, silently falls back to the slower torch ops)."""
+    """Each attention (and VLIF-Net's decompose-enhance) of a default forward takes its
+    one-pass native kernels (a layout they do not take, e.g. a broadcast gate, silently falls
+    back to the slower torch ops)."""
     import models.native_lif as native_lif
     import models.spikerain as spikerain
     import models.spiking as spiking
+    import models.vlifnet as vlifnet
     built = native_lif._function() is not None     # without a compiler: the torch ops, always
     taken = []
 
@@ -649,13 +651,15 @@ def test_the_attentions_take_their_native_passes_at_inference(name, monkeypatch)
             taken.append((attr, out is not None))
             return out
         monkeypatch.setattr(module, attr, wrapper)
-    for attr in ('native_channel_gate', 'native_relu_gated_residual'):
+    for attr in ('native_spatial_stats', 'native_channel_gate', 'native_relu_gated_residual'):
         spy(spiking, attr)
     spy(spikerain, 'native_gated_residual')
+    spy(vlifnet, 'native_decompose_enhance')
     model = optimize_for_inference(build_model(name, dim=16))
     with torch.no_grad():
         model(torch.rand(1, 3, 32, 32))
     assert taken and all(ok == built for _, ok in taken), taken
+    assert (name == 'vlif-net') == any(a == 'native_decompose_enhance' for a, _ in taken)
 
 
 def test_a_kept_bf16_copy_is_used_once_and_only_while_its_tensor_is_unchanged():

@@ -190,6 +190,50 @@ def test_nilif_equal_to_the_torch_ops_with_its_gradient(T, r, levels, fmt):
     assert 'nilif' in native_lif._state, 'the native kernel did not run'
 
 
+
+@pytest.mark.parametrize('x_dtype,dtype', [(torch.bfloat16, torch.bfloat16),
+                                           (torch.bfloat16, torch.float32),
+                                           (torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize('fmt', [torch.channels_last, torch.contiguous_format])
+def test_nilif_reads_and_writes_bf16_as_the_float32_spikes_converted(x_dtype, dtype, fmt):
+    """At inference the kernel reads a bf16 conv output as it is and writes bf16 spikes for a
+    bf16 conv: the spikes of ``x.float()``, then ``.to(dtype)``, bit for bit."""
+    T, r = 4, 2
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(T, 6, 8, 12, generator=g) * 3).to(x_dtype).contiguous(memory_format=fmt)
+    x[0, 1, 0, 0] = -0.0
+    with kernel_state(failed='reference'):
+        expected = fast_lif.nilif_spikes(x.float(), T, r, 4, 0.25, False, fmt).to(dtype)
+    out = torch.empty(expected.shape, dtype=dtype, memory_format=fmt)
+    assert native_lif.native_nilif(x, T, r, 4, 0.25, out, exact_scale=True)
+    assert torch.equal(out, expected)
+    got = fast_lif.nilif_spikes(x, T, r, 4, 0.25, False, fmt, dtype)
+    assert got.dtype == dtype and torch.equal(got, expected)
+    with kernel_state(failed='reference'):      # the torch ops give the same without the kernel
+        assert torch.equal(fast_lif.nilif_spikes(x, T, r, 4, 0.25, False, fmt, dtype), expected)
+
+
+@pytest.mark.parametrize('x_dtype,high_dtype,dtype', list(itertools.product(
+    (torch.float32, torch.bfloat16), repeat=3)))
+def test_decompose_enhance_is_torchs_mul_add_and_addcmul(x_dtype, high_dtype, dtype):
+    """VLIF-Net's decompose-enhance in one pass equals the fast path's torch ops (bfloat16 read
+    exactly, the result converted as ``.to`` does), NaN and infinities included."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 16, 8, 8, generator=g) * 4).contiguous(memory_format=torch.channels_last)
+    high = torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, :3] = torch.tensor([float('nan'), float('inf'), -0.0])
+    high[0, 1, 0, :2] = torch.tensor([float('-inf'), 1e30])
+    x, high = x.to(x_dtype), high.to(high_dtype)
+    a, b = torch.tensor([0.37]), torch.tensor([1.61])
+    expected = torch.addcmul(x.float() * b, high.float(), x.float() + (a - b)).to(dtype)
+    got = native_lif.native_decompose_enhance(x, high, a, b, dtype)
+    assert got.dtype == dtype and got.stride() == expected.stride()
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(), expected.nan_to_num())
+    contiguous = native_lif.native_decompose_enhance(x.contiguous(), high.contiguous(), a, b, dtype)
+    assert torch.equal(contiguous.nan_to_num(), expected.contiguous().nan_to_num())
+    assert native_lif.native_decompose_enhance(x, high.contiguous(), a, b, dtype) is None
+
 def _lif_grad(x, T, v_th, alpha, keep_input, seed):
     x = x.clone().requires_grad_(True)
     spikes = fast_lif.lif_spikes_autograd(x, T, v_th, alpha, keep_input=keep_input)
@@ -363,3 +407,24 @@ def test_relu_gated_residual_writes_the_bf16_copy_torch_would_make():
     out = native_relu_gated_residual(zero, torch.zeros(4, 1, 8, 8), res, copy)
     torch.testing.assert_close(out, res, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(copy, res.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_spatial_stats_are_the_channel_sums_and_maxima(dtype):
+    """The attention's per-channel statistics in one pass: the maxima are ``amax``'s (NaN
+    included), the sums torch's up to float32 rounding (another order)."""
+    from models.native_lif import native_spatial_stats
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(3, 32, 40, 36, generator=g) * 3).to(dtype)
+    z = z.contiguous(memory_format=torch.channels_last)
+    z[1, 2, 5, 7] = float('nan')
+    z[2, 3] = -float('inf')
+    sums, maxima = native_spatial_stats(z)
+    assert torch.equal(maxima.isnan(), z.amax(dim=(2, 3)).isnan())
+    assert torch.equal(maxima.nan_to_num(), z.amax(dim=(2, 3)).float().nan_to_num())
+    expected = z.double().sum(dim=(2, 3))
+    assert torch.equal(sums.isnan(), expected.isnan()) and sums.isnan().sum() == 1
+    finite = expected.isfinite()
+    assert torch.allclose(sums[finite].double(), expected[finite], rtol=1e-6, atol=1e-3)
+    assert torch.equal(sums[~finite & ~expected.isnan()], expected[~finite & ~expected.isnan()].float())
+    assert native_spatial_stats(z.contiguous()) is None        # channels-last rows only
