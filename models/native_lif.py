@@ -1056,8 +1056,8 @@ def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tenso
     ``high`` are CPU tensors of one shape and layout (dense, channels-last or contiguous), each
     float32 or bfloat16 (read exactly); ``a`` and ``b`` one-element float32 tensors. ``None``
     where these do not fit or the kernel is unavailable."""
-    fmt = (torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-           else torch.contiguous_format)
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     if (x.device.type != 'cpu' or high.device.type != 'cpu' or x.dtype not in _MAPS
             or high.dtype not in _MAPS or dtype not in _MAPS or x.shape != high.shape
             or x.numel() == 0 or a.numel() != 1 or b.numel() != 1
