@@ -321,30 +321,30 @@ static inline __attribute__((always_inline)) void gated_row(
                          : ((const float *)j->z)[r * j->C + c];
         o[c] = fmaf(z * g, s[c], has_res ? res[c] : -0.0f);
     }
-    if (j->sums) {                   /* 16 lanes, so that the loop vectorises */
-        float sum[16] = {0}, max[16], nan = 0.0f;
+    if (j->sums) {     /* 16 lanes, so that the loop vectorises, then folded as a tree */
+        float sum[16] = {0}, max[16];
         int64_t c = 0;
         for (int k = 0; k < 16; k++) max[k] = -INFINITY;
         for (; c + 16 <= j->C; c += 16)
             for (int k = 0; k < 16; k++) {
                 sum[k] += o[c + k];
                 max[k] = o[c + k] > max[k] ? o[c + k] : max[k];
-                nan += o[c + k] - o[c + k];     /* NaN if any element is NaN or infinite */
             }
         for (; c < j->C; c++) {
             sum[0] += o[c];
             max[0] = o[c] > max[0] ? o[c] : max[0];
-            nan += o[c] - o[c];
         }
-        float total = 0.0f, peak = -INFINITY;
-        for (int k = 0; k < 16; k++) {
-            total += sum[k];
-            peak = max[k] > peak ? max[k] : peak;
-        }
-        if (nan != nan)                  /* rare: NaN or inf inside; amax's NaN rule, exactly */
-            for (c = 0; c < j->C; c++) if (o[c] != o[c]) peak = o[c];
-        j->sums[r] = total;
-        j->maxs[r] = peak;
+        for (int w = 8; w > 0; w /= 2)
+            for (int k = 0; k < w; k++) {
+                sum[k] += sum[k + w];
+                max[k] = max[k + w] > max[k] ? max[k + w] : max[k];
+            }
+        /* a NaN inside makes the sum NaN (an inf, inf or NaN): only then is the row scanned
+           again, for amax's rule that NaN wins, exactly */
+        if (!(sum[0] - sum[0] == 0.0f))
+            for (c = 0; c < j->C; c++) if (o[c] != o[c]) max[0] = o[c];
+        j->sums[r] = sum[0];
+        j->maxs[r] = max[0];
     }
 }
 
@@ -491,7 +491,8 @@ static void *run_nilif(void *arg) {
     int64_t n_outer = c_inner ? w : C, n = c_inner ? C : w;
     float *u = (float *)malloc(sizeof(float) * (size_t)(w * C));
     float *spikes = (float *)malloc(sizeof(float) * (size_t)(w * C * rr));
-    if (!u || !spikes) { free(u); free(spikes); return (void *)1; }
+    uint16_t *s16 = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n * rr));
+    if (!u || !spikes || !s16) { free(u); free(spikes); free(s16); return (void *)1; }
     /* strides of the inner loop in x, out and inside, and of the outer one */
     int64_t xi = c_inner ? j->xs[1] : j->r * j->xs[3];
     int64_t xo = c_inner ? j->r * j->xs[3] : j->xs[1];
@@ -524,6 +525,22 @@ static void *run_nilif(void *arg) {
                 }
                 /* spikes of this pixel (channel): out[c*rr + k] (or [k][q]) = own[k][q] */
                 char *op = (char *)j->out + (orow + o * oo) * osz;
+                if (oi == rr && j->os[1] == 1 && rr == 4) {
+                    /* channels-last, 2 x 2 patches: this pixel's outputs are one contiguous
+                       run, written in order (bfloat16: converted first on contiguous arrays,
+                       so that it vectorises); strided writes ran 2.4x slower */
+                    if (j->out_bf16) {
+                        uint16_t *o16 = (uint16_t *)op;
+                        for (int64_t q = 0; q < rr * n; q++) s16[q] = float_to_bf16(own[q]);
+                        for (int64_t q = 0; q < n; q++)
+                            for (int64_t k = 0; k < 4; k++) o16[q * 4 + k] = s16[k * n + q];
+                    } else {
+                        float *o32 = (float *)op;
+                        for (int64_t q = 0; q < n; q++)
+                            for (int64_t k = 0; k < 4; k++) o32[q * 4 + k] = own[k * n + q];
+                    }
+                    continue;
+                }
                 for (int64_t k = 0; k < rr; k++) {
                     const float *sp = own + k * n;
                     int64_t ok = k * j->os[1];
@@ -538,6 +555,7 @@ static void *run_nilif(void *arg) {
     }
     free(u);
     free(spikes);
+    free(s16);
     return 0;
 }
 
