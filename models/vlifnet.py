@@ -187,9 +187,11 @@ class SMU(nn.Module):
             out = torch.relu_(run.conv_weight(
                 run.recompute(lambda t: self._gated_patch_steps(t, run), skip),
                 merge.reshape(merge.shape[0], -1, 1, 1)))
-        out = run.conv(run.recompute(lambda t: run.neuron(self.lif_1, t), out), self.conv_1)
+        # at inference the bf16 path's convs hand their attentions bfloat16, read as it is
+        out = run.conv(run.recompute(lambda t: run.neuron(self.lif_1, t), out), self.conv_1,
+                       bf16_out=not run.grad)
         out = run.conv(run.recompute(lambda y: run.neuron(self.lif_2, attention_fast(
-            run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2)
+            run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2, bf16_out=not run.grad)
         return run.recompute(lambda y, s: attention_fast(
             run, self.final_attn,
             run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r) + s),
