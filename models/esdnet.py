@@ -69,6 +69,15 @@ class FeatureRefinement(nn.Module):
         t = self.sa(x)
         return (1 - t) * a + t * x
 
+    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+        """The spatial branch's convs through the runner, so that on the bf16 path they run in
+        bfloat16 like the rest (3x faster here than float32 at 256x256), handing bfloat16 on
+        between them; the same ops as ``forward`` in float32."""
+        sa = self.sa
+        t = run.conv(run.conv(x, sa[0], bf16_out=True), sa[1], bf16_out=True)
+        t = torch.sigmoid(run.conv(torch.relu(t), sa[3]))
+        return (1 - t) * self.ca(x) + t * x
+
 
 class ESDNet(SpikingRestorer):
     """ESDNet: three-level spiking U-Net of residual blocks; T-mean then refinement head.
@@ -125,5 +134,6 @@ class ESDNet(SpikingRestorer):
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = run.cat_channels([self.up2_1.fast_forward(d2, run), e1])
         d1 = run.blocks(self.decoder_level1, d1)
-        return self.output(self.refinement(run.step_mean(d1))) + img
+        return run.conv(self.refinement.fast_forward(run.step_mean(d1), run),
+                        self.output[0]) + img
 

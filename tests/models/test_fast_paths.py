@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from models import build_model, load_weights
-from models.acceleration import (FastOptions, FastRunner, disable_fast_path,
+from models.acceleration import (FastOptions, FastRunner, bf16_supported, disable_fast_path,
                                  enable_fast_training, fast_options, fold_batchnorm,
                                  optimize_for_inference, plain_forward, record_spikes)
 from models import build_from_checkpoint
@@ -672,3 +672,18 @@ def test_a_kept_bf16_copy_is_used_once_and_only_while_its_tensor_is_unchanged():
     run.keep_conv_copy(x, marked)
     x.add_(1)                                                          # stale now
     assert torch.equal(run.in_conv_dtype(x), x.to(torch.bfloat16))
+
+
+def test_esdnets_head_on_the_fast_path_is_its_forward_and_runs_bf16_convs_on_the_bf16_path():
+    """ESDNet's refinement head takes the runner's convs: float32, the same bits as its own
+    forward; bf16, its spatial branch's convs in bfloat16 (close to float32, not equal)."""
+    model = build_model('esdnet', dim=16).eval()
+    head = model.refinement
+    x = torch.randn(1, 32, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = head(x)
+        assert torch.equal(head.fast_forward(x, FastRunner(model, FastOptions())), want)
+        if bf16_supported():
+            got = head.fast_forward(x, FastRunner(model, FastOptions(precision='bf16')))
+            assert not torch.equal(got, want)
+            torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
