@@ -627,6 +627,63 @@ int decompose_enhance(const void *x, int x_bf16, const void *high, int high_bf16
     return 0;
 }
 
+/* The backward pass of decompose-enhance in training, out = addcmul(x * b, high, x + amb): for
+   the upstream gradient g, gx = g*b + g*high and ghigh = g*(x + amb), each product rounded as
+   autograd's separate ops round it (so the same bits), and the sums of g*high and g*x (the
+   gradients of amb and of b's product; 16 float lanes per block of 1024, then double). */
+typedef struct {
+    const float *g, *x, *h; float *gx, *gh; int64_t first, last; float b, amb;
+    double s_gh, s_gx;
+} dbjob_t;
+
+static void *run_decompose_back(void *arg) {
+    dbjob_t *j = (dbjob_t *)arg;
+    double s_gh = 0.0, s_gx = 0.0;
+    for (int64_t i0 = j->first; i0 < j->last; i0 += 1024) {
+        int64_t i1 = i0 + 1024 < j->last ? i0 + 1024 : j->last, i = i0;
+        float a_gh[16] = {0}, a_gx[16] = {0};
+        for (; i + 16 <= i1; i += 16)
+            for (int k = 0; k < 16; k++) {
+                float g = j->g[i + k], x = j->x[i + k], h = j->h[i + k], gu = g * h;
+                j->gx[i + k] = g * j->b + gu;
+                j->gh[i + k] = g * (x + j->amb);
+                a_gh[k] += gu;
+                a_gx[k] += g * x;
+            }
+        for (; i < i1; i++) {
+            float g = j->g[i], x = j->x[i], gu = g * j->h[i];
+            j->gx[i] = g * j->b + gu;
+            j->gh[i] = g * (x + j->amb);
+            a_gh[0] += gu;
+            a_gx[0] += g * x;
+        }
+        for (int k = 0; k < 16; k++) {
+            s_gh += a_gh[k];
+            s_gx += a_gx[k];
+        }
+    }
+    j->s_gh = s_gh;
+    j->s_gx = s_gx;
+    return 0;
+}
+
+int decompose_backward(const float *g, const float *x, const float *h, float *gx, float *gh,
+                       int64_t n, float b, float amb, double *sums, int threads) {
+    threads = thread_count(threads, n / 65536 + 1);
+    dbjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        dbjob_t j = {g, x, h, gx, gh, n * i / threads, n * (i + 1) / threads, b, amb, 0.0, 0.0};
+        jobs[i] = j;
+    }
+    run_jobs(run_decompose_back, (char *)jobs, sizeof(dbjob_t), threads);
+    sums[0] = sums[1] = 0.0;
+    for (int i = 0; i < threads; i++) {
+        sums[0] += jobs[i].s_gh;
+        sums[1] += jobs[i].s_gx;
+    }
+    return 0;
+}
+
 /* Per-channel sums and maxima over the pixels of each sample of a channels-last map z
    [N, P pixels, C] (float32 or bfloat16, read exactly), as an attention's gates start from.
    Each job walks a range of the N*P rows; its sums go through float blocks of STAT_BLOCK rows
@@ -818,6 +875,11 @@ def _function():
     dec.argtypes = ([ctypes.c_void_p, ctypes.c_int] * 3
                     + [ctypes.c_int64, ctypes.c_float, ctypes.c_float, ctypes.c_int])
     dec.restype = ctypes.c_int
+    dec_back = lib.decompose_backward
+    dec_back.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_float, ctypes.c_float,
+                                                  ctypes.c_void_p, ctypes.c_int])
+    dec_back.restype = ctypes.c_int
+    _state['decompose_backward'] = dec_back
     stats = lib.spatial_stats
     stats.argtypes = ([ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 2
                       + [ctypes.c_int64] * 3 + [ctypes.c_int])
@@ -1089,3 +1151,27 @@ def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tenso
                         int(dtype == torch.bfloat16), x.numel(), float(b), float(a - b),
                         torch.get_num_threads())
     return out
+
+
+def native_decompose_backward(grad: torch.Tensor, x: torch.Tensor, high: torch.Tensor,
+                              a: torch.Tensor, b: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, float, float] | None:
+    """The gradients of :func:`native_decompose_enhance`'s ``torch.addcmul(x * b, high,
+    x + (a - b))`` in training, one pass: ``grad_x`` and ``grad_high`` (the same bits as
+    autograd's), and the sums of ``grad * high`` and ``grad * x`` (float64; autograd sums in
+    another order) from which ``a`` and ``b`` take theirs. float32 CPU tensors of one shape and
+    dense layout; ``None`` where these do not fit or the kernel is unavailable."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    tensors = (grad, x, high)
+    if (any(t.device.type != 'cpu' or t.dtype != torch.float32 or t.shape != x.shape
+            or not t.is_contiguous(memory_format=fmt) or t.stride() != x.stride()
+            for t in tensors)
+            or x.numel() == 0 or a.numel() != 1 or b.numel() != 1 or _function() is None):
+        return None
+    grad_x, grad_high = (torch.empty(x.shape, memory_format=fmt) for _ in range(2))
+    sums = (ctypes.c_double * 2)()
+    _state['decompose_backward'](grad.data_ptr(), x.data_ptr(), high.data_ptr(),
+                                 grad_x.data_ptr(), grad_high.data_ptr(), x.numel(),
+                                 float(b), float(a - b), sums, torch.get_num_threads())
+    return grad_x, grad_high, sums[0], sums[1]

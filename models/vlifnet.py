@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SpikingRestorer
-from .native_lif import native_decompose_enhance, native_spatial_stats
+from .native_lif import (native_decompose_backward, native_decompose_enhance,
+                         native_spatial_stats)
 from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, attention_fast,
                       conv2d, make_lif, make_neuron, repeat_time, spiking_attention, tdbn,
                       unshuffle_to_time, upsample_bilinear_steps)
@@ -47,7 +48,42 @@ def _decompose_enhance_fast(run: FastRunner, x: torch.Tensor, high: torch.Tensor
         out = native_decompose_enhance(x, high, a, b, run.conv_dtype or torch.float32)
         if out is not None:
             return out
+    elif torch.is_grad_enabled():
+        return _DecomposeEnhance.apply(x, high, a, b)
     return torch.addcmul(x * b, high, x + (a - b))
+
+
+class _DecomposeEnhance(torch.autograd.Function):
+    """``torch.addcmul(x * b, high, x + (a - b))`` whose backward is one native pass where
+    autograd makes about seven (:func:`models.native_lif.native_decompose_backward`): the same
+    gradients for ``x`` and ``high`` bit for bit, ``a``'s and ``b``'s summed in another order.
+    Falls back to autograd's own where the kernel does not run."""
+
+    @staticmethod
+    def forward(ctx, x, high, a, b):
+        ctx.save_for_backward(x, high, a, b)
+        out = native_decompose_enhance(x, high, a, b)
+        return torch.addcmul(x * b, high, x + (a - b)) if out is None else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, high, a, b = ctx.saved_tensors
+        got = native_decompose_backward(grad.contiguous(memory_format=_layout_of(x)), x,
+                                        high, a, b)
+        if got is None:
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_() for t in (x, high, a, b)]
+                xl, hl, al, bl = leaves
+                return torch.autograd.grad(torch.addcmul(xl * bl, hl, xl + (al - bl)), leaves,
+                                           grad)
+        grad_x, grad_high, sum_gh, sum_gx = got
+        grad_a = torch.full_like(a, sum_gh)
+        return grad_x, grad_high, grad_a, torch.full_like(b, sum_gx) - grad_a
+
+
+def _layout_of(t: torch.Tensor) -> torch.memory_format:
+    return (torch.channels_last if t.dim() == 4
+            and t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
 
 
 class SDEM(nn.Module):

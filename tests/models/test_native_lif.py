@@ -435,3 +435,28 @@ def test_spatial_stats_are_the_channel_sums_and_maxima(dtype):
     infinite = ~finite & ~expected.isnan()
     assert infinite.any() and torch.equal(sums[infinite], expected[infinite].float())
     assert native_spatial_stats(z.contiguous()) is None        # channels-last rows only
+
+
+@pytest.mark.parametrize('fmt', [torch.channels_last, torch.contiguous_format])
+def test_decompose_enhance_backward_is_autograds(fmt):
+    """VLIF-Net's decompose-enhance in training: one native backward pass gives autograd's
+    gradients for x and high bit for bit, and a's and b's up to the order of their sums; without
+    the kernel, autograd's own."""
+    from models.vlifnet import _DecomposeEnhance
+    g = torch.Generator().manual_seed(9)
+    x, high, grad = ((torch.randn(4, 24, 9, 7, generator=g) * 2).contiguous(memory_format=fmt)
+                     for _ in range(3))
+    a, b = torch.tensor([0.3]), torch.tensor([0.7])
+
+    def grads(fn):
+        leaves = [t.clone().requires_grad_() for t in (x, high, a, b)]
+        out = fn(*leaves)
+        out.backward(grad)
+        return [out.detach()] + [t.grad for t in leaves]
+    want = grads(lambda xx, hh, aa, bb: torch.addcmul(xx * bb, hh, xx + (aa - bb)))
+    for state in ({}, {'failed': 'reference'}):
+        with kernel_state(**state):
+            got = grads(_DecomposeEnhance.apply)
+        for w, o in zip(want[:3], got[:3]):
+            assert torch.equal(w, o)
+        torch.testing.assert_close(got[3:], want[3:], rtol=1e-5, atol=1e-4)
