@@ -1127,6 +1127,12 @@ def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out
     return True
 
 
+def _dense_format(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last where ``x`` is a dense channels-last 4-D tensor, else contiguous."""
+    return (torch.channels_last if x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+
+
 def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
                              b: torch.Tensor, dtype: torch.dtype = torch.float32
                              ) -> torch.Tensor | None:
@@ -1136,8 +1142,7 @@ def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tenso
     ``high`` are CPU tensors of one shape and layout (dense, channels-last or contiguous), each
     float32 or bfloat16 (read exactly); ``a`` and ``b`` one-element float32 tensors. ``None``
     where these do not fit or the kernel is unavailable."""
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = _dense_format(x)
     if (x.device.type != 'cpu' or high.device.type != 'cpu' or x.dtype not in _MAPS
             or high.dtype not in _MAPS or dtype not in _MAPS or x.shape != high.shape
             or x.numel() == 0 or a.numel() != 1 or b.numel() != 1
@@ -1160,9 +1165,10 @@ def native_decompose_backward(grad: torch.Tensor, x: torch.Tensor, high: torch.T
     x + (a - b))`` in training, one pass: ``grad_x`` and ``grad_high`` (the same bits as
     autograd's), and the sums of ``grad * high`` and ``grad * x`` (float64; autograd sums in
     another order) from which ``a`` and ``b`` take theirs. float32 CPU tensors of one shape and
-    dense layout; ``None`` where these do not fit or the kernel is unavailable."""
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    dense layout (``grad`` is laid out as ``x`` first); ``None`` where these do not fit or the
+    kernel is unavailable."""
+    fmt = _dense_format(x)
+    grad = grad.contiguous(memory_format=fmt)
     tensors = (grad, x, high)
     if (any(t.device.type != 'cpu' or t.dtype != torch.float32 or t.shape != x.shape
             or not t.is_contiguous(memory_format=fmt) or t.stride() != x.stride()

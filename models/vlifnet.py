@@ -50,6 +50,12 @@ def _decompose_enhance_fast(run: FastRunner, x: torch.Tensor, high: torch.Tensor
             return out
     elif torch.is_grad_enabled():
         return _DecomposeEnhance.apply(x, high, a, b)
+    return _decompose_enhance_ops(x, high, a, b)
+
+
+def _decompose_enhance_ops(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
+                           b: torch.Tensor) -> torch.Tensor:
+    """The fast path's decompose-enhance as torch ops: ``b·x + high·(x + a - b)``."""
     return torch.addcmul(x * b, high, x + (a - b))
 
 
@@ -63,27 +69,19 @@ class _DecomposeEnhance(torch.autograd.Function):
     def forward(ctx, x, high, a, b):
         ctx.save_for_backward(x, high, a, b)
         out = native_decompose_enhance(x, high, a, b)
-        return torch.addcmul(x * b, high, x + (a - b)) if out is None else out
+        return _decompose_enhance_ops(x, high, a, b) if out is None else out
 
     @staticmethod
     def backward(ctx, grad):
         x, high, a, b = ctx.saved_tensors
-        got = native_decompose_backward(grad.contiguous(memory_format=_layout_of(x)), x,
-                                        high, a, b)
+        got = native_decompose_backward(grad, x, high, a, b)
         if got is None:
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_() for t in (x, high, a, b)]
-                xl, hl, al, bl = leaves
-                return torch.autograd.grad(torch.addcmul(xl * bl, hl, xl + (al - bl)), leaves,
-                                           grad)
+                return torch.autograd.grad(_decompose_enhance_ops(*leaves), leaves, grad)
         grad_x, grad_high, sum_gh, sum_gx = got
         grad_a = torch.full_like(a, sum_gh)
         return grad_x, grad_high, grad_a, torch.full_like(b, sum_gx) - grad_a
-
-
-def _layout_of(t: torch.Tensor) -> torch.memory_format:
-    return (torch.channels_last if t.dim() == 4
-            and t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
 
 
 class SDEM(nn.Module):
