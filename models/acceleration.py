@@ -65,6 +65,7 @@ from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
 PRECISIONS = ('fp32', 'bf16')
 BF16_WEIGHT = 'fast_bf16_weight'    # attribute of a conv: its bfloat16 copy, not in the state dict
+BF16_BIAS = 'fast_bf16_bias'        # attribute of a conv: its bias in bfloat16, the same
 WEIGHT_SLICES = 'fast_weight_slices'  # attribute of a conv: its weight cut for conv_cat
 CONV_COPY = 'fast_conv_copy'          # attribute of a tensor: (its version, its bf16 copy)
 
@@ -169,6 +170,8 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, precision: st
             if isinstance(conv, nn.Conv2d):
                 setattr(conv, BF16_WEIGHT, conv.weight.detach().to(torch.bfloat16).contiguous(
                     memory_format=torch.channels_last))
+                if conv.bias is not None:
+                    setattr(conv, BF16_BIAS, conv.bias.detach().to(torch.bfloat16))
     return fast
 
 
@@ -348,11 +351,14 @@ class FastRunner:
             self.log(neuron, spikes)
         return mark_spikes(spikes) if fused else spikes      # fused: 0/1 by construction
 
-    @staticmethod
-    def cat_channels(parts: list[torch.Tensor]) -> torch.Tensor:
+    def cat_channels(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """``torch.cat(parts, dim=1)``, still tagged as spikes when every part is (channels-last
-        parts are joined natively, see :class:`_ChannelCat`)."""
-        out = parts[0] if len(parts) == 1 else _ChannelCat.apply(*parts)
+        parts are joined natively, see :class:`_ChannelCat`), and keeping the parts' conv
+        copies joined (:meth:`derive_conv_copy`)."""
+        if len(parts) == 1:
+            return parts[0]
+        out = self.derive_conv_copy(_ChannelCat.apply(*parts), parts,
+                                    _join_channels)
         levels = {spike_levels(p) for p in parts}
         return mark_spikes(out, levels.pop()) if len(levels) == 1 and None not in levels else out
 
@@ -363,9 +369,10 @@ class FastRunner:
     # ---- convs and norms ----------------------------------------------------------------
     def conv(self, x: torch.Tensor, conv: nn.Conv2d, bf16_out: bool = False) -> torch.Tensor:
         """``conv(x)``; in bf16 precision the conv runs in bfloat16 (on the weight copy made by
-        :func:`optimize_for_inference`) and returns float32, or with ``bf16_out`` (its reader
-        takes bfloat16 as it is: a neuron, perhaps through a folded BN, or an attention)
-        bfloat16 with the bias added by the conv: a float32 copy and a bias pass are saved."""
+        :func:`optimize_for_inference`), its bias added by the conv, and returns float32 (with
+        its bfloat16 output kept as the conv copy), or with ``bf16_out`` (its reader takes
+        bfloat16 as it is: a neuron, perhaps through a folded BN, or an attention) bfloat16:
+        a float32 copy is saved."""
         if self.conv_dtype is None:
             levels = spike_levels(x)
             if (levels and self.grad and torch.is_grad_enabled() and conv.weight.requires_grad
@@ -375,13 +382,10 @@ class FastRunner:
             return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
                             conv.dilation, conv.groups)
         weight, x = self._weight(conv, self.conv_dtype), self.in_conv_dtype(x)
-        if bf16_out:
-            bias = None if conv.bias is None else conv.bias.to(self.conv_dtype)
-            return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                            conv.groups)
-        y = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation,
-                     conv.groups).float()
-        return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
+        bias = None if conv.bias is None else getattr(conv, BF16_BIAS, None)
+        bias = conv.bias.to(self.conv_dtype) if bias is None and conv.bias is not None else bias
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y if bf16_out else self._float_with_copy(y)
 
     # At inference, with fast_arithmetic, a sum of convs is one output: the first conv writes
     # it with all the biases and the others add into it in place (_conv_accumulate). It changes
@@ -428,34 +432,57 @@ class FastRunner:
         dtype = weights[0].dtype
         biases = [b for b in biases if b is not None]
         bias = sum(biases[1:], biases[0]) if biases else None
-        exact_bias = self.conv_dtype is None or bf16_out     # a bf16 conv's bias: see conv()
         xs = [self.in_conv_dtype(x) for x in xs]
-        out = F.conv2d(xs[0], weights[0],
-                       bias.to(dtype) if exact_bias and bias is not None else None,
+        out = F.conv2d(xs[0], weights[0], None if bias is None else bias.to(dtype),
                        conv.stride, conv.padding, conv.dilation)
         for x, w in zip(xs[1:], weights[1:]):
             _conv_accumulate(out, x, w, conv)
-        if exact_bias:
-            return out
-        out = out.float()
-        return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
+        return out if self.conv_dtype is None or bf16_out else self._float_with_copy(out)
+
+    def _float_with_copy(self, y: torch.Tensor) -> torch.Tensor:
+        """A bfloat16 conv output (its bias added by the conv) in float32, remembering ``y``
+        itself as its conv copy: the float32 values are ``y``'s exactly, so a conv that reads
+        them next needs no conversion pass (:meth:`keep_conv_copy`)."""
+        return self.keep_conv_copy(y.float(), y)
 
     def in_conv_dtype(self, x: torch.Tensor) -> torch.Tensor:
         """``x.to(conv_dtype)`` (``x`` in float32), or the copy a kernel wrote as it made ``x``
         (see :meth:`keep_conv_copy`; used once, and only while ``x`` is unchanged)."""
         if self.conv_dtype is None:
             return x
-        kept = x.__dict__.pop(CONV_COPY, None)
-        if kept is not None and kept[0] == x._version and kept[1].dtype == self.conv_dtype:
-            return kept[1]
-        return x.to(self.conv_dtype)
+        copy = self._kept_copy(x)
+        x.__dict__.pop(CONV_COPY, None)
+        if copy is None:
+            return x.to(self.conv_dtype)
+        return copy() if callable(copy) else copy
+
+    def _kept_copy(self, x: torch.Tensor):
+        """``x``'s kept conv copy (a tensor, or how to make it) while ``x`` is unchanged."""
+        kept = x.__dict__.get(CONV_COPY)
+        if kept is None or kept[0] != x._version:
+            return None
+        return kept[1] if callable(kept[1]) or kept[1].dtype == self.conv_dtype else None
 
     @staticmethod
-    def keep_conv_copy(x: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
-        """Remember ``copy`` (``x`` in the convs' dtype, written by the kernel that made ``x``)
-        for the next conv that reads ``x``: the conversion pass is saved. Returns ``x``."""
+    def keep_conv_copy(x: torch.Tensor, copy) -> torch.Tensor:
+        """Remember ``copy`` (``x`` in the convs' dtype, written by the kernel that made ``x``,
+        or a function that makes it from other such copies) for the next conv that reads
+        ``x``: the conversion pass is saved. Returns ``x``."""
         setattr(x, CONV_COPY, (x._version, copy))
         return x
+
+    def derive_conv_copy(self, out: torch.Tensor, parts: list[torch.Tensor], make
+                         ) -> torch.Tensor:
+        """``out = make(parts)`` (a concatenation, a repeat: ops that move values, not change
+        them): where every part keeps a conv copy, ``out`` keeps ``make`` of those copies,
+        made only if a conv reads ``out``. Returns ``out``."""
+        if self.conv_dtype is None or self.grad:
+            return out
+        copies = [self._kept_copy(p) for p in parts]
+        if any(c is None for c in copies):
+            return out
+        return self.keep_conv_copy(out, lambda: self.layout(make(
+            [c() if callable(c) else c for c in copies])))
 
     def _weight(self, conv: nn.Conv2d, dtype: torch.dtype) -> torch.Tensor:
         """``conv``'s weight in ``dtype`` (bfloat16: the copy :func:`optimize_for_inference`
@@ -613,6 +640,12 @@ class _SpikeConv(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None, None
 
 
+def _join_channels(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts, dim=1)``, natively where the parts are channels-last (any dtype)."""
+    out = native_channel_cat(parts)
+    return torch.cat(parts, dim=1) if out is None else out
+
+
 class _ChannelCat(torch.autograd.Function):
     """``torch.cat(parts, dim=1)``; for channels-last parts one row copy per pixel and part
     (:func:`models.native_lif.native_channel_cat`; torch's cat writes these interleaved rows
@@ -622,8 +655,7 @@ class _ChannelCat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *parts):
         ctx.widths = [p.shape[1] for p in parts]
-        out = native_channel_cat(list(parts))
-        return torch.cat(parts, dim=1) if out is None else out
+        return _join_channels(list(parts))
 
     @staticmethod
     def backward(ctx, grad):

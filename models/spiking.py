@@ -207,7 +207,10 @@ class PatchEmbed(nn.Module):
         img = run.layout(img)
         if run.opts.patch_embed_once:
             y = run.conv(img, self.proj)
-            return run.layout(y.unsqueeze(0).expand(run.T, *y.shape).flatten(0, 1))
+
+            def repeat(ys):
+                return ys[0].unsqueeze(0).expand(run.T, *ys[0].shape).flatten(0, 1)
+            return run.derive_conv_copy(run.layout(repeat([y])), [y], repeat)
         return run.conv(run.layout(img.repeat(run.T, 1, 1, 1)), self.proj)
 
 

@@ -674,6 +674,41 @@ def test_a_kept_bf16_copy_is_used_once_and_only_while_its_tensor_is_unchanged():
     assert torch.equal(run.in_conv_dtype(x), x.to(torch.bfloat16))
 
 
+def test_a_bf16_convs_float_output_keeps_its_bf16_output_for_the_next_conv():
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        run = FastRunner(build_model('spikerain-tiny'), FastOptions(precision='bf16'))
+        y = run.conv(x, conv)
+        assert y.dtype == torch.float32
+        kept = run.in_conv_dtype(y)
+        assert kept.dtype == torch.bfloat16 and torch.equal(kept.float(), y)  # y's values exactly
+        want = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1)
+        assert torch.equal(kept, want)                       # the conv's own output, bias in it
+
+
+@pytest.mark.parametrize('all_kept', [True, False])
+def test_joined_parts_keep_their_joined_conv_copies_where_every_part_has_one(all_kept):
+    """A channel concatenation of tensors that keep conv copies keeps theirs, concatenated
+    (the same values the conversion gives); one part without a copy: the conversion."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        run = FastRunner(build_model('spikerain-tiny'), FastOptions(precision='bf16'))
+        parts = [torch.randn(4, c, 5, 5, generator=g).bfloat16().float().contiguous(
+            memory_format=torch.channels_last) for c in (8, 16)]
+        marks = [torch.full(p.shape, 3.0 + i, dtype=torch.bfloat16) for i, p in enumerate(parts)]
+        run.keep_conv_copy(parts[0], marks[0])
+        if all_kept:
+            run.keep_conv_copy(parts[1], marks[1])
+        out = run.cat_channels(parts)
+        assert torch.equal(out, torch.cat(parts, dim=1))
+        got = run.in_conv_dtype(out)
+        want = torch.cat(marks, dim=1) if all_kept else out.to(torch.bfloat16)
+        assert torch.equal(got, want)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(run.in_conv_dtype(out), out.to(torch.bfloat16))      # used once
+
+
 def test_esdnets_head_on_the_fast_path_is_its_forward_and_runs_bf16_convs_on_the_bf16_path():
     """ESDNet's refinement head takes the runner's convs: float32, the same bits as its own
     forward; bf16, its spatial branch's convs in bfloat16 (close to float32, not equal)."""
