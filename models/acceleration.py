@@ -60,7 +60,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from utils.core.allocator import keep_freed_memory
 
 from .fast_lif import is_fusable, lif_spikes, lif_spikes_autograd
-from .native_lif import native_channel_cat
+from .native_lif import native_channel_cat, native_upsample2x
 from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
 PRECISIONS = ('fp32', 'bf16')
@@ -552,9 +552,18 @@ class FastRunner:
         return _channel_max(x)
 
     # ---- resampling and blocks ------------------------------------------------------------
-    def upsample(self, x: torch.Tensor, scale: int = 2) -> torch.Tensor:
-        return self.layout(F.interpolate(x, scale_factor=scale, mode='bilinear',
-                                         align_corners=False))
+    def upsample(self, x: torch.Tensor, scale: int = 2,
+                 skip: torch.Tensor | None = None) -> torch.Tensor:
+        """Bilinear up-sampling of ``x`` by ``scale`` (plus ``skip`` if given). At inference
+        with ``fast_arithmetic``, x2 plus a skip is one native pass (the up-sampled map is
+        never stored; torch's values up to float32 rounding)."""
+        if skip is not None and scale == 2 and not self.grad and self.opts.fast_arithmetic:
+            out = native_upsample2x(self.layout(x), self.layout(skip))
+            if out is not None:
+                return out
+        out = self.layout(F.interpolate(x, scale_factor=scale, mode='bilinear',
+                                        align_corners=False))
+        return out if skip is None else out + skip
 
     def blocks(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         """Each block of ``seq`` on its fast path (``block.fast_forward(x, run)``), each one a

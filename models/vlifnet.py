@@ -228,7 +228,7 @@ class SMU(nn.Module):
             run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2, bf16_out=not run.grad)
         return run.recompute(lambda y, s: attention_fast(
             run, self.final_attn,
-            run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r) + s),
+            run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r, skip=s)),
             out, skip)
 
     def _step_gate(self, sums: torch.Tensor, peaks: torch.Tensor, run: FastRunner,

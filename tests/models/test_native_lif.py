@@ -240,6 +240,49 @@ def test_decompose_enhance_is_torchs_mul_add_and_addcmul(x_dtype, high_dtype, dt
     assert torch.equal(contiguous.nan_to_num(), expected.contiguous().nan_to_num())
     assert native_lif.native_decompose_enhance(x, high.contiguous(), a, b, dtype) is None
 
+@pytest.mark.parametrize('low_dtype,skip_dtype', [(torch.float32, torch.float32),
+                                                  (torch.bfloat16, torch.float32),
+                                                  (torch.float32, torch.bfloat16), (None, None)])
+@pytest.mark.parametrize('shape', [(2, 5, 1, 1), (1, 3, 2, 7), (4, 24, 9, 6)])
+def test_upsample2x_is_torchs_bilinear_plus_the_skip(low_dtype, skip_dtype, shape):
+    """One pass for bilinear x2 (align_corners=False, edges clamped) plus a skip map: torch's
+    values up to float32 rounding; maps it cannot read are refused (``None``)."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(5)
+    N, C, h, w = shape
+    low = (torch.randn(shape, generator=g) * 3).to(low_dtype or torch.float32).contiguous(
+        memory_format=torch.channels_last)
+    skip = None if skip_dtype is None else torch.randn(N, C, 2 * h, 2 * w, generator=g).to(
+        skip_dtype).contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(low.float(), scale_factor=2, mode='bilinear', align_corners=False)
+    want = want if skip is None else want + skip.float()
+    got = native_lif.native_upsample2x(low, skip)
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    if C > 1 and h * w > 1:          # (else both layouts are the same memory)
+        assert native_lif.native_upsample2x(low.contiguous(), skip) is None
+    if skip is not None:
+        assert native_lif.native_upsample2x(low, skip[:, :, :-1]) is None
+
+
+def test_runner_upsample_with_a_skip_is_torchs_in_training_and_without_the_kernel():
+    import torch.nn.functional as F
+
+    from models import build_model
+    from models.acceleration import FastOptions, FastRunner
+    g = torch.Generator().manual_seed(6)
+    low = torch.randn(4, 8, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
+    skip = torch.randn(4, 8, 10, 12, generator=g).contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(low, scale_factor=2, mode='bilinear', align_corners=False) + skip
+    model = build_model('spikerain-tiny')
+    assert torch.equal(FastRunner(model, FastOptions()).upsample(low, 2, skip), want)   # grad on
+    with torch.no_grad():
+        fused = FastRunner(model, FastOptions()).upsample(low, 2, skip)
+        torch.testing.assert_close(fused, want, rtol=1e-6, atol=1e-6)
+        with kernel_state(failed='simulated'):
+            assert torch.equal(FastRunner(model, FastOptions()).upsample(low, 2, skip), want)
+
+
 def _lif_grad(x, T, v_th, alpha, keep_input, seed):
     x = x.clone().requires_grad_(True)
     spikes = fast_lif.lif_spikes_autograd(x, T, v_th, alpha, keep_input=keep_input)
