@@ -685,87 +685,91 @@ int decompose_backward(const float *g, const float *x, const float *h, float *gx
 }
 
 /* Bilinear x2 up-sampling (align_corners=False, as torch's) of a channels-last map low
-   [N, h, w, C] (float32 or bfloat16), plus an optional skip map [N, 2h, 2w, C] (float32 or
-   bfloat16), into out [N, 2h, 2w, C] (float32).
-   At this scale each output blends two neighbours per axis with weights 3/4 and 1/4 (edges
-   clamped), so rows blend first into two float scratch rows per input row, then columns: the
-   up-sampled map is never stored. Rounds otherwise than torch (its order of the products). */
+   [N, h, w, C], and what reads it next, into out [N, 2h, 2w, C]: op 0, the up-sampled map u
+   itself; op 1, u + other; op 2, VLIF-Net's decompose-enhance of x = other with u as its
+   high part, x*b + u*(x + amb) (as decompose_enhance rounds it). At this scale each output
+   blends two neighbours per axis with weights 3/4 and 1/4 (edges clamped): rows blend into two
+   float scratch rows per input row, columns into one output-row scratch, then one plain pass
+   over that row applies the op, so the up-sampled map is never stored. Every map float32 or
+   bfloat16 (read exactly; a bfloat16 out rounded as torch's conversion). Rounds otherwise than
+   torch's up-sampling (its order of the products). */
 typedef struct {
-    const void *low, *skip; void *out;
-    int64_t h, w, C, first, last; int low_bf16, skip_bf16;
+    const void *low, *other; void *out;
+    int64_t h, w, C, first, last; float b, amb; int low_bf16, op, other_bf16, out_bf16;
 } ujob_t;
 
 static inline float load_any(const void *p, int64_t i, int bf16) {
     return bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
-static inline __attribute__((always_inline)) void up_rows(
-        const ujob_t *j, float *rows, const int low_bf16, const int skip_bf16) {
-    const int64_t h = j->h, w = j->w, C = j->C, wc = w * C, W2C = 2 * wc;
-    for (int64_t item = j->first; item < j->last; item++) {
-        const int64_t n = item / h, i = item % h;
-        const int64_t up = i > 0 ? i - 1 : 0, dn = i < h - 1 ? i + 1 : h - 1;
-        const int64_t base = n * h * wc;
-        float *even = rows, *odd = rows + wc;      /* output rows 2i and 2i+1 before columns */
-        if (i == 0) {        /* torch's row 0 takes input row 0 alone */
-            for (int64_t k = 0; k < wc; k++) {
-                float c = load_any(j->low, base + k, low_bf16);
-                even[k] = c;
-                odd[k] = 0.75f * c + 0.25f * load_any(j->low, base + dn * wc + k, low_bf16);
-            }
-        } else {
-            for (int64_t k = 0; k < wc; k++) {
-                float c = load_any(j->low, base + i * wc + k, low_bf16);
-                even[k] = 0.25f * load_any(j->low, base + up * wc + k, low_bf16) + 0.75f * c;
-                odd[k] = 0.75f * c + 0.25f * load_any(j->low, base + dn * wc + k, low_bf16);
-            }
+static inline __attribute__((always_inline)) void up_epilogue(
+        const ujob_t *j, const float *line, int64_t o, int64_t n, const int op,
+        const int other_bf16, const int out_bf16) {
+    for (int64_t k = 0; k < n; k++) {
+        float v = line[k];
+        if (op == 1) v += load_any(j->other, o + k, other_bf16);
+        if (op == 2) {
+            float x = load_any(j->other, o + k, other_bf16);
+            v = fmaf(v, x + j->amb, x * j->b);
         }
-        for (int half = 0; half < 2; half++) {
-            const float *r = half ? odd : even;
-            const int64_t o = (n * 2 * h + 2 * i + half) * W2C;
-            for (int64_t q = 0; q < w; q++) {
-                const float *cur = r + q * C, *left = r + (q > 0 ? q - 1 : 0) * C,
-                            *right = r + (q < w - 1 ? q + 1 : w - 1) * C;
-                const int64_t o0 = o + 2 * q * C, o1 = o0 + C;
-                for (int64_t c = 0; c < C; c++) {
-                    float v0 = q > 0 ? 0.25f * left[c] + 0.75f * cur[c] : cur[c];
-                    float v1 = 0.75f * cur[c] + 0.25f * right[c];
-                    if (j->skip) {
-                        v0 += load_any(j->skip, o0 + c, skip_bf16);
-                        v1 += load_any(j->skip, o1 + c, skip_bf16);
-                    }
-                    ((float *)j->out)[o0 + c] = v0;
-                    ((float *)j->out)[o1 + c] = v1;
-                }
-            }
-        }
+        if (out_bf16) ((uint16_t *)j->out)[o + k] = float_to_bf16(v);
+        else ((float *)j->out)[o + k] = v;
     }
 }
 
-#define UP_ROWS(lb, sb) up_rows(j, rows, lb, sb); break
+#define UP_EPILOGUE(key) case key: up_epilogue(j, line, o, 2 * wc, (key) >> 2, (key) >> 1 & 1, \
+                                               (key) & 1); break
 
 static void *run_upsample(void *arg) {
     const ujob_t *j = (const ujob_t *)arg;
-    float *rows = (float *)malloc(sizeof(float) * 2 * j->w * j->C);
+    const int64_t h = j->h, w = j->w, C = j->C, wc = w * C;
+    float *rows = (float *)malloc(sizeof(float) * 4 * wc);
     if (!rows) return 0;
-    switch ((j->low_bf16 ? 2 : 0) | (j->skip_bf16 ? 1 : 0)) {
-        case 0: UP_ROWS(0, 0);
-        case 1: UP_ROWS(0, 1);
-        case 2: UP_ROWS(1, 0);
-        default: UP_ROWS(1, 1);
+    float *even = rows, *odd = rows + wc, *line = rows + 2 * wc;
+    const int key = j->op << 2 | (j->other_bf16 ? 2 : 0) | (j->out_bf16 ? 1 : 0);
+    for (int64_t item = j->first; item < j->last; item++) {
+        const int64_t n = item / h, i = item % h, base = n * h * wc;
+        const int64_t up = i > 0 ? i - 1 : 0, dn = i < h - 1 ? i + 1 : h - 1;
+        for (int64_t k = 0; k < wc; k++) {     /* output rows 2i and 2i+1, before columns */
+            float c = load_any(j->low, base + i * wc + k, j->low_bf16);
+            /* torch's output row 0 takes input row 0 alone */
+            even[k] = i > 0 ? 0.25f * load_any(j->low, base + up * wc + k, j->low_bf16)
+                              + 0.75f * c : c;
+            odd[k] = 0.75f * c + 0.25f * load_any(j->low, base + dn * wc + k, j->low_bf16);
+        }
+        for (int half = 0; half < 2; half++) {
+            const float *r = half ? odd : even;
+            for (int64_t q = 0; q < w; q++) {
+                const float *cur = r + q * C, *left = r + (q > 0 ? q - 1 : 0) * C,
+                            *right = r + (q < w - 1 ? q + 1 : w - 1) * C;
+                float *l0 = line + 2 * q * C, *l1 = l0 + C;
+                if (q > 0)
+                    for (int64_t c = 0; c < C; c++) l0[c] = 0.25f * left[c] + 0.75f * cur[c];
+                else
+                    for (int64_t c = 0; c < C; c++) l0[c] = cur[c];
+                for (int64_t c = 0; c < C; c++) l1[c] = 0.75f * cur[c] + 0.25f * right[c];
+            }
+            const int64_t o = (n * 2 * h + 2 * i + half) * 2 * wc;
+            switch (key) {
+                UP_EPILOGUE(0); UP_EPILOGUE(1); UP_EPILOGUE(2); UP_EPILOGUE(3);
+                UP_EPILOGUE(4); UP_EPILOGUE(5); UP_EPILOGUE(6); UP_EPILOGUE(7);
+                UP_EPILOGUE(8); UP_EPILOGUE(9); UP_EPILOGUE(10); default: UP_EPILOGUE(11);
+            }
+        }
     }
     free(rows);
     return 0;
 }
 
-int upsample2x_add(const void *low, int low_bf16, const void *skip, int skip_bf16, float *out,
-                   int64_t N, int64_t h, int64_t w, int64_t C, int threads) {
+int upsample2x(const void *low, int low_bf16, int op, const void *other, int other_bf16,
+               void *out, int out_bf16, int64_t N, int64_t h, int64_t w, int64_t C, float b,
+               float amb, int threads) {
     const int64_t items = N * h;
     threads = thread_count(threads, items);
     ujob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        ujob_t j = {low, skip, out, h, w, C, items * i / threads, items * (i + 1) / threads,
-                    low_bf16, skip_bf16};
+        ujob_t j = {low, other, out, h, w, C, items * i / threads, items * (i + 1) / threads,
+                    b, amb, low_bf16, op, other_bf16, out_bf16};
         jobs[i] = j;
     }
     run_jobs(run_upsample, (char *)jobs, sizeof(ujob_t), threads);
@@ -968,9 +972,10 @@ def _function():
                                                   ctypes.c_void_p, ctypes.c_int])
     dec_back.restype = ctypes.c_int
     _state['decompose_backward'] = dec_back
-    up = lib.upsample2x_add
-    up.argtypes = ([ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_void_p] + [ctypes.c_int64] * 4
-                   + [ctypes.c_int])
+    up = lib.upsample2x
+    up.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                   + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int64] * 4
+                   + [ctypes.c_float] * 2 + [ctypes.c_int])
     up.restype = ctypes.c_int
     _state['upsample'] = up
     stats = lib.spatial_stats
@@ -1257,18 +1262,35 @@ def native_upsample2x(low: torch.Tensor, skip: torch.Tensor | None = None
     ``skip`` ``[N, C, 2h, 2w]`` if given, in one pass, in float32: torch's values up to float32
     rounding (another order of its products). Dense channels-last CPU maps, each float32 or
     bfloat16 (read exactly); ``None`` where these do not fit or the kernel is unavailable."""
-    if low.dim() != 4:
+    return _upsample2x(low, 0 if skip is None else 1, skip, torch.float32)
+
+
+def native_upsample2x_decompose(low: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
+                                b: torch.Tensor, dtype: torch.dtype = torch.float32
+                                ) -> torch.Tensor | None:
+    """:func:`native_decompose_enhance` of ``x`` ``[N, C, 2h, 2w]`` whose high part is ``low``
+    ``[N, C, h, w]`` up-sampled as :func:`native_upsample2x` does, in one pass: the up-sampled
+    map is never stored. In ``dtype`` (float32 or bfloat16); dense channels-last CPU maps, each
+    float32 or bfloat16; ``None`` where these do not fit or the kernel is unavailable."""
+    if a.numel() != 1 or b.numel() != 1:
+        return None
+    return _upsample2x(low, 2, x, dtype, float(b), float(a - b))
+
+
+def _upsample2x(low: torch.Tensor, op: int, other: torch.Tensor | None, dtype: torch.dtype,
+                b: float = 0.0, amb: float = 0.0) -> torch.Tensor | None:
+    if low.dim() != 4 or dtype not in _MAPS:
         return None
     N, C, h, w = low.shape
     shape = (N, C, 2 * h, 2 * w)
     if (not _channels_last_rows(low, low.shape, _MAPS)
-            or (skip is not None and not _channels_last_rows(skip, shape, _MAPS))
+            or (other is not None and not _channels_last_rows(other, shape, _MAPS))
             or _function() is None):
         return None
-    out = torch.empty(shape, memory_format=torch.channels_last)
-    _state['upsample'](low.data_ptr(), int(low.dtype == torch.bfloat16), _ptr(skip),
-                       int(skip is not None and skip.dtype == torch.bfloat16), out.data_ptr(),
-                       N, h, w, C, torch.get_num_threads())
+    out = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
+    _state['upsample'](low.data_ptr(), int(low.dtype == torch.bfloat16), op, _ptr(other),
+                       int(other is not None and other.dtype == torch.bfloat16), out.data_ptr(),
+                       int(dtype == torch.bfloat16), N, h, w, C, b, amb, torch.get_num_threads())
     return out
 
 

@@ -416,9 +416,11 @@ class VLIFNeuron(nn.Module):
         z = F.interpolate(z, scale_factor=self.r, mode='bilinear', align_corners=False)
         return self.channel_adjust(z.unflatten(0, (T, B)))
 
-    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
+    def fast_forward(self, x: torch.Tensor, run: FastRunner, resize: bool = True
+                     ) -> torch.Tensor:
         """NI-LIF over each r x r patch (:meth:`NILIF.fast_forward`), then back to full
-        resolution."""
+        resolution; with ``fast_arithmetic`` and ``resize=False`` the map before its bilinear
+        resize (``[N, C, H/r, W/r]``), for a reader that up-samples it as it reads it."""
         r = self.r
         N, C, H, W = x.shape
         if self.restore == 'pixel_shuffle':
@@ -427,6 +429,8 @@ class VLIFNeuron(nn.Module):
             # on the bf16 path the spikes, the conv's output and the resize stay in bfloat16
             z = self.lif_node.fast_forward(x, run, r, None if run.grad else run.conv_dtype)
             z = run.conv(z, self.channel_adjust, bf16_out=not run.grad)
+            if not resize:
+                return z
             return run.layout(F.interpolate(z, size=(H, W), mode='bilinear',
                                             align_corners=False))
         z = self.lif_node.fast_forward(x, run, r)                  # [N, C*r*r, H/r, W/r]

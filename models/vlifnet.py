@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from .base import SpikingRestorer
 from .native_lif import (native_decompose_backward, native_decompose_enhance,
-                         native_spatial_stats)
-from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, attention_fast,
-                      conv2d, make_lif, make_neuron, repeat_time, spiking_attention, tdbn,
-                      unshuffle_to_time, upsample_bilinear_steps)
+                         native_spatial_stats, native_upsample2x_decompose)
+from .spiking import (LIF_SETTINGS, NILIF, DownSample, PatchEmbed, UpSample, VLIFNeuron,
+                      attention_fast, conv2d, make_lif, make_neuron, repeat_time,
+                      spiking_attention, tdbn, unshuffle_to_time, upsample_bilinear_steps)
 
 if TYPE_CHECKING:
     from .acceleration import FastRunner
@@ -51,6 +51,25 @@ def _decompose_enhance_fast(run: FastRunner, x: torch.Tensor, high: torch.Tensor
     elif torch.is_grad_enabled():
         return _DecomposeEnhance.apply(x, high, a, b)
     return _decompose_enhance_ops(x, high, a, b)
+
+
+def _neuron_decompose_enhance(run: FastRunner, neuron: nn.Module, x: torch.Tensor,
+                              a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_decompose_enhance_fast` of ``x`` with ``neuron(x)`` as its high part. A VLIF
+    neuron at inference with ``fast_arithmetic`` hands its map before the x2 bilinear resize,
+    and one native pass up-samples it as decompose-enhance reads it (the full-resolution map
+    is never stored; the resize rounded otherwise than torch's)."""
+    if (isinstance(neuron, VLIFNeuron) and neuron.restore == 'bilinear_conv' and neuron.r == 2
+            and not run.grad and run.opts.fast_arithmetic):
+        low = neuron.fast_forward(x, run, resize=False)
+        out = native_upsample2x_decompose(low, x, a, b, run.conv_dtype or torch.float32)
+        if out is not None:
+            return out
+        high = run.layout(F.interpolate(low, size=x.shape[-2:], mode='bilinear',
+                                        align_corners=False))
+    else:
+        high = run.neuron(neuron, x)
+    return _decompose_enhance_fast(run, x, high, a, b)
 
 
 def _decompose_enhance_ops(x: torch.Tensor, high: torch.Tensor, a: torch.Tensor,
@@ -131,9 +150,8 @@ class SDEM(nn.Module):
                                            self.high_freq_scale_1, self.low_freq_scale_1)
 
         def group_2(y):
-            t = run.norm(y, self.bn1)
-            return _decompose_enhance_fast(run, t, run.neuron(self.lif_2, t),
-                                           self.high_freq_scale_2, self.low_freq_scale_2)
+            return _neuron_decompose_enhance(run, self.lif_2, run.norm(y, self.bn1),
+                                             self.high_freq_scale_2, self.low_freq_scale_2)
 
         def join(y, s, res):
             return attention_fast(run, self.attn,

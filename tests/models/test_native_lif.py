@@ -265,6 +265,31 @@ def test_upsample2x_is_torchs_bilinear_plus_the_skip(low_dtype, skip_dtype, shap
         assert native_lif.native_upsample2x(low, skip[:, :, :-1]) is None
 
 
+@pytest.mark.parametrize('low_dtype,x_dtype,dtype', [
+    (torch.float32, torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16, torch.bfloat16),
+    (torch.bfloat16, torch.float32, torch.bfloat16)])
+def test_upsample2x_decompose_is_decompose_enhance_of_the_upsampled_map(low_dtype, x_dtype,
+                                                                        dtype):
+    """VLIF's restore resize and decompose-enhance in one pass: the two passes' values up to
+    the resize's float32 rounding (bfloat16 results: within one bfloat16 step)."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(7)
+    low = torch.randn(4, 16, 5, 7, generator=g).to(low_dtype).contiguous(
+        memory_format=torch.channels_last)
+    x = (torch.randn(4, 16, 10, 14, generator=g) * 2).to(x_dtype).contiguous(
+        memory_format=torch.channels_last)
+    a, b = torch.tensor([0.37]), torch.tensor([1.61])
+    high = F.interpolate(low.float(), scale_factor=2, mode='bilinear', align_corners=False)
+    want = native_lif.native_decompose_enhance(x, high, a, b, torch.float32)
+    got = native_lif.native_upsample2x_decompose(low, x, a, b, dtype)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    else:
+        torch.testing.assert_close(got.float(), want, rtol=2 ** -7, atol=1e-5)
+    assert native_lif.native_upsample2x_decompose(low, x[:, :, 1:], a, b, dtype) is None
+
+
 def test_runner_upsample_with_a_skip_is_torchs_in_training_and_without_the_kernel():
     import torch.nn.functional as F
 
