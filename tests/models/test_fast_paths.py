@@ -709,6 +709,25 @@ def test_joined_parts_keep_their_joined_conv_copies_where_every_part_has_one(all
         assert torch.equal(run.in_conv_dtype(out), out.to(torch.bfloat16))      # used once
 
 
+def test_a_lif_conv_over_joined_parts_makes_each_parts_spikes_apart_at_inference(monkeypatch):
+    """``neuron_conv_cat`` at inference (folded norm): the spikes of the joined parts (logged
+    whole for fidelity checks) and the conv of the concatenation up to float32 rounding."""
+    g = torch.Generator().manual_seed(4)
+    model = nn.Sequential(make_lif(), nn.Conv2d(24, 8, 3, padding=1), nn.Identity())
+    model.T = 4
+    parts = [torch.randn(8, c, 6, 5, generator=g).contiguous(memory_format=torch.channels_last)
+             for c in (16, 8)]
+    with torch.no_grad():
+        want = FastRunner(model, FastOptions(), record={})
+        whole = torch.cat(parts, dim=1)
+        expected = want.conv_bn(want.neuron(model[0], whole), model[1], model[2])
+        record = {}
+        monkeypatch.setattr(FastRunner, 'cat_channels', None)       # never joined
+        got = FastRunner(model, FastOptions(), record=record).neuron_conv_cat(parts, *model)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(record['0'], want.record['0'])      # the whole map's spikes
+
+
 def test_esdnets_head_on_the_fast_path_is_its_forward_and_runs_bf16_convs_on_the_bf16_path():
     """ESDNet's refinement head takes the runner's convs: float32, the same bits as its own
     forward; bf16, its spatial branch's convs in bfloat16 (close to float32, not equal)."""
