@@ -60,7 +60,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from utils.core.allocator import keep_freed_memory
 
 from .fast_lif import is_fusable, lif_spikes, lif_spikes_autograd
-from .native_lif import native_channel_cat, native_upsample2x
+from .native_lif import native_channel_cat, native_upsample2x, native_upsample2x_lif
 from .spiking import NILIF, StepBatchNorm2d, VLIFNeuron, is_spiking_neuron
 
 PRECISIONS = ('fp32', 'bf16')
@@ -579,6 +579,18 @@ class FastRunner:
         out = self.layout(F.interpolate(x, scale_factor=scale, mode='bilinear',
                                         align_corners=False))
         return out if skip is None else out + skip
+
+    def upsample_neuron(self, neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``neuron(upsample(x))``; at inference with ``fast_arithmetic``, a fused LIF's spikes
+        of the x2 up-sampled map in one native pass (the up-sampled map is never stored)."""
+        if (not self.grad and self.opts.fast_arithmetic and self.opts.fused_lif
+                and is_fusable(neuron)):
+            spikes = native_upsample2x_lif(self.layout(x), self.T, float(neuron.v_threshold),
+                                           self.conv_dtype or torch.float32)
+            if spikes is not None:
+                self.log(neuron, spikes)
+                return spikes
+        return self.neuron(neuron, self.upsample(x))
 
     def blocks(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         """Each block of ``seq`` on its fast path (``block.fast_forward(x, run)``), each one a

@@ -687,19 +687,53 @@ int decompose_backward(const float *g, const float *x, const float *h, float *gx
 /* Bilinear x2 up-sampling (align_corners=False, as torch's) of a channels-last map low
    [N, h, w, C], and what reads it next, into out [N, 2h, 2w, C]: op 0, the up-sampled map u
    itself; op 1, u + other; op 2, VLIF-Net's decompose-enhance of x = other with u as its
-   high part, x*b + u*(x + amb) (as decompose_enhance rounds it). At this scale each output
-   blends two neighbours per axis with weights 3/4 and 1/4 (edges clamped): rows blend into two
-   float scratch rows per input row, columns into one output-row scratch, then one plain pass
-   over that row applies the op, so the up-sampled map is never stored. Every map float32 or
-   bfloat16 (read exactly; a bfloat16 out rounded as torch's conversion). Rounds otherwise than
-   torch's up-sampling (its order of the products). */
+   high part, x*b + u*(x + amb) (as decompose_enhance rounds it); op 3, the spikes of a LIF
+   over the T steps of u (N = T*B, as lif_inference makes them). At this scale each output
+   blends two neighbours per axis with weights 3/4 and 1/4 (edges clamped): an output row is
+   made in a float scratch row (input rows, then columns), then one plain pass over it applies
+   the op, so the up-sampled map is never stored. Every map float32 or bfloat16 (read
+   exactly; a bfloat16 out rounded as torch's conversion). Rounds otherwise than torch's
+   up-sampling (its order of the products). */
 typedef struct {
     const void *low, *other; void *out;
-    int64_t h, w, C, first, last; float b, amb; int low_bf16, op, other_bf16, out_bf16;
+    int64_t T, B, h, w, C, first, last; float b, amb, vth;
+    int low_bf16, op, other_bf16, out_bf16;
 } ujob_t;
 
 static inline float load_any(const void *p, int64_t i, int bf16) {
     return bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void store_any(void *p, int64_t i, float v, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = float_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+/* Output row oh of sample n into line (2*w*C floats), through rows (w*C floats). */
+static void up_row(const ujob_t *j, int64_t n, int64_t oh, float *rows, float *line) {
+    const int64_t h = j->h, w = j->w, C = j->C, wc = w * C, i = oh / 2;
+    const void *low = j->low;
+    const int64_t base = n * h * wc + i * wc;
+    if (oh == 0) {                         /* torch's output row 0 takes input row 0 alone */
+        for (int64_t k = 0; k < wc; k++) rows[k] = load_any(low, base + k, j->low_bf16);
+    } else {
+        const int64_t other = oh % 2 ? (i < h - 1 ? wc : 0) : -wc;  /* next row, or previous */
+        for (int64_t k = 0; k < wc; k++) {
+            float c = load_any(low, base + k, j->low_bf16);
+            float o = load_any(low, base + other + k, j->low_bf16);
+            rows[k] = oh % 2 ? 0.75f * c + 0.25f * o : 0.25f * o + 0.75f * c;
+        }
+    }
+    for (int64_t q = 0; q < w; q++) {
+        const float *cur = rows + q * C, *left = rows + (q > 0 ? q - 1 : 0) * C,
+                    *right = rows + (q < w - 1 ? q + 1 : w - 1) * C;
+        float *l0 = line + 2 * q * C, *l1 = l0 + C;
+        if (q > 0)
+            for (int64_t c = 0; c < C; c++) l0[c] = 0.25f * left[c] + 0.75f * cur[c];
+        else
+            for (int64_t c = 0; c < C; c++) l0[c] = cur[c];
+        for (int64_t c = 0; c < C; c++) l1[c] = 0.75f * cur[c] + 0.25f * right[c];
+    }
 }
 
 static inline __attribute__((always_inline)) void up_epilogue(
@@ -712,49 +746,53 @@ static inline __attribute__((always_inline)) void up_epilogue(
             float x = load_any(j->other, o + k, other_bf16);
             v = fmaf(v, x + j->amb, x * j->b);
         }
-        if (out_bf16) ((uint16_t *)j->out)[o + k] = float_to_bf16(v);
-        else ((float *)j->out)[o + k] = v;
+        store_any(j->out, o + k, v, out_bf16);
     }
 }
 
-#define UP_EPILOGUE(key) case key: up_epilogue(j, line, o, 2 * wc, (key) >> 2, (key) >> 1 & 1, \
+/* One LIF step over a row, as infer_row: H = X (+ V/2 after the first step), S = H >= vth. */
+static inline __attribute__((always_inline)) void up_lif_step(
+        const ujob_t *j, const float *line, float *v, int64_t o, int64_t n, int64_t t,
+        const int out_bf16) {
+    const float half = t ? 0.5f : 0.0f;
+    for (int64_t k = 0; k < n; k++) {
+        float h = t ? line[k] + half * v[k] : line[k];
+        int fire = h >= j->vth;
+        if (out_bf16) ((uint16_t *)j->out)[o + k] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
+        else ((float *)j->out)[o + k] = fire ? 1.0f : 0.0f;
+        v[k] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
+    }
+}
+
+#define UP_EPILOGUE(key) case key: up_epilogue(j, line, o, len, (key) >> 2, (key) >> 1 & 1, \
                                                (key) & 1); break
 
+/* Items are (sample, output row) pairs; for the LIF (op 3) a sample of the first step, whose
+   T steps are B samples apart, run one after another on a membrane row. */
 static void *run_upsample(void *arg) {
     const ujob_t *j = (const ujob_t *)arg;
-    const int64_t h = j->h, w = j->w, C = j->C, wc = w * C;
-    float *rows = (float *)malloc(sizeof(float) * 4 * wc);
+    const int64_t h2 = 2 * j->h, wc = j->w * j->C, len = 2 * wc;
+    float *rows = (float *)malloc(sizeof(float) * 5 * wc);
     if (!rows) return 0;
-    float *even = rows, *odd = rows + wc, *line = rows + 2 * wc;
+    float *line = rows + wc, *v = rows + 3 * wc;
     const int key = j->op << 2 | (j->other_bf16 ? 2 : 0) | (j->out_bf16 ? 1 : 0);
     for (int64_t item = j->first; item < j->last; item++) {
-        const int64_t n = item / h, i = item % h, base = n * h * wc;
-        const int64_t up = i > 0 ? i - 1 : 0, dn = i < h - 1 ? i + 1 : h - 1;
-        for (int64_t k = 0; k < wc; k++) {     /* output rows 2i and 2i+1, before columns */
-            float c = load_any(j->low, base + i * wc + k, j->low_bf16);
-            /* torch's output row 0 takes input row 0 alone */
-            even[k] = i > 0 ? 0.25f * load_any(j->low, base + up * wc + k, j->low_bf16)
-                              + 0.75f * c : c;
-            odd[k] = 0.75f * c + 0.25f * load_any(j->low, base + dn * wc + k, j->low_bf16);
+        const int64_t n = item / h2, oh = item % h2;
+        if (j->op == 3) {
+            for (int64_t t = 0; t < j->T; t++) {
+                const int64_t sample = t * j->B + n;
+                up_row(j, sample, oh, rows, line);
+                if (j->out_bf16) up_lif_step(j, line, v, (sample * h2 + oh) * len, len, t, 1);
+                else up_lif_step(j, line, v, (sample * h2 + oh) * len, len, t, 0);
+            }
+            continue;
         }
-        for (int half = 0; half < 2; half++) {
-            const float *r = half ? odd : even;
-            for (int64_t q = 0; q < w; q++) {
-                const float *cur = r + q * C, *left = r + (q > 0 ? q - 1 : 0) * C,
-                            *right = r + (q < w - 1 ? q + 1 : w - 1) * C;
-                float *l0 = line + 2 * q * C, *l1 = l0 + C;
-                if (q > 0)
-                    for (int64_t c = 0; c < C; c++) l0[c] = 0.25f * left[c] + 0.75f * cur[c];
-                else
-                    for (int64_t c = 0; c < C; c++) l0[c] = cur[c];
-                for (int64_t c = 0; c < C; c++) l1[c] = 0.75f * cur[c] + 0.25f * right[c];
-            }
-            const int64_t o = (n * 2 * h + 2 * i + half) * 2 * wc;
-            switch (key) {
-                UP_EPILOGUE(0); UP_EPILOGUE(1); UP_EPILOGUE(2); UP_EPILOGUE(3);
-                UP_EPILOGUE(4); UP_EPILOGUE(5); UP_EPILOGUE(6); UP_EPILOGUE(7);
-                UP_EPILOGUE(8); UP_EPILOGUE(9); UP_EPILOGUE(10); default: UP_EPILOGUE(11);
-            }
+        const int64_t o = (n * h2 + oh) * len;
+        up_row(j, n, oh, rows, line);
+        switch (key) {
+            UP_EPILOGUE(0); UP_EPILOGUE(1); UP_EPILOGUE(2); UP_EPILOGUE(3);
+            UP_EPILOGUE(4); UP_EPILOGUE(5); UP_EPILOGUE(6); UP_EPILOGUE(7);
+            UP_EPILOGUE(8); UP_EPILOGUE(9); UP_EPILOGUE(10); default: UP_EPILOGUE(11);
         }
     }
     free(rows);
@@ -762,14 +800,14 @@ static void *run_upsample(void *arg) {
 }
 
 int upsample2x(const void *low, int low_bf16, int op, const void *other, int other_bf16,
-               void *out, int out_bf16, int64_t N, int64_t h, int64_t w, int64_t C, float b,
-               float amb, int threads) {
-    const int64_t items = N * h;
+               void *out, int out_bf16, int64_t T, int64_t N, int64_t h, int64_t w, int64_t C,
+               float b, float amb, float vth, int threads) {
+    const int64_t B = N / T, items = (op == 3 ? B : N) * 2 * h;
     threads = thread_count(threads, items);
     ujob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
-        ujob_t j = {low, other, out, h, w, C, items * i / threads, items * (i + 1) / threads,
-                    b, amb, low_bf16, op, other_bf16, out_bf16};
+        ujob_t j = {low, other, out, T, B, h, w, C, items * i / threads,
+                    items * (i + 1) / threads, b, amb, vth, low_bf16, op, other_bf16, out_bf16};
         jobs[i] = j;
     }
     run_jobs(run_upsample, (char *)jobs, sizeof(ujob_t), threads);
@@ -974,8 +1012,8 @@ def _function():
     _state['decompose_backward'] = dec_back
     up = lib.upsample2x
     up.argtypes = ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-                   + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int64] * 4
-                   + [ctypes.c_float] * 2 + [ctypes.c_int])
+                   + [ctypes.c_void_p, ctypes.c_int] * 2 + [ctypes.c_int64] * 5
+                   + [ctypes.c_float] * 3 + [ctypes.c_int])
     up.restype = ctypes.c_int
     _state['upsample'] = up
     stats = lib.spatial_stats
@@ -1274,11 +1312,23 @@ def native_upsample2x_decompose(low: torch.Tensor, x: torch.Tensor, a: torch.Ten
     float32 or bfloat16; ``None`` where these do not fit or the kernel is unavailable."""
     if a.numel() != 1 or b.numel() != 1:
         return None
-    return _upsample2x(low, 2, x, dtype, float(b), float(a - b))
+    return _upsample2x(low, 2, x, dtype, b=float(b), amb=float(a - b))
+
+
+def native_upsample2x_lif(low: torch.Tensor, T: int, v_th: float,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """The LIF spikes (as :func:`native_lif` makes them) of ``low`` ``[T*B, C, h, w]``
+    up-sampled as :func:`native_upsample2x` does, in one pass: the up-sampled map is never
+    stored. Spikes in ``dtype`` (float32 or bfloat16); a dense channels-last CPU map, float32
+    or bfloat16; ``None`` where it does not fit or the kernel is unavailable."""
+    if low.dim() != 4 or T < 1 or low.shape[0] % T:
+        return None
+    return _upsample2x(low, 3, None, dtype, T=T, v_th=float(v_th))
 
 
 def _upsample2x(low: torch.Tensor, op: int, other: torch.Tensor | None, dtype: torch.dtype,
-                b: float = 0.0, amb: float = 0.0) -> torch.Tensor | None:
+                T: int = 1, b: float = 0.0, amb: float = 0.0, v_th: float = 0.0
+                ) -> torch.Tensor | None:
     if low.dim() != 4 or dtype not in _MAPS:
         return None
     N, C, h, w = low.shape
@@ -1290,7 +1340,8 @@ def _upsample2x(low: torch.Tensor, op: int, other: torch.Tensor | None, dtype: t
     out = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
     _state['upsample'](low.data_ptr(), int(low.dtype == torch.bfloat16), op, _ptr(other),
                        int(other is not None and other.dtype == torch.bfloat16), out.data_ptr(),
-                       int(dtype == torch.bfloat16), N, h, w, C, b, amb, torch.get_num_threads())
+                       int(dtype == torch.bfloat16), T, N, h, w, C, b, amb, v_th,
+                       torch.get_num_threads())
     return out
 
 

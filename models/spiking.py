@@ -187,7 +187,7 @@ class UpSample(nn.Module):
 
         def fn(t):
             return run.norm(run.conv(run.recompute(
-                lambda v: run.neuron(lif, run.upsample(v)), t), conv), norm)
+                lambda v: run.upsample_neuron(lif, v), t), conv), norm)
         return run.segment(fn, x)
 
 

@@ -290,6 +290,23 @@ def test_upsample2x_decompose_is_decompose_enhance_of_the_upsampled_map(low_dtyp
     assert native_lif.native_upsample2x_decompose(low, x[:, :, 1:], a, b, dtype) is None
 
 
+@pytest.mark.parametrize('low_dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('T,shape', [(1, (2, 5, 1, 3)), (4, (8, 24, 9, 6))])
+def test_upsample2x_lif_is_the_lif_of_the_upsampled_map(low_dtype, dtype, T, shape):
+    """The up-sampling's LIF spikes in one pass: bit for bit the LIF kernel's spikes of the
+    map :func:`native_upsample2x` makes (NaN and infinities included)."""
+    g = torch.Generator().manual_seed(8)
+    low = (torch.randn(shape, generator=g) * 1.5)
+    low[0, 0, 0, :2] = torch.tensor([float('nan'), float('inf')])
+    low = low.to(low_dtype).contiguous(memory_format=torch.channels_last)
+    want = fast_lif.lif_spikes(native_lif.native_upsample2x(low), T, 1.0)
+    got = native_lif.native_upsample2x_lif(low, T, 1.0, dtype)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.float(), want)
+    assert native_lif.native_upsample2x_lif(low, 3, 1.0, dtype) is None    # 3 steps: no fit
+
+
 def test_runner_upsample_with_a_skip_is_torchs_in_training_and_without_the_kernel():
     import torch.nn.functional as F
 
@@ -306,6 +323,25 @@ def test_runner_upsample_with_a_skip_is_torchs_in_training_and_without_the_kerne
         torch.testing.assert_close(fused, want, rtol=1e-6, atol=1e-6)
         with kernel_state(failed='simulated'):
             assert torch.equal(FastRunner(model, FastOptions()).upsample(low, 2, skip), want)
+
+
+def test_runner_upsample_neuron_fuses_the_lif_at_inference_and_falls_back_to_torch():
+    import torch.nn.functional as F
+
+    from models import build_model
+    from models.acceleration import FastOptions, FastRunner
+    from models.spiking import make_lif
+    g = torch.Generator().manual_seed(9)
+    low = (torch.randn(8, 6, 5, 4, generator=g) * 2).contiguous(memory_format=torch.channels_last)
+    model, lif = build_model('spikerain-tiny'), make_lif()
+    with torch.no_grad():
+        up = F.interpolate(low, scale_factor=2, mode='bilinear', align_corners=False)
+        torch_spikes = fast_lif.lif_spikes(up, model.T, float(lif.v_threshold))
+        fused = FastRunner(model, FastOptions()).upsample_neuron(lif, low)
+        assert (fused != torch_spikes).float().mean() < 0.01     # rounding: a rare spike moves
+        with kernel_state(failed='simulated'):
+            got = FastRunner(model, FastOptions()).upsample_neuron(lif, low)
+        assert torch.equal(got, torch_spikes)
 
 
 def _lif_grad(x, T, v_th, alpha, keep_input, seed):
