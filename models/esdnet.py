@@ -129,8 +129,8 @@ class ESDNet(SpikingRestorer):
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
-        d2 = run.neuron_conv_cat([self.up3_2.fast_forward(d3, run), e2],
-                                 *self.reduce_chan_level2)
+        d2 = run.neuron_conv_cat(                 # a neuron reads the parts: bf16 stays bf16
+            [self.up3_2.fast_forward(d3, run, bf16_out=True), e2], *self.reduce_chan_level2)
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = run.cat_channels([self.up2_1.fast_forward(d2, run), e1])
         d1 = run.blocks(self.decoder_level1, d1)

@@ -223,8 +223,9 @@ class SpikeRain(SpikingRestorer):
         e2 = run.blocks(self.encoder_level2, self.downsample_1_to_2.fast_forward(e1, run))
         d3 = self.downsample_2_to_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
-        d2 = run.neuron_conv_cat([self.upsample_3_to_2.fast_forward(d3, run), e2],
-                                 *self.reduce_channels_2)
+        d2 = run.neuron_conv_cat(                 # a neuron reads the parts: bf16 stays bf16
+            [self.upsample_3_to_2.fast_forward(d3, run, bf16_out=True), e2],
+            *self.reduce_channels_2)
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = run.cat_channels([self.upsample_2_to_1.fast_forward(d2, run), e1])
         d1 = run.blocks(self.decoder_level1, d1)

@@ -181,13 +181,15 @@ class UpSample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(upsample_bilinear_steps(x))
 
-    def fast_forward(self, x: torch.Tensor, run: FastRunner) -> torch.Tensor:
-        """Training keeps the input, not its up-sampled copy."""
+    def fast_forward(self, x: torch.Tensor, run: FastRunner, bf16_out: bool = False
+                     ) -> torch.Tensor:
+        """Training keeps the input, not its up-sampled copy. With ``bf16_out`` (its reader
+        takes bfloat16, e.g. a neuron) the bf16 path hands the conv's output on as it is."""
         lif, conv, norm = self.up
 
         def fn(t):
-            return run.norm(run.conv(run.recompute(
-                lambda v: run.upsample_neuron(lif, v), t), conv), norm)
+            return run.norm(run.conv(run.recompute(lambda v: run.upsample_neuron(lif, v), t),
+                                     conv, bf16_out=bf16_out and not run.grad), norm)
         return run.segment(fn, x)
 
 

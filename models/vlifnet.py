@@ -383,11 +383,12 @@ class VLIFNet(SpikingRestorer):
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
-        d2 = run.neuron_conv_cat([self.up3_2.fast_forward(d3, run), e2], self.lif_level2,
-                                 self.reduce_conv_level2, self.reduce_bn_level2)
+        # the up-sampled parts meet a neuron first: on the bf16 path they stay bfloat16
+        d2 = run.neuron_conv_cat([self.up3_2.fast_forward(d3, run, bf16_out=True), e2],
+                                 self.lif_level2, self.reduce_conv_level2, self.reduce_bn_level2)
         d2 = run.blocks(self.decoder_level2, d2)
-        d1 = run.neuron_conv_cat([self.up2_1.fast_forward(d2, run), e1], self.lif_level1,
-                                 self.reduce_conv_level1, self.reduce_bn_level1)
+        d1 = run.neuron_conv_cat([self.up2_1.fast_forward(d2, run, bf16_out=True), e1],
+                                 self.lif_level1, self.reduce_conv_level1, self.reduce_bn_level1)
         d1 = run.segment(lambda t: self.decoder_level1.fast_forward(t, run), d1)
         d1 = run.segment(lambda t: self.additional_sunet_level1.fast_forward(t, run), d1)
         if self.use_refinement:
