@@ -28,7 +28,11 @@ fidelity checks. Nothing here knows a model or a block by name. Switches (:class
 * ``fold_bn`` (inference only, :func:`optimize_for_inference`): BatchNorm folded into the conv
   before it. Changes rounding.
 * ``precision='bf16'`` (inference only): convs in bfloat16 (channels-last, oneDNN), neuron
-  membranes and everything between convs in float32. Changes rounding.
+  membranes and the arithmetic between convs in float32. Changes rounding.
+* ``bf16_stream`` (with ``precision='bf16'``): a block output that only neurons, convs and the
+  next block's residual read (ESDNet's blocks, VLIF-Net's SDEMs) is stored in bfloat16, where
+  it would be float32 plus a bfloat16 copy for the conv: half the bytes on the residual
+  stream. Changes rounding (the residuals keep bfloat16's 8 bits).
 * ``recompute`` (training, on by default): the work between convs (BN, neurons, attention,
   element-wise maths; regions a model's fast forward marks with :meth:`FastRunner.recompute`)
   keeps only its inputs and is recomputed in the backward pass. Same gradients bit for bit,
@@ -81,6 +85,7 @@ class FastOptions:
     checkpoint: bool = False
     recompute: bool = True
     precision: str = 'fp32'
+    bf16_stream: bool = True
 
 
 def supports_fast_path(model: nn.Module) -> bool:
@@ -307,8 +312,8 @@ class FastRunner:
         reduction, measured 91 ms of ESDNet's 1.1 s bf16 forward at 256x256."""
         steps = self.steps(x)
         if steps.shape[0] == 1:
-            return steps[0].clone()
-        out = steps[0] + steps[1]
+            return steps[0].float().clone()
+        out = steps[0].float() + steps[1]          # in float32 (a bf16 stream's steps too)
         for t in range(2, steps.shape[0]):
             out.add_(steps[t])
         return self.layout(out.div_(steps.shape[0]))
@@ -478,7 +483,7 @@ class FastRunner:
         made only if a conv reads ``out``. Returns ``out``."""
         if self.conv_dtype is None or self.grad:
             return out
-        copies = [self._kept_copy(p) for p in parts]
+        copies = [p if p.dtype == self.conv_dtype else self._kept_copy(p) for p in parts]
         if any(c is None for c in copies):
             return out
         return self.keep_conv_copy(out, lambda: self.layout(make(

@@ -383,58 +383,64 @@ int gated_residual(const float *res, const void *z, int z_bf16, const float *g, 
 
 /* The attention's last step on channels-last rows: out = relu(v) * g[r] + res as one fused
    multiply-add (torch's relu then addcmul, the same bits), or relu(v) * g[r] without res; with
-   out16, also out in bfloat16 (as torch's conversion rounds it), for the bf16 convs it feeds.
+   out16, also out in bfloat16 (as torch's conversion rounds it), for the bf16 convs it feeds,
+   and without out only that (a bfloat16 stream: each row is made in a float scratch row).
    v is z (float32, or bfloat16 read exactly), or with s the gated map z * s[n, :] made again
-   on the fly (rounded as torch's mul): the gated map need not be stored. */
+   on the fly (rounded as torch's mul): the gated map need not be stored. res is float32, or
+   bfloat16 read exactly. */
 typedef struct {
-    const void *z; const float *s, *g, *res; float *out; uint16_t *out16;
-    int64_t P, C, first, last; int z_bf16;
+    const void *z; const float *s, *g; const void *res; float *out; uint16_t *out16;
+    int64_t P, C, first, last; int z_bf16, res_bf16;
 } rjob_t;
 
 /* Constant flags (the caller's branches pick them) keep the element loops branch-free, so
-   they vectorise. */
+   they vectorise. has_res: 0 none, 1 float32, 2 bfloat16. */
 static inline __attribute__((always_inline)) void relu_gated_row(
-        const rjob_t *j, int64_t r, const int z_bf16, const int has_s, const int has_res) {
-    const float *res = has_res ? j->res + r * j->C : 0, *s = has_s ? j->s + r / j->P * j->C : 0;
-    float *o = j->out + r * j->C, g = j->g[r];
+        const rjob_t *j, int64_t r, float *o, const int z_bf16, const int has_s,
+        const int has_res) {
+    const float *s = has_s ? j->s + r / j->P * j->C : 0, g = j->g[r];
+    const int64_t at = r * j->C;
     for (int64_t c = 0; c < j->C; c++) {
-        float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
-                         : ((const float *)j->z)[r * j->C + c];
+        float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[at + c])
+                         : ((const float *)j->z)[at + c];
         if (has_s) v = v * s[c];
         float a = v < 0.0f ? 0.0f : v;
-        o[c] = has_res ? fmaf(a, g, res[c]) : a * g;
+        float res = has_res == 2 ? bf16_to_float(((const uint16_t *)j->res)[at + c])
+                  : has_res == 1 ? ((const float *)j->res)[at + c] : 0.0f;
+        o[c] = has_res ? fmaf(a, g, res) : a * g;
     }
     if (j->out16)
-        for (int64_t c = 0; c < j->C; c++) j->out16[r * j->C + c] = float_to_bf16(o[c]);
+        for (int64_t c = 0; c < j->C; c++) j->out16[at + c] = float_to_bf16(o[c]);
 }
 
-#define RELU_GATED_ROWS(zb, hs, hr) \
-    for (int64_t r = j->first; r < j->last; r++) relu_gated_row(j, r, zb, hs, hr)
+#define RELU_GATED(key) case key: \
+    for (int64_t r = j->first; r < j->last; r++) \
+        relu_gated_row(j, r, j->out ? j->out + r * j->C : scratch, (key) >> 3, (key) >> 2 & 1, \
+                       (key) & 3); \
+    break
 
 static void *run_relu_gated(void *arg) {
     const rjob_t *j = (const rjob_t *)arg;
-    int key = (j->z_bf16 ? 4 : 0) | (j->s ? 2 : 0) | (j->res ? 1 : 0);
+    float *scratch = j->out ? 0 : (float *)malloc(sizeof(float) * j->C);
+    if (!j->out && !scratch) return 0;
+    int key = (j->z_bf16 ? 8 : 0) | (j->s ? 4 : 0) | (j->res ? (j->res_bf16 ? 2 : 1) : 0);
     switch (key) {
-        case 0: RELU_GATED_ROWS(0, 0, 0); break;
-        case 1: RELU_GATED_ROWS(0, 0, 1); break;
-        case 2: RELU_GATED_ROWS(0, 1, 0); break;
-        case 3: RELU_GATED_ROWS(0, 1, 1); break;
-        case 4: RELU_GATED_ROWS(1, 0, 0); break;
-        case 5: RELU_GATED_ROWS(1, 0, 1); break;
-        case 6: RELU_GATED_ROWS(1, 1, 0); break;
-        default: RELU_GATED_ROWS(1, 1, 1); break;
+        RELU_GATED(0); RELU_GATED(1); RELU_GATED(2); RELU_GATED(4); RELU_GATED(5);
+        RELU_GATED(6); RELU_GATED(8); RELU_GATED(9); RELU_GATED(10); RELU_GATED(12);
+        RELU_GATED(13); default: RELU_GATED(14);
     }
+    free(scratch);
     return 0;
 }
 
 int relu_gated_residual(const void *z, int z_bf16, const float *s, const float *g,
-                        const float *res, float *out, uint16_t *out16, int64_t R, int64_t P,
-                        int64_t C, int threads) {
+                        const void *res, int res_bf16, float *out, uint16_t *out16, int64_t R,
+                        int64_t P, int64_t C, int threads) {
     threads = thread_count(threads, R / 256 + 1);
     rjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         rjob_t j = {z, s, g, res, out, out16, P, C, R * i / threads, R * (i + 1) / threads,
-                    z_bf16};
+                    z_bf16, res_bf16};
         jobs[i] = j;
     }
     run_jobs(run_relu_gated, (char *)jobs, sizeof(rjob_t), threads);
@@ -992,8 +998,9 @@ def _function():
                       + [ctypes.c_int64] * 3 + [ctypes.c_int])
     gated.restype = ctypes.c_int
     relu_gated = lib.relu_gated_residual
-    relu_gated.argtypes = ([ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5
-                           + [ctypes.c_int64] * 3 + [ctypes.c_int])
+    relu_gated.argtypes = ([ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 3
+                           + [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3
+                           + [ctypes.c_int])
     relu_gated.restype = ctypes.c_int
     _state['gated'], _state['relu_gated'] = gated, relu_gated
     ni = lib.nilif_forward
@@ -1218,26 +1225,32 @@ def native_channel_gate(z: torch.Tensor, channel_gate: torch.Tensor, keep_gated:
 def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
                                residual: torch.Tensor | None,
                                bf16_copy: torch.Tensor | None = None,
-                               channel_gate: torch.Tensor | None = None) -> torch.Tensor | None:
+                               channel_gate: torch.Tensor | None = None,
+                               dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """``torch.addcmul(residual, relu(v), pixel_gate)`` (or ``relu(v) * pixel_gate`` without a
     residual) in one pass, the same bits, for a channels-last ``v [N,C,H,W]`` (float32, or
-    bfloat16 read exactly), a float32 channels-last ``residual`` and ``pixel_gate [N,1,H,W]``;
-    with ``channel_gate [N,C]``, ``v`` is the map before that gate and the gated map is made
-    again on the fly (as ``v * channel_gate.view(N, C, 1, 1)`` rounds it). Also written into
-    ``bf16_copy`` (a bfloat16 tensor laid out as the output) where given, rounded as
-    ``.to(torch.bfloat16)`` does. ``None`` where these do not fit."""
+    bfloat16 read exactly), a channels-last ``residual`` (float32, or bfloat16 read exactly)
+    and a float32 ``pixel_gate [N,1,H,W]``; with ``channel_gate [N,C]``, ``v`` is the map
+    before that gate and the gated map is made again on the fly (as ``v * channel_gate.view(N,
+    C, 1, 1)`` rounds it). Also written into ``bf16_copy`` (a bfloat16 tensor laid out as the
+    output) where given, rounded as ``.to(torch.bfloat16)`` does; with ``dtype`` bfloat16 the
+    output is only that rounding (no float32 map). ``None`` where these do not fit."""
     N, C, H, W = v.shape
     if (not (_channels_last_rows(v, v.shape, _MAPS) and _dense_gate(pixel_gate, (N, 1, H, W))
-             and (residual is None or _channels_last_rows(residual, v.shape))
+             and (residual is None or _channels_last_rows(residual, v.shape, _MAPS))
              and (bf16_copy is None
                   or _channels_last_rows(bf16_copy, v.shape, (torch.bfloat16,)))
-             and (channel_gate is None or _dense_gate(channel_gate, (N, C))))
+             and (channel_gate is None or _dense_gate(channel_gate, (N, C)))
+             and dtype in _MAPS and (dtype == torch.float32 or bf16_copy is None))
             or _function() is None):
         return None
-    out = torch.empty(v.shape, dtype=torch.float32, memory_format=torch.channels_last)
+    out = torch.empty(v.shape, dtype=dtype, memory_format=torch.channels_last)
+    floats, halves = (out, bf16_copy) if dtype == torch.float32 else (None, out)
     _state['relu_gated'](v.data_ptr(), int(v.dtype == torch.bfloat16), _ptr(channel_gate),
-                         pixel_gate.data_ptr(), _ptr(residual), out.data_ptr(), _ptr(bf16_copy),
-                         N * H * W, H * W, C, torch.get_num_threads())
+                         pixel_gate.data_ptr(), _ptr(residual),
+                         int(residual is not None and residual.dtype == torch.bfloat16),
+                         _ptr(floats), _ptr(halves), N * H * W, H * W, C,
+                         torch.get_num_threads())
     return out
 
 

@@ -234,7 +234,8 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     residual) in one pass (ReLU(a·g) = ReLU(a)·g for g > 0). Changes rounding. On the bf16
     path ``z`` may be a conv's bfloat16 output, read as it is (the gating makes it float32),
     and with ``conv_copy`` (a conv reads the output next) the last pass also writes the output
-    in bfloat16 for it (:meth:`FastRunner.keep_conv_copy`).
+    in bfloat16 for it (:meth:`FastRunner.keep_conv_copy`), or with ``bf16_stream`` writes it
+    in bfloat16 only.
     """
     full = (isinstance(attn, layer.MultiDimensionalAttention) and attn.ta is not None
             and attn.ca is not None and attn.sa is not None)
@@ -273,12 +274,15 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
     g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
+    stream = conv_copy and run.conv_dtype is not None and not run.grad and run.opts.bf16_stream
     copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
-            if conv_copy and run.conv_dtype is not None and not run.grad else None)
+            if conv_copy and run.conv_dtype is not None and not run.grad and not stream
+            else None)
     out = None
     if not run.grad:               # ReLU, gates and residual: one pass (gating z again if asked)
         out = native_relu_gated_residual(z if gated is None else gated, g_s.contiguous(),
-                                         residual, copy, gate if gated is None else None)
+                                         residual, copy, gate if gated is None else None,
+                                         run.conv_dtype if stream else torch.float32)
     if out is not None:
         return out if copy is None else run.keep_conv_copy(out, copy)
     if gated is None:

@@ -521,6 +521,24 @@ def test_relu_gated_residual_writes_the_bf16_copy_torch_would_make():
     torch.testing.assert_close(copy, res.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
 
 
+def test_relu_gated_residual_reads_and_writes_a_bf16_stream():
+    """A bfloat16 residual is read exactly; ``dtype=bfloat16`` writes only the bfloat16
+    rounding of the float32 result (no float32 map)."""
+    from models.native_lif import native_relu_gated_residual
+    g = torch.Generator().manual_seed(9)
+    cl = torch.channels_last
+    v = torch.randn(8, 24, 6, 5, generator=g).contiguous(memory_format=cl)
+    res = torch.randn(8, 24, 6, 5, generator=g).bfloat16().contiguous(memory_format=cl)
+    pixel = torch.rand(8, 1, 6, 5, generator=g)
+    want = torch.addcmul(res.float(), torch.relu(v), pixel)
+    assert torch.equal(native_relu_gated_residual(v, pixel, res), want)
+    got = native_relu_gated_residual(v, pixel, res, dtype=torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=cl)
+    assert torch.equal(got, want.to(torch.bfloat16))
+    copy = torch.empty(v.shape, dtype=torch.bfloat16, memory_format=cl)     # one or the other
+    assert native_relu_gated_residual(v, pixel, res, copy, dtype=torch.bfloat16) is None
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_spatial_stats_are_the_channel_sums_and_maxima(dtype):
     """The attention's per-channel statistics in one pass: the maxima are ``amax``'s (NaN
