@@ -543,17 +543,17 @@ class FastRunner:
         return self.norm(self.conv(x, conv), norm)
 
     def neuron_conv_cat(self, parts: list[torch.Tensor], neuron: nn.Module, conv: nn.Conv2d,
-                        norm: nn.Module) -> torch.Tensor:
+                        norm: nn.Module, bf16_out: bool = False) -> torch.Tensor:
         """``norm(conv(neuron(cat(parts))))`` (a segment). At inference, where ``conv`` reads
         its input's channel slices apart (:meth:`conv_cat`) and ``norm`` is folded, a LIF
         makes each part's spikes apart (it is element-wise over channels): the concatenation
-        is never built."""
+        is never built. ``bf16_out`` as in :meth:`conv`."""
         if (len(parts) > 1 and isinstance(neuron, BaseNode) and self._sums_convs([conv])
                 and self.folded(norm)):
             spikes = [self.lif(neuron, p, log=False) for p in parts]
             if self.record is not None:
                 self.log(neuron, torch.cat(spikes, dim=1))
-            return self.conv_cat(spikes, conv)
+            return self.conv_cat(spikes, conv, bf16_out)
         return self.segment(lambda t: self.conv_bn(self.neuron(neuron, t), conv, norm),
                             self.cat_channels(parts))
 

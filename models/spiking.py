@@ -203,12 +203,14 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
 
-    def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
+    def fast_forward(self, img: torch.Tensor, run: FastRunner, bf16_out: bool = False
+                     ) -> torch.Tensor:
         """The image conv of every step from the image ``[B,C,H,W]`` itself (it is the same
-        image at each of the T steps): with ``patch_embed_once`` the conv runs once."""
+        image at each of the T steps): with ``patch_embed_once`` the conv runs once.
+        ``bf16_out`` as in :meth:`FastRunner.conv`."""
         img = run.layout(img)
         if run.opts.patch_embed_once:
-            y = run.conv(img, self.proj)
+            y = run.conv(img, self.proj, bf16_out=bf16_out and not run.grad)
 
             def repeat(ys):
                 return ys[0].unsqueeze(0).expand(run.T, *ys[0].shape).flatten(0, 1)

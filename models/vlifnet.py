@@ -378,17 +378,19 @@ class VLIFNet(SpikingRestorer):
     def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors: fused LIF/NI-LIF, VLIF's patch steps
         read as strided views (no reorganised copies), BNs folded at inference."""
-        x = self.patch_embed.fast_forward(img, run)
+        x = self.patch_embed.fast_forward(img, run, bf16_out=run.opts.bf16_stream)
         e1 = run.segment(lambda t: self.encoder_level1.fast_forward(t, run), x)
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
         # the up-sampled parts meet a neuron first: on the bf16 path they stay bfloat16
         d2 = run.neuron_conv_cat([self.up3_2.fast_forward(d3, run, bf16_out=True), e2],
-                                 self.lif_level2, self.reduce_conv_level2, self.reduce_bn_level2)
+                                 self.lif_level2, self.reduce_conv_level2, self.reduce_bn_level2,
+                                 bf16_out=run.opts.bf16_stream)
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = run.neuron_conv_cat([self.up2_1.fast_forward(d2, run, bf16_out=True), e1],
-                                 self.lif_level1, self.reduce_conv_level1, self.reduce_bn_level1)
+                                 self.lif_level1, self.reduce_conv_level1, self.reduce_bn_level1,
+                                 bf16_out=run.opts.bf16_stream)
         d1 = run.segment(lambda t: self.decoder_level1.fast_forward(t, run), d1)
         d1 = run.segment(lambda t: self.additional_sunet_level1.fast_forward(t, run), d1)
         if self.use_refinement:
