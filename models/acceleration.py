@@ -572,13 +572,15 @@ class FastRunner:
         return _channel_max(x)
 
     # ---- resampling and blocks ------------------------------------------------------------
-    def upsample(self, x: torch.Tensor, scale: int = 2,
-                 skip: torch.Tensor | None = None) -> torch.Tensor:
+    def upsample(self, x: torch.Tensor, scale: int = 2, skip: torch.Tensor | None = None,
+                 bf16_out: bool = False) -> torch.Tensor:
         """Bilinear up-sampling of ``x`` by ``scale`` (plus ``skip`` if given). At inference
         with ``fast_arithmetic``, x2 plus a skip is one native pass (the up-sampled map is
-        never stored; torch's values up to float32 rounding)."""
+        never stored; torch's values up to float32 rounding), in the convs' dtype on the bf16
+        path with ``bf16_out`` (its reader takes bfloat16)."""
         if skip is not None and scale == 2 and not self.grad and self.opts.fast_arithmetic:
-            out = native_upsample2x(self.layout(x), self.layout(skip))
+            dtype = (self.conv_dtype or torch.float32) if bf16_out else torch.float32
+            out = native_upsample2x(self.layout(x), self.layout(skip), dtype)
             if out is not None:
                 return out
         out = self.layout(F.interpolate(x, scale_factor=scale, mode='bilinear',

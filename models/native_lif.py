@@ -1307,13 +1307,14 @@ def native_decompose_enhance(x: torch.Tensor, high: torch.Tensor, a: torch.Tenso
     return out
 
 
-def native_upsample2x(low: torch.Tensor, skip: torch.Tensor | None = None
-                      ) -> torch.Tensor | None:
+def native_upsample2x(low: torch.Tensor, skip: torch.Tensor | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """Bilinear x2 up-sampling of ``low`` ``[N, C, h, w]`` (``align_corners=False``), plus
-    ``skip`` ``[N, C, 2h, 2w]`` if given, in one pass, in float32: torch's values up to float32
-    rounding (another order of its products). Dense channels-last CPU maps, each float32 or
-    bfloat16 (read exactly); ``None`` where these do not fit or the kernel is unavailable."""
-    return _upsample2x(low, 0 if skip is None else 1, skip, torch.float32)
+    ``skip`` ``[N, C, 2h, 2w]`` if given, in one pass, in ``dtype`` (float32, or bfloat16
+    rounded as ``.to`` rounds the float32 result): torch's values up to float32 rounding
+    (another order of its products). Dense channels-last CPU maps, each float32 or bfloat16
+    (read exactly); ``None`` where these do not fit or the kernel is unavailable."""
+    return _upsample2x(low, 0 if skip is None else 1, skip, dtype)
 
 
 def native_upsample2x_decompose(low: torch.Tensor, x: torch.Tensor, a: torch.Tensor,

@@ -144,7 +144,8 @@ class SDEM(nn.Module):
         """In training, the SDEM keeps its input and the outputs of its convs (and the inputs of
         the two real-valued ones); neurons, BN, decompose-enhance and attention are recomputed
         in the backward pass. With ``conv_copy`` (the next block's shortcut conv reads the
-        output) the bf16 path's attention also writes the output in bfloat16 for it."""
+        output) the bf16 path's attention also writes the output in bfloat16 for it (with
+        ``bf16_stream``: writes it in bfloat16 only)."""
         def group_1(t):
             return _decompose_enhance_fast(run, t, run.neuron(self.lif_1, t),
                                            self.high_freq_scale_1, self.low_freq_scale_1)
@@ -223,7 +224,8 @@ class SMU(nn.Module):
         Conv3d that merges each group of r*r steps is a 1x1 conv over C*r*r channels."""
         T, r = run.T, self.r
         rr = r * r
-        skip = self.initial_residual.fast_forward(x, run, conv_copy=False)   # NI-LIF reads it
+        # NI-LIF and the up-sampling's skip read it: bfloat16 with the stream, else float32
+        skip = self.initial_residual.fast_forward(x, run, conv_copy=run.opts.bf16_stream)
         if not run.opts.fast_arithmetic:
             s = self.lif_node.fast_forward(skip, run, r)               # [T*B, C*rr, h, w]
             N, Crr, h, w = s.shape
@@ -244,10 +246,11 @@ class SMU(nn.Module):
                        bf16_out=not run.grad)
         out = run.conv(run.recompute(lambda y: run.neuron(self.lif_2, attention_fast(
             run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2, bf16_out=not run.grad)
+        stream = run.opts.bf16_stream         # the attention and the next blocks take bf16
         return run.recompute(lambda y, s: attention_fast(
             run, self.final_attn,
-            run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r, skip=s)),
-            out, skip)
+            run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r, skip=s,
+                         bf16_out=stream), conv_copy=stream), out, skip)
 
     def _step_gate(self, sums: torch.Tensor, peaks: torch.Tensor, run: FastRunner,
                    pixels: int) -> torch.Tensor:
