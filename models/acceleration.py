@@ -30,9 +30,10 @@ fidelity checks. Nothing here knows a model or a block by name. Switches (:class
 * ``precision='bf16'`` (inference only): convs in bfloat16 (channels-last, oneDNN), neuron
   membranes and the arithmetic between convs in float32. Changes rounding.
 * ``bf16_stream`` (with ``precision='bf16'``): a block output that only neurons, convs and the
-  next block's residual read (ESDNet's blocks, VLIF-Net's SDEMs) is stored in bfloat16, where
-  it would be float32 plus a bfloat16 copy for the conv: half the bytes on the residual
-  stream. Changes rounding (the residuals keep bfloat16's 8 bits).
+  next block's residual read (ESDNet's blocks, VLIF-Net's SDEMs and SMUs, and what joins
+  them) is stored in bfloat16, where it would be float32 plus a bfloat16 copy for the conv:
+  half the bytes on the residual stream. Changes rounding (the residuals keep bfloat16's 8
+  bits). Not SpikeRain: its trained weights lost up to 0.6 dB on a held-out photo with it.
 * ``recompute`` (training, on by default): the work between convs (BN, neurons, attention,
   element-wise maths; regions a model's fast forward marks with :meth:`FastRunner.recompute`)
   keeps only its inputs and is recomputed in the backward pass. Same gradients bit for bit,
@@ -292,6 +293,12 @@ class FastRunner:
         self.grad = torch.is_grad_enabled()
         self.update_stats = True
         self.in_region = False          # inside a checkpointed/recomputed region
+
+    @property
+    def bf16_stream(self) -> bool:
+        """Whether block outputs that neurons, convs and residuals read stay bfloat16 (the
+        ``bf16_stream`` switch, at inference on the bf16 path)."""
+        return self.conv_dtype is not None and not self.grad and self.opts.bf16_stream
 
     # ---- layout -------------------------------------------------------------------------
     def layout(self, x: torch.Tensor) -> torch.Tensor:

@@ -124,17 +124,17 @@ class ESDNet(SpikingRestorer):
     # ---- fast path (models.acceleration) ------------------------------------------------
     def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors with fused neurons."""
-        x = self.patch_embed.fast_forward(img, run, bf16_out=run.opts.bf16_stream)
+        x = self.patch_embed.fast_forward(img, run, bf16_out=run.bf16_stream)
         e1 = run.blocks(self.encoder_level1, x)
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
         d3 = run.blocks(self.decoder_level3, run.blocks(self.encoder_level3, d3))
         d2 = run.neuron_conv_cat(                 # a neuron reads the parts: bf16 stays bf16
             [self.up3_2.fast_forward(d3, run, bf16_out=True), e2], *self.reduce_chan_level2,
-            bf16_out=run.opts.bf16_stream)
+            bf16_out=run.bf16_stream)
         d2 = run.blocks(self.decoder_level2, d2)
         # with the bf16 stream e1 is bfloat16: the up-sampled part joins it in bfloat16
-        d1 = run.cat_channels([self.up2_1.fast_forward(d2, run, bf16_out=run.opts.bf16_stream),
+        d1 = run.cat_channels([self.up2_1.fast_forward(d2, run, bf16_out=run.bf16_stream),
                                e1])
         d1 = run.blocks(self.decoder_level1, d1)
         return run.conv(self.refinement.fast_forward(run.step_mean(d1), run),

@@ -225,7 +225,7 @@ class SMU(nn.Module):
         T, r = run.T, self.r
         rr = r * r
         # NI-LIF and the up-sampling's skip read it: bfloat16 with the stream, else float32
-        skip = self.initial_residual.fast_forward(x, run, conv_copy=run.opts.bf16_stream)
+        skip = self.initial_residual.fast_forward(x, run, conv_copy=run.bf16_stream)
         if not run.opts.fast_arithmetic:
             s = self.lif_node.fast_forward(skip, run, r)               # [T*B, C*rr, h, w]
             N, Crr, h, w = s.shape
@@ -246,7 +246,7 @@ class SMU(nn.Module):
                        bf16_out=not run.grad)
         out = run.conv(run.recompute(lambda y: run.neuron(self.lif_2, attention_fast(
             run, self.attn_1, run.norm(y, self.bn_1))), out), self.conv_2, bf16_out=not run.grad)
-        stream = run.opts.bf16_stream         # the attention and the next blocks take bf16
+        stream = run.bf16_stream         # the attention and the next blocks take bf16
         return run.recompute(lambda y, s: attention_fast(
             run, self.final_attn,
             run.upsample(attention_fast(run, self.attn_2, run.norm(y, self.bn_2)), r, skip=s,
@@ -381,7 +381,7 @@ class VLIFNet(SpikingRestorer):
     def fast_forward(self, img: torch.Tensor, run: FastRunner) -> torch.Tensor:
         """``forward_padded`` on time-flattened tensors: fused LIF/NI-LIF, VLIF's patch steps
         read as strided views (no reorganised copies), BNs folded at inference."""
-        x = self.patch_embed.fast_forward(img, run, bf16_out=run.opts.bf16_stream)
+        x = self.patch_embed.fast_forward(img, run, bf16_out=run.bf16_stream)
         e1 = run.segment(lambda t: self.encoder_level1.fast_forward(t, run), x)
         e2 = run.blocks(self.encoder_level2, self.down1_2.fast_forward(e1, run))
         d3 = self.down2_3.fast_forward(e2, run)
@@ -389,11 +389,11 @@ class VLIFNet(SpikingRestorer):
         # the up-sampled parts meet a neuron first: on the bf16 path they stay bfloat16
         d2 = run.neuron_conv_cat([self.up3_2.fast_forward(d3, run, bf16_out=True), e2],
                                  self.lif_level2, self.reduce_conv_level2, self.reduce_bn_level2,
-                                 bf16_out=run.opts.bf16_stream)
+                                 bf16_out=run.bf16_stream)
         d2 = run.blocks(self.decoder_level2, d2)
         d1 = run.neuron_conv_cat([self.up2_1.fast_forward(d2, run, bf16_out=True), e1],
                                  self.lif_level1, self.reduce_conv_level1, self.reduce_bn_level1,
-                                 bf16_out=run.opts.bf16_stream)
+                                 bf16_out=run.bf16_stream)
         d1 = run.segment(lambda t: self.decoder_level1.fast_forward(t, run), d1)
         d1 = run.segment(lambda t: self.additional_sunet_level1.fast_forward(t, run), d1)
         if self.use_refinement:
