@@ -369,8 +369,7 @@ class FastRunner:
         copies joined (:meth:`derive_conv_copy`)."""
         if len(parts) == 1:
             return parts[0]
-        out = self.derive_conv_copy(_ChannelCat.apply(*parts), parts,
-                                    _join_channels)
+        out = self.derive_conv_copy(_ChannelCat.apply(*parts), parts, _join_channels)
         levels = {spike_levels(p) for p in parts}
         return mark_spikes(out, levels.pop()) if len(levels) == 1 and None not in levels else out
 
@@ -603,7 +602,7 @@ class FastRunner:
                                            self.conv_dtype or torch.float32)
             if spikes is not None:
                 self.log(neuron, spikes)
-                return spikes
+                return mark_spikes(spikes)
         return self.neuron(neuron, self.upsample(x))
 
     def blocks(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:

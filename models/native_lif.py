@@ -23,7 +23,8 @@ Helpers that are not neurons live here too, since they are built with them:
 dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast),
 and the attentions' element-wise passes at inference, each one pass where torch makes two or
 three (:func:`native_gated_residual`, :func:`native_channel_gate`,
-:func:`native_relu_gated_residual`).
+:func:`native_relu_gated_residual`), and x2 bilinear up-sampling fused with what reads it next
+(:func:`native_upsample2x`, :func:`native_upsample2x_decompose`, :func:`native_upsample2x_lif`).
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is

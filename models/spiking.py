@@ -424,6 +424,11 @@ class VLIFNeuron(nn.Module):
         z = F.interpolate(z, scale_factor=self.r, mode='bilinear', align_corners=False)
         return self.channel_adjust(z.unflatten(0, (T, B)))
 
+    @staticmethod
+    def resize(z: torch.Tensor, size: tuple[int, int], run: FastRunner) -> torch.Tensor:
+        """The restore's bilinear resize of the fast path's map ``z`` to ``size``."""
+        return run.layout(F.interpolate(z, size=size, mode='bilinear', align_corners=False))
+
     def fast_forward(self, x: torch.Tensor, run: FastRunner, resize: bool = True
                      ) -> torch.Tensor:
         """NI-LIF over each r x r patch (:meth:`NILIF.fast_forward`), then back to full
@@ -437,13 +442,9 @@ class VLIFNeuron(nn.Module):
             # on the bf16 path the spikes, the conv's output and the resize stay in bfloat16
             z = self.lif_node.fast_forward(x, run, r, None if run.grad else run.conv_dtype)
             z = run.conv(z, self.channel_adjust, bf16_out=not run.grad)
-            if not resize:
-                return z
-            return run.layout(F.interpolate(z, size=(H, W), mode='bilinear',
-                                            align_corners=False))
+            return self.resize(z, (H, W), run) if resize else z
         z = self.lif_node.fast_forward(x, run, r)                  # [N, C*r*r, H/r, W/r]
-        z = run.layout(F.interpolate(z, size=(H, W), mode='bilinear', align_corners=False))
-        return run.conv(z, self.channel_adjust)
+        return run.conv(self.resize(z, (H, W), run), self.channel_adjust)
 
 
 NEURON_KINDS = ('lif', 'nilif', 'vlif')

@@ -65,8 +65,7 @@ def _neuron_decompose_enhance(run: FastRunner, neuron: nn.Module, x: torch.Tenso
         out = native_upsample2x_decompose(low, x, a, b, run.conv_dtype or torch.float32)
         if out is not None:
             return out
-        high = run.layout(F.interpolate(low, size=x.shape[-2:], mode='bilinear',
-                                        align_corners=False))
+        high = neuron.resize(low, x.shape[-2:], run)
     else:
         high = run.neuron(neuron, x)
     return _decompose_enhance_fast(run, x, high, a, b)
