@@ -391,7 +391,7 @@ int gated_residual(const float *res, const void *z, int z_bf16, const float *g, 
    bfloat16 read exactly. */
 typedef struct {
     const void *z; const float *s, *g; const void *res; float *out; uint16_t *out16;
-    int64_t P, C, first, last; int z_bf16, res_bf16;
+    int64_t P, C, first, last; int z_bf16, res_bf16, failed;
 } rjob_t;
 
 /* Constant flags (the caller's branches pick them) keep the element loops branch-free, so
@@ -423,7 +423,10 @@ static inline __attribute__((always_inline)) void relu_gated_row(
 static void *run_relu_gated(void *arg) {
     const rjob_t *j = (const rjob_t *)arg;
     float *scratch = j->out ? 0 : (float *)malloc(sizeof(float) * j->C);
-    if (!j->out && !scratch) return 0;
+    if (!j->out && !scratch) {
+        ((rjob_t *)arg)->failed = 1;        /* the caller falls back: nothing half-written */
+        return 0;
+    }
     int key = (j->z_bf16 ? 8 : 0) | (j->s ? 4 : 0) | (j->res ? (j->res_bf16 ? 2 : 1) : 0);
     switch (key) {
         RELU_GATED(0); RELU_GATED(1); RELU_GATED(2); RELU_GATED(4); RELU_GATED(5);
@@ -441,10 +444,12 @@ int relu_gated_residual(const void *z, int z_bf16, const float *s, const float *
     rjob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         rjob_t j = {z, s, g, res, out, out16, P, C, R * i / threads, R * (i + 1) / threads,
-                    z_bf16, res_bf16};
+                    z_bf16, res_bf16, 0};
         jobs[i] = j;
     }
     run_jobs(run_relu_gated, (char *)jobs, sizeof(rjob_t), threads);
+    for (int i = 0; i < threads; i++)
+        if (jobs[i].failed) return 1;
     return 0;
 }
 
@@ -704,7 +709,7 @@ int decompose_backward(const float *g, const float *x, const float *h, float *gx
 typedef struct {
     const void *low, *other; void *out;
     int64_t T, B, h, w, C, first, last; float b, amb, vth;
-    int low_bf16, op, other_bf16, out_bf16;
+    int low_bf16, op, other_bf16, out_bf16, failed;
 } ujob_t;
 
 static inline float load_any(const void *p, int64_t i, int bf16) {
@@ -780,7 +785,10 @@ static void *run_upsample(void *arg) {
     const ujob_t *j = (const ujob_t *)arg;
     const int64_t h2 = 2 * j->h, wc = j->w * j->C, len = 2 * wc;
     float *rows = (float *)malloc(sizeof(float) * 5 * wc);
-    if (!rows) return 0;
+    if (!rows) {
+        ((ujob_t *)arg)->failed = 1;        /* the caller falls back: nothing half-written */
+        return 0;
+    }
     float *line = rows + wc, *v = rows + 3 * wc;
     const int key = j->op << 2 | (j->other_bf16 ? 2 : 0) | (j->out_bf16 ? 1 : 0);
     for (int64_t item = j->first; item < j->last; item++) {
@@ -814,10 +822,13 @@ int upsample2x(const void *low, int low_bf16, int op, const void *other, int oth
     ujob_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         ujob_t j = {low, other, out, T, B, h, w, C, items * i / threads,
-                    items * (i + 1) / threads, b, amb, vth, low_bf16, op, other_bf16, out_bf16};
+                    items * (i + 1) / threads, b, amb, vth, low_bf16, op, other_bf16, out_bf16,
+                    0};
         jobs[i] = j;
     }
     run_jobs(run_upsample, (char *)jobs, sizeof(ujob_t), threads);
+    for (int i = 0; i < threads; i++)
+        if (jobs[i].failed) return 1;
     return 0;
 }
 
@@ -1247,12 +1258,11 @@ def native_relu_gated_residual(v: torch.Tensor, pixel_gate: torch.Tensor,
         return None
     out = torch.empty(v.shape, dtype=dtype, memory_format=torch.channels_last)
     floats, halves = (out, bf16_copy) if dtype == torch.float32 else (None, out)
-    _state['relu_gated'](v.data_ptr(), int(v.dtype == torch.bfloat16), _ptr(channel_gate),
-                         pixel_gate.data_ptr(), _ptr(residual),
-                         int(residual is not None and residual.dtype == torch.bfloat16),
-                         _ptr(floats), _ptr(halves), N * H * W, H * W, C,
-                         torch.get_num_threads())
-    return out
+    failed = _state['relu_gated'](
+        v.data_ptr(), int(v.dtype == torch.bfloat16), _ptr(channel_gate), pixel_gate.data_ptr(),
+        _ptr(residual), int(residual is not None and residual.dtype == torch.bfloat16),
+        _ptr(floats), _ptr(halves), N * H * W, H * W, C, torch.get_num_threads())
+    return None if failed else out
 
 
 def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out: torch.Tensor,
@@ -1353,11 +1363,12 @@ def _upsample2x(low: torch.Tensor, op: int, other: torch.Tensor | None, dtype: t
             or _function() is None):
         return None
     out = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
-    _state['upsample'](low.data_ptr(), int(low.dtype == torch.bfloat16), op, _ptr(other),
-                       int(other is not None and other.dtype == torch.bfloat16), out.data_ptr(),
-                       int(dtype == torch.bfloat16), T, N, h, w, C, b, amb, v_th,
-                       torch.get_num_threads())
-    return out
+    failed = _state['upsample'](low.data_ptr(), int(low.dtype == torch.bfloat16), op,
+                                _ptr(other), int(other is not None
+                                                 and other.dtype == torch.bfloat16),
+                                out.data_ptr(), int(dtype == torch.bfloat16), T, N, h, w, C, b,
+                                amb, v_th, torch.get_num_threads())
+    return None if failed else out
 
 
 def native_decompose_backward(grad: torch.Tensor, x: torch.Tensor, high: torch.Tensor,
