@@ -110,6 +110,33 @@ static inline uint16_t float_to_bf16(float f) {
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Element i of a float32 or bfloat16 array (read exactly); bf16 is a constant at each caller,
+   so the loops around it stay branch-free. */
+static inline float load_any(const void *p, int64_t i, int bf16) {
+    return bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* One LIF step of one element as the torch ops make it: H = X (+ V/2 after the first step),
+   S = H >= vth, V = H - H*S (NaN for an infinite H); the spike as 0/1. */
+static inline int lif_fire(float x, float *v, int64_t t, float vth) {
+    float h = t ? x + 0.5f * *v : x;
+    int fire = h >= vth;
+    *v = fire ? h - h : h;
+    return fire;
+}
+
+/* A spike written as 1.0 or 0.0, in float32 or bfloat16 (both exact). */
+static inline void store_spike(void *p, int64_t i, int fire, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
+    else ((float *)p)[i] = fire ? 1.0f : 0.0f;
+}
+
+/* VLIF-Net's decompose-enhance of one element, x*b + high*(x + amb), rounded as torch's mul,
+   add and addcmul (a fused multiply-add) round it. */
+static inline float decompose(float x, float high, float b, float amb) {
+    return fmaf(high, x + amb, x * b);
+}
+
 /* Inference: items are (row, chunk of K) pairs, each running all T steps with its membrane in
    a local array and writing its spikes straight into the output row (which may be a strided
    channel slice of a dense block's buffer). */
@@ -122,15 +149,8 @@ typedef struct {
 static inline __attribute__((always_inline)) void infer_row(
         const ijob_t *j, const void *xv, void *ov, float *v, int64_t n, int64_t t,
         const int x_bf16, const int out_bf16) {
-    float half = t ? 0.5f : 0.0f;
-    for (int64_t c = 0; c < n; c++) {
-        float xc = x_bf16 ? bf16_to_float(((const uint16_t *)xv)[c]) : ((const float *)xv)[c];
-        float h = t ? xc + half * v[c] : xc;
-        int fire = h >= j->vth;
-        if (out_bf16) ((uint16_t *)ov)[c] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
-        else ((float *)ov)[c] = fire ? 1.0f : 0.0f;
-        v[c] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
-    }
+    for (int64_t c = 0; c < n; c++)
+        store_spike(ov, c, lif_fire(load_any(xv, c, x_bf16), v + c, t, j->vth), out_bf16);
 }
 
 static void *run_inference(void *arg) {
@@ -318,8 +338,7 @@ static inline __attribute__((always_inline)) void gated_row(
     const float *res = has_res ? j->res + r * j->C : 0, *s = j->s + r / j->P * j->C;
     float g = j->g ? j->g[r] : 1.0f;
     for (int64_t c = 0; c < j->C; c++) {
-        float z = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
-                         : ((const float *)j->z)[r * j->C + c];
+        float z = load_any(j->z, r * j->C + c, z_bf16);
         o[c] = fmaf(z * g, s[c], has_res ? res[c] : -0.0f);
     }
     if (j->sums) {     /* 16 lanes, so that the loop vectorises, then folded as a tree */
@@ -402,13 +421,10 @@ static inline __attribute__((always_inline)) void relu_gated_row(
     const float *s = has_s ? j->s + r / j->P * j->C : 0, g = j->g[r];
     const int64_t at = r * j->C;
     for (int64_t c = 0; c < j->C; c++) {
-        float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[at + c])
-                         : ((const float *)j->z)[at + c];
+        float v = load_any(j->z, at + c, z_bf16);
         if (has_s) v = v * s[c];
         float a = v < 0.0f ? 0.0f : v;
-        float res = has_res == 2 ? bf16_to_float(((const uint16_t *)j->res)[at + c])
-                  : has_res == 1 ? ((const float *)j->res)[at + c] : 0.0f;
-        o[c] = has_res ? fmaf(a, g, res) : a * g;
+        o[c] = has_res ? fmaf(a, g, load_any(j->res, at + c, has_res == 2)) : a * g;
     }
     if (j->out16)
         for (int64_t c = 0; c < j->C; c++) j->out16[at + c] = float_to_bf16(o[c]);
@@ -474,8 +490,7 @@ static inline __attribute__((always_inline)) void nilif_step(
         const int exact, const int has_in) {
     float levels = j->levels, decay = j->decay;
     for (int64_t q = 0; q < n; q++) {
-        float xk = x_bf16 ? bf16_to_float(((const uint16_t *)x)[q * xi])
-                          : ((const float *)x)[q * xi];
+        float xk = load_any(x, q * xi, x_bf16);
         float v;
         if (first) v = xk;
         else if (exact) v = xk + decay * (u[q] - prev[q]);
@@ -600,10 +615,8 @@ typedef struct {
 static inline __attribute__((always_inline)) void decompose_span(
         const djob_t *j, const int x_bf16, const int high_bf16, const int out_bf16) {
     for (int64_t i = j->first; i < j->last; i++) {
-        float x = x_bf16 ? bf16_to_float(((const uint16_t *)j->x)[i]) : ((const float *)j->x)[i];
-        float h = high_bf16 ? bf16_to_float(((const uint16_t *)j->high)[i])
-                            : ((const float *)j->high)[i];
-        float v = fmaf(h, x + j->amb, x * j->b);
+        float v = decompose(load_any(j->x, i, x_bf16), load_any(j->high, i, high_bf16), j->b,
+                            j->amb);
         if (out_bf16) ((uint16_t *)j->out)[i] = float_to_bf16(v);
         else ((float *)j->out)[i] = v;
     }
@@ -712,10 +725,6 @@ typedef struct {
     int low_bf16, op, other_bf16, out_bf16, failed;
 } ujob_t;
 
-static inline float load_any(const void *p, int64_t i, int bf16) {
-    return bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
 static inline void store_any(void *p, int64_t i, float v, int bf16) {
     if (bf16) ((uint16_t *)p)[i] = float_to_bf16(v);
     else ((float *)p)[i] = v;
@@ -755,25 +764,18 @@ static inline __attribute__((always_inline)) void up_epilogue(
         float v = line[k];
         if (op == 1) v += load_any(j->other, o + k, other_bf16);
         if (op == 2) {
-            float x = load_any(j->other, o + k, other_bf16);
-            v = fmaf(v, x + j->amb, x * j->b);
+            v = decompose(load_any(j->other, o + k, other_bf16), v, j->b, j->amb);
         }
         store_any(j->out, o + k, v, out_bf16);
     }
 }
 
-/* One LIF step over a row, as infer_row: H = X (+ V/2 after the first step), S = H >= vth. */
+/* One LIF step over a row (lif_fire on each element), as infer_row makes it. */
 static inline __attribute__((always_inline)) void up_lif_step(
         const ujob_t *j, const float *line, float *v, int64_t o, int64_t n, int64_t t,
         const int out_bf16) {
-    const float half = t ? 0.5f : 0.0f;
-    for (int64_t k = 0; k < n; k++) {
-        float h = t ? line[k] + half * v[k] : line[k];
-        int fire = h >= j->vth;
-        if (out_bf16) ((uint16_t *)j->out)[o + k] = fire ? (uint16_t)0x3F80 : (uint16_t)0;
-        else ((float *)j->out)[o + k] = fire ? 1.0f : 0.0f;
-        v[k] = fire ? h - h : h;      /* as H - H*S: NaN for an infinite H */
-    }
+    for (int64_t k = 0; k < n; k++)
+        store_spike(j->out, o + k, lif_fire(line[k], v + k, t, j->vth), out_bf16);
 }
 
 #define UP_EPILOGUE(key) case key: up_epilogue(j, line, o, len, (key) >> 2, (key) >> 1 & 1, \
@@ -846,8 +848,7 @@ static inline __attribute__((always_inline)) void stats_rows(
         const sjob_t *j, int64_t r0, int64_t r1, float *sum, float *max, const int z_bf16) {
     for (int64_t r = r0; r < r1; r++)
         for (int64_t c = 0; c < j->C; c++) {
-            float v = z_bf16 ? bf16_to_float(((const uint16_t *)j->z)[r * j->C + c])
-                             : ((const float *)j->z)[r * j->C + c];
+            float v = load_any(j->z, r * j->C + c, z_bf16);
             sum[c] += v;
             max[c] = (v > max[c] || v != v) ? v : max[c];
         }

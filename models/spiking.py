@@ -276,10 +276,10 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
                                  padding=sconv.padding))                         # [B,1,H,W]
     g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
-    stream = conv_copy and run.bf16_stream
+    stream = conv_copy and run.bf16_stream           # the output itself in bfloat16
     copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
             if conv_copy and run.conv_dtype is not None and not run.grad and not stream
-            else None)
+            else None)                                  # else float32, with a copy for the conv
     out = None
     if not run.grad:               # ReLU, gates and residual: one pass (gating z again if asked)
         out = native_relu_gated_residual(z if gated is None else gated, g_s.contiguous(),
