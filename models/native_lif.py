@@ -903,6 +903,100 @@ int spatial_stats(const void *z, int z_bf16, float *sums, float *maxs, int64_t N
     free(part_maxs);
     return 0;
 }
+
+/* The backward pass of the attention's gated part in training, over channels-last rows of
+   float32 maps (row r = pixel r % P of sample n = r / P, C channels). With v = z * s[n, :]
+   (the gated map, made again as torch's mul rounds it), the forward was out = relu(v) * g[r]
+   (+ a residual), with the pixel gate g made from each row's channel sum and max (peak) of v.
+   Op 0: out[r] = sum_c go * relu(v), the gradient of the pixel gate.
+   Op 1: with gs, gm the gradients of the row sums and maxima,
+   d = (v > 0 ? go * g[r] : 0) + gs[r] + (v == peak[r] ? gm[r] : 0) is the gradient of v;
+   gz = d * s[n, c] is z's, and out[n, c], the sum of d * z over the sample's pixels, is s's
+   (float per STAT_BLOCK rows, then double). */
+typedef struct {
+    const float *go, *z, *s, *g, *peak, *gs, *gm; float *gz, *gg; double *gsum;
+    int64_t P, C, first, last; int op, failed;
+} ajob_t;
+
+static void gate_grad_row(const ajob_t *j, int64_t r) {
+    const int64_t C = j->C, at = r * C;
+    const float *s = j->s + r / j->P * C, *go = j->go + at, *z = j->z + at;
+    float sum[16] = {0};
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16)
+        for (int k = 0; k < 16; k++) {
+            float v = z[c + k] * s[c + k];
+            sum[k] += go[c + k] * (v > 0.0f ? v : 0.0f);
+        }
+    for (; c < C; c++) {
+        float v = z[c] * s[c];
+        sum[0] += go[c] * (v > 0.0f ? v : 0.0f);
+    }
+    for (int w = 8; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) sum[k] += sum[k + w];
+    j->gg[r] = sum[0];
+}
+
+static void map_grad_row(const ajob_t *j, int64_t r, float *acc) {
+    const int64_t C = j->C, at = r * C;
+    const float *s = j->s + r / j->P * C, *go = j->go + at, *z = j->z + at;
+    const float g = j->g[r], peak = j->peak[r], gs = j->gs[r], gm = j->gm[r];
+    float *gz = j->gz + at;
+    for (int64_t c = 0; c < C; c++) {
+        float v = z[c] * s[c];
+        float d = (v > 0.0f ? go[c] * g : 0.0f) + gs + (v == peak ? gm : 0.0f);
+        gz[c] = d * s[c];
+        acc[c] += d * z[c];
+    }
+}
+
+static void *run_attention_back(void *arg) {
+    ajob_t *j = (ajob_t *)arg;
+    if (!j->op) {
+        for (int64_t r = j->first; r < j->last; r++) gate_grad_row(j, r);
+        return 0;
+    }
+    float *acc = (float *)calloc((size_t)j->C, sizeof(float));
+    if (!acc) { j->failed = 1; return 0; }
+    for (int64_t r = j->first; r < j->last;) {
+        int64_t n = r / j->P, end = (n + 1) * j->P;          /* rows of one sample at a time */
+        if (end > j->last) end = j->last;
+        if (end > r + STAT_BLOCK) end = r + STAT_BLOCK;
+        for (; r < end; r++) map_grad_row(j, r, acc);
+        for (int64_t c = 0; c < j->C; c++) {
+            j->gsum[n * j->C + c] += acc[c];
+            acc[c] = 0.0f;
+        }
+    }
+    free(acc);
+    return 0;
+}
+
+int attention_backward(int op, const float *go, const float *z, const float *s, const float *g,
+                       const float *peak, const float *gs, const float *gm, float *gz,
+                       float *out, int64_t N, int64_t P, int64_t C, int threads) {
+    int64_t R = N * P;
+    threads = thread_count(threads, R / 256 + 1);
+    ajob_t jobs[MAX_THREADS];
+    double *part = op ? (double *)calloc((size_t)(threads * N * C), sizeof(double)) : 0;
+    if (op && !part) return 1;
+    for (int i = 0; i < threads; i++) {
+        ajob_t j = {go, z, s, g, peak, gs, gm, gz, op ? 0 : out, op ? part + i * N * C : 0,
+                    P, C, R * i / threads, R * (i + 1) / threads, op, 0};
+        jobs[i] = j;
+    }
+    run_jobs(run_attention_back, (char *)jobs, sizeof(ajob_t), threads);
+    int failed = 0;
+    for (int i = 0; i < threads; i++) failed |= jobs[i].failed;
+    if (op && !failed)
+        for (int64_t k = 0; k < N * C; k++) {
+            double total = 0.0;
+            for (int i = 0; i < threads; i++) total += part[i * N * C + k];
+            out[k] = (float)total;
+        }
+    free(part);
+    return failed;
+}
 '''
 
 _state: dict = {}          # 'fn': the loaded function, or 'failed': why it is not available
@@ -1042,6 +1136,11 @@ def _function():
     stats.restype = ctypes.c_int
     _state['fn'], _state['nilif'], _state['decompose'] = fn, ni, dec
     _state['stats'] = stats
+    att_back = lib.attention_backward
+    att_back.argtypes = ([ctypes.c_int] + [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 3
+                         + [ctypes.c_int])
+    att_back.restype = ctypes.c_int
+    _state['attention_backward'] = att_back
     return fn
 
 
@@ -1395,3 +1494,48 @@ def native_decompose_backward(grad: torch.Tensor, x: torch.Tensor, high: torch.T
                                  grad_x.data_ptr(), grad_high.data_ptr(), x.numel(),
                                  float(b), float(a - b), sums, torch.get_num_threads())
     return grad_x, grad_high, sums[0], sums[1]
+
+
+def native_attention_gate_grad(grad: torch.Tensor, z: torch.Tensor,
+                               channel_gate: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of the pixel gate ``g`` in ``relu(z * channel_gate) * g``: each pixel's
+    sum over the channels of ``grad * relu(z * channel_gate.view(N, C, 1, 1))``, ``[N,1,H,W]``,
+    in one pass (the gated map made again, not stored). float32 channels-last ``grad`` and
+    ``z``, a float32 ``channel_gate [N,C]``; ``None`` where these do not fit."""
+    N, C, H, W = z.shape
+    if (not (_channels_last_rows(z, z.shape) and _channels_last_rows(grad, z.shape)
+             and _dense_gate(channel_gate, (N, C))) or _function() is None):
+        return None
+    out = torch.empty(N, 1, H, W)
+    if _state['attention_backward'](0, grad.data_ptr(), z.data_ptr(), channel_gate.data_ptr(),
+                                    None, None, None, None, None, out.data_ptr(), N, H * W, C,
+                                    torch.get_num_threads()):
+        return None
+    return out
+
+
+def native_attention_map_grad(grad: torch.Tensor, z: torch.Tensor, channel_gate: torch.Tensor,
+                              pixel_gate: torch.Tensor, peak: torch.Tensor,
+                              grad_sum: torch.Tensor, grad_max: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The gradients of ``z`` and ``channel_gate`` through the attention's gated part,
+    ``v = z * channel_gate.view(N, C, 1, 1)``, read as ``relu(v) * pixel_gate`` (gradient
+    ``grad``) and as each pixel's channel sum and max ``peak`` of ``v`` (gradients
+    ``grad_sum``, ``grad_max``; the max's goes to every channel holding it), in one pass:
+    ``grad_z`` (channels-last) and ``grad_gate [N,C]`` (summed per block of pixels, then in
+    double). float32 CPU tensors; ``None`` where these do not fit."""
+    N, C, H, W = z.shape
+    pixels = (N, H, W)
+    if (not (_channels_last_rows(z, z.shape) and _channels_last_rows(grad, z.shape)
+             and _dense_gate(channel_gate, (N, C)) and _dense_gate(pixel_gate, (N, 1, H, W))
+             and all(_dense_gate(t, pixels) for t in (peak, grad_sum, grad_max)))
+            or _function() is None):
+        return None
+    grad_z = torch.empty(z.shape, memory_format=torch.channels_last)
+    grad_gate = torch.empty(N, C)
+    if _state['attention_backward'](1, grad.data_ptr(), z.data_ptr(), channel_gate.data_ptr(),
+                                    pixel_gate.data_ptr(), peak.data_ptr(), grad_sum.data_ptr(),
+                                    grad_max.data_ptr(), grad_z.data_ptr(), grad_gate.data_ptr(),
+                                    N, H * W, C, torch.get_num_threads()):
+        return None
+    return grad_z, grad_gate

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 logging.getLogger('torch._library.triton').setLevel(logging.ERROR)
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
-from .native_lif import (native_channel_gate, native_relu_gated_residual,  # noqa: E402
-                         native_spatial_stats)
+from .native_lif import (native_attention_gate_grad, native_attention_map_grad,  # noqa: E402
+                         native_channel_gate, native_relu_gated_residual, native_spatial_stats)
 
 if TYPE_CHECKING:
     from .acceleration import FastRunner
@@ -224,6 +224,81 @@ def spiking_attention(T: int, channels: int) -> layer.MultiDimensionalAttention:
                                            kernel_size=3)
 
 
+def _spatial_gate(pixel_sum: torch.Tensor, pixel_max: torch.Tensor, weight: torch.Tensor,
+                  padding, T: int, C: int) -> torch.Tensor:
+    """The attention's spatial gate ``[N,1,H,W]`` from each pixel's channel sum and max of
+    the gated map (``[N,H,W]`` each, N = T*B): their means and maxima over the steps, the
+    gate's conv, a sigmoid, the same gate for every step."""
+    N, H, W = pixel_sum.shape
+    B = N // T
+    mean_s = pixel_sum.view(T, B, H, W).sum(dim=0) / (T * C)
+    max_s = pixel_max.view(T, B, H, W).amax(dim=0)
+    g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), weight,
+                                 padding=padding))                               # [B,1,H,W]
+    return g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
+
+
+class _GatedAttention(torch.autograd.Function):
+    """In training, the attention after its channel ``gate``: ``relu(v)·g_s`` (+ ``residual``)
+    with ``v = z·gate`` and ``g_s`` the spatial gate from each pixel's channel sum and max of
+    ``v``. Only ``z`` and small tensors are kept: the gated map is made again in each pass.
+    Forward in two native passes (:func:`native_channel_gate`,
+    :func:`native_relu_gated_residual`), backward in two (the spatial gate's gradient, then
+    ``z``'s and ``gate``'s) around the spatial gate's small graph, where autograd through the
+    torch ops made about ten passes over the map and kept the gated map and its ReLU; the
+    torch ops where the kernels do not run. A pixel's max gradient goes to every channel
+    holding it (as :meth:`FastRunner.channel_max`'s)."""
+
+    @staticmethod
+    def forward(ctx, z, gate, residual, weight, padding, T):
+        N, C = gate.shape
+        z = z.contiguous(memory_format=torch.channels_last)
+        native = native_channel_gate(z, gate.contiguous(), keep_gated=False)
+        gated = None
+        if native is None:
+            gated = z * gate.view(N, C, 1, 1)
+            pixel_sum, pixel_max = gated.sum(dim=1), gated.amax(dim=1)
+        else:
+            pixel_sum, pixel_max = native[1], native[2]
+        g_s = _spatial_gate(pixel_sum, pixel_max, weight, padding, T, C).contiguous()
+        out = None
+        if gated is None and (residual is None or residual.dtype == torch.float32):
+            out = native_relu_gated_residual(z, g_s, residual, None, gate.contiguous())
+        if out is None:
+            gated = z * gate.view(N, C, 1, 1) if gated is None else gated
+            out = (gated.relu() * g_s if residual is None
+                   else torch.addcmul(residual, gated.relu(), g_s))
+        ctx.save_for_backward(z, gate, weight, pixel_sum, pixel_max, g_s)
+        ctx.conf = (padding, T, residual is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, gate, weight, pixel_sum, pixel_max, g_s = ctx.saved_tensors
+        padding, T, has_residual = ctx.conf
+        N, C = gate.shape
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        gate = gate.contiguous()
+        grad_gs = native_attention_gate_grad(grad, z, gate)
+        v = None
+        if grad_gs is None:
+            v = z * gate.view(N, C, 1, 1)
+            grad_gs = (grad * v.relu()).sum(dim=1, keepdim=True)
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in (pixel_sum, pixel_max, weight)]
+            grad_sum, grad_max, grad_weight = torch.autograd.grad(
+                _spatial_gate(*leaves[:2], leaves[2], padding, T, C), leaves, grad_gs)
+        got = native_attention_map_grad(grad, z, gate, g_s, pixel_max.contiguous(),
+                                        grad_sum.contiguous(), grad_max.contiguous())
+        if got is None:
+            v = z * gate.view(N, C, 1, 1) if v is None else v
+            d = (grad * g_s * (v > 0) + grad_sum.unsqueeze(1)
+                 + (v == pixel_max.unsqueeze(1)) * grad_max.unsqueeze(1))
+            got = d * gate.view(N, C, 1, 1), (d * z).sum(dim=(2, 3))
+        grad_z, grad_gate = got
+        return grad_z, grad_gate, grad if has_residual else None, grad_weight, None, None
+
+
 def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
                    residual: torch.Tensor | None = None,
                    conv_copy: bool = False) -> torch.Tensor:
@@ -261,6 +336,9 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
                         + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
     gate = (g_t * g_c).reshape(N, C)
+    if run.grad and torch.is_grad_enabled() and z.dtype == torch.float32 and z.requires_grad:
+        return run.layout(_GatedAttention.apply(z, gate, residual, attn.sa.conv.weight,
+                                                attn.sa.conv.padding, T))
     # at inference one native pass gives each pixel's channel sum and max of the gated map and
     # the last pass makes that map again as it reads z (a bfloat16 z as it is, where torch's
     # mul would first copy it to float32): the gated map is never stored
@@ -270,12 +348,7 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
         pixel_sum, pixel_max = gated.sum(dim=1), run.channel_max(gated)
     else:
         gated, pixel_sum, pixel_max = None, native[1], native[2]
-    mean_s = pixel_sum.view(T, B, H, W).sum(dim=0) / (T * C)
-    max_s = pixel_max.view(T, B, H, W).amax(dim=0)
-    sconv = attn.sa.conv
-    g_s = torch.sigmoid(F.conv2d(torch.stack([mean_s, max_s], dim=1), sconv.weight,
-                                 padding=sconv.padding))                         # [B,1,H,W]
-    g_s = g_s.unsqueeze(0).expand(T, B, 1, H, W).reshape(N, 1, H, W)   # a view when B = 1
+    g_s = _spatial_gate(pixel_sum, pixel_max, attn.sa.conv.weight, attn.sa.conv.padding, T, C)
     stream = conv_copy and run.bf16_stream           # the output itself in bfloat16
     copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)
             if conv_copy and run.conv_dtype is not None and not run.grad and not stream

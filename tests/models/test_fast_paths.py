@@ -476,9 +476,9 @@ def test_recompute_keeps_less_and_gives_the_same_gradients_bit_for_bit(name):
         assert torch.equal(b1[key], b0[key]), key
     assert torch.uint8 in dtypes1                          # spikes kept as integers
     # SpikeRain's blocks keep everything (only its up-sampling recomputes); the others keep
-    # little more than their conv outputs (0.6x of keeping everything here;
-    # full-size ESDNet 0.55x, VLIF-Net 0.44x)
-    limit = 1.0 if name == 'spikerain-tiny' else 0.7
+    # little more than their conv outputs (0.72x of keeping everything here, where the
+    # attention keeps only its input either way)
+    limit = 1.0 if name == 'spikerain-tiny' else 0.75
     assert kept1 < limit * kept0, (kept1, kept0)
 
 

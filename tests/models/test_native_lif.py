@@ -584,3 +584,58 @@ def test_decompose_enhance_backward_is_autograds(fmt):
         for w, o in zip(want[:3], got[:3]):
             assert torch.equal(w, o)
         torch.testing.assert_close(got[3:], want[3:], rtol=1e-5, atol=1e-4)
+
+
+def _gated_attention_by_autograd(z, gate, residual, weight, padding, T):
+    """The training attention's gated part as torch ops, differentiated by autograd."""
+    from models.acceleration import _ChannelMax
+    from models.spiking import _spatial_gate
+    N, C = gate.shape
+    gated = z * gate.view(N, C, 1, 1)
+    g_s = _spatial_gate(gated.sum(dim=1), _ChannelMax.apply(gated), weight, padding, T, C)
+    relu = torch.relu(gated)
+    return relu * g_s if residual is None else torch.addcmul(residual, relu, g_s)
+
+
+@pytest.mark.parametrize('with_residual', [True, False])
+def test_training_attention_gives_autograds_outputs_and_gradients(with_residual):
+    """The attention's gated part in training (two native passes each way, the gated map never
+    kept) gives the output and the gradients of z, the channel gate, the residual and the
+    spatial gate's conv that autograd gives through the torch ops, up to rounding; a pixel
+    whose max is held by two channels sends its gradient to both, as the fast path's
+    channel max does; without the kernels, the torch ops give the same."""
+    from models.spiking import _GatedAttention
+    g = torch.Generator().manual_seed(5)
+    T, B, C, H, W = 4, 2, 20, 9, 7
+    z = torch.randn(T * B, C, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    z[0, :2, 0, 0] = 3.0                                  # a tie for the max at one pixel
+    gate = torch.rand(T * B, C, generator=g) + 0.1
+    gate[0, :2] = 1.0
+    residual = (torch.randn(T * B, C, H, W, generator=g)
+                .contiguous(memory_format=torch.channels_last) if with_residual else None)
+    weight = torch.randn(1, 2, 7, 7, generator=g) * 0.1
+    grad = torch.randn(T * B, C, H, W, generator=g)
+
+    def grads(fn):
+        leaves = [None if t is None else t.clone().requires_grad_()
+                  for t in (z, gate, residual, weight)]
+        out = fn(*leaves, (3, 3), T)
+        out.backward(grad)
+        return [out.detach()] + [t.grad for t in leaves if t is not None]
+    want = grads(_gated_attention_by_autograd)
+    assert want[1][0, 0, 0, 0] != 0 and want[1][0, 1, 0, 0] != 0
+    for state in ({}, {'failed': 'reference'}):
+        with kernel_state(**state):
+            got = grads(_GatedAttention.apply)
+        assert got[1].is_contiguous(memory_format=torch.channels_last) or not state
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_attention_gradient_kernels_refuse_what_they_cannot_walk():
+    z = torch.randn(2, 8, 3, 3)                           # contiguous: not channels-last rows
+    gate, pixels = torch.rand(2, 8), torch.rand(2, 3, 3)
+    assert native_lif.native_attention_gate_grad(z, z, gate) is None
+    zc = z.contiguous(memory_format=torch.channels_last)
+    assert native_lif.native_attention_gate_grad(zc, zc.bfloat16(), gate) is None
+    assert native_lif.native_attention_map_grad(zc, zc, gate, torch.rand(2, 1, 3, 3),
+                                                pixels, pixels, pixels.transpose(1, 2)) is None
