@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-from .native_lif import native_lif, native_lif_backward, native_lif_charge, native_nilif
+from .native_lif import (native_lif, native_lif_backward, native_lif_charge, native_nilif,
+                         native_nilif_backward)
 from .spiking import LIFNode as FP32StateLIF
 
 # Under fp16/bf16 autocast the neurons' inputs are half precision: the membrane is integrated in
@@ -240,6 +241,8 @@ class _NILIFFunction(torch.autograd.Function):
         B = N // T
         grad_x = torch.empty(ctx.shape, dtype=grad_out.dtype, device=grad_out.device,
                              memory_format=ctx.fmt)
+        if native_nilif_backward(grad_out, inside, T, r, levels, decay, grad_x):
+            return grad_x, None, None, None, None, None
         gxs, gouts = _steps(grad_x, T), grad_out.reshape(T, B, C, r * r, H // r, W // r)
         carry = None                                        # dL/du of the next step
         for t, k, i, j in reversed(_patch_steps(T, r)):

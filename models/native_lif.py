@@ -603,6 +603,73 @@ int nilif_forward(const void *x, int x_bf16, void *out, int out_bf16, uint8_t *i
     return 0;
 }
 
+/* NI-LIF's straight-through backward over the T*r*r patch steps, newest first, per element of
+   the h x w grid: g = go * inside / levels (+ decay * the next step's g), written to gx at the
+   step's patch pixel; the same ops in the same order as the torch ops of
+   models.fast_lif._NILIFFunction.backward. go [T*B, C*r*r, h, w] and gx [T*B, C, H, W] float32
+   with any strides (gs, xs: n, c, y, x); inside bool [T, r*r, B, C, h, w], contiguous. One item
+   is a row (b, yy) of the grid; its carries live in a scratch row of w*C floats. */
+typedef struct {
+    const float *go; const uint8_t *inside; float *gx;
+    int64_t T, B, C, h, w, r, first, last;
+    const int64_t *gs, *xs;
+    float levels, decay; int failed;
+} nbjob_t;
+
+static void *run_nilif_back(void *arg) {
+    nbjob_t *j = (nbjob_t *)arg;
+    const int64_t rr = j->r * j->r, C = j->C, w = j->w, h = j->h;
+    float *carry = (float *)malloc(sizeof(float) * (size_t)(w * C));
+    if (!carry) { j->failed = 1; return 0; }
+    for (int64_t item = j->first; item < j->last; item++) {
+        int64_t b = item / h, yy = item % h;
+        for (int64_t s = j->T * rr - 1; s >= 0; s--) {
+            int64_t t = s / rr, k = s % rr, i = k / j->r, jj = k % j->r, n = t * j->B + b;
+            const uint8_t *in = j->inside + (((t * rr + k) * j->B + b) * C * h + yy) * w;
+            const float *go = j->go + n * j->gs[0] + k * j->gs[1] + yy * j->gs[2];
+            float *gx = j->gx + n * j->xs[0] + (yy * j->r + i) * j->xs[2] + jj * j->xs[3];
+            /* the inner loop runs along the smaller stride: channels, where channels-last */
+            int c_inner = j->gs[1] <= j->gs[3];
+            int64_t n_outer = c_inner ? w : C, n_inner = c_inner ? C : w;
+            int64_t go_o = c_inner ? j->gs[3] : rr * j->gs[1], go_i = c_inner ? rr * j->gs[1]
+                                                                               : j->gs[3];
+            int64_t gx_o = c_inner ? j->r * j->xs[3] : j->xs[1], gx_i = c_inner
+                                                                       ? j->xs[1]
+                                                                       : j->r * j->xs[3];
+            int64_t in_o = c_inner ? 1 : h * w, in_i = c_inner ? h * w : 1;
+            int64_t cr_o = c_inner ? 1 : w, cr_i = c_inner ? w : 1;
+            for (int64_t o = 0; o < n_outer; o++)
+                for (int64_t q = 0; q < n_inner; q++) {
+                    float g = go[o * go_o + q * go_i] * (float)in[o * in_o + q * in_i]
+                              / j->levels;
+                    float *cr = carry + o * cr_o + q * cr_i;
+                    if (s != j->T * rr - 1) g = fmaf(*cr, j->decay, g);
+                    *cr = g;
+                    gx[o * gx_o + q * gx_i] = g;
+                }
+        }
+    }
+    free(carry);
+    return 0;
+}
+
+int nilif_backward(const float *go, const uint8_t *inside, float *gx, int64_t T, int64_t B,
+                   int64_t C, int64_t h, int64_t w, int64_t r, const int64_t *gs,
+                   const int64_t *xs, float levels, float decay, int threads) {
+    int64_t items = B * h;
+    threads = thread_count(threads, items);
+    nbjob_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        nbjob_t j = {go, inside, gx, T, B, C, h, w, r, items * i / threads,
+                     items * (i + 1) / threads, gs, xs, levels, decay, 0};
+        jobs[i] = j;
+    }
+    run_jobs(run_nilif_back, (char *)jobs, sizeof(nbjob_t), threads);
+    int failed = 0;
+    for (int i = 0; i < threads; i++) failed |= jobs[i].failed;
+    return failed;
+}
+
 /* VLIF-Net's decompose-enhance at inference: out = x*b + high*(x + amb) (amb = a - b), each
    step rounded as torch's mul, add and addcmul (a fused multiply-add) round it, over n
    elements laid out alike in x, high and out, each float32 or bfloat16 (read exactly; a
@@ -1141,6 +1208,11 @@ def _function():
                          + [ctypes.c_int])
     att_back.restype = ctypes.c_int
     _state['attention_backward'] = att_back
+    ni_back = lib.nilif_backward
+    ni_back.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_void_p] * 2
+                        + [ctypes.c_float, ctypes.c_float, ctypes.c_int])
+    ni_back.restype = ctypes.c_int
+    _state['nilif_backward'] = ni_back
     return fn
 
 
@@ -1385,6 +1457,24 @@ def native_nilif(x: torch.Tensor, T: int, r: int, levels: int, decay: float, out
                     W // r, r, strides[0], strides[1], float(levels), float(decay),
                     int(exact_scale), torch.get_num_threads())
     return True
+
+
+def native_nilif_backward(grad_out: torch.Tensor, inside: torch.Tensor, T: int, r: int,
+                          levels: int, decay: float, grad_x: torch.Tensor) -> bool:
+    """NI-LIF's straight-through gradient over T·r² patch steps, one pass: ``grad_x [T*B,C,H,W]``
+    from ``grad_out [T*B, C*r*r, H/r, W/r]`` (float32, any strides) and the forward's
+    ``inside`` (bool ``[T, r*r, B, C, H/r, W/r]``, contiguous), the same bits as the torch ops
+    of :class:`models.fast_lif._NILIFFunction`; ``False`` if unavailable."""
+    if (any(t.device.type != 'cpu' or t.dtype != torch.float32 or t.dim() != 4
+            for t in (grad_out, grad_x)) or grad_x.numel() == 0
+            or inside.dtype != torch.bool or not inside.is_contiguous()
+            or _function() is None):
+        return False
+    N, C, H, W = grad_x.shape
+    strides = (ctypes.c_int64 * 4)(*grad_out.stride()), (ctypes.c_int64 * 4)(*grad_x.stride())
+    return not _state['nilif_backward'](grad_out.data_ptr(), inside.data_ptr(), grad_x.data_ptr(),
+                                        T, N // T, C, H // r, W // r, r, strides[0], strides[1],
+                                        float(levels), float(decay), torch.get_num_threads())
 
 
 def _dense_format(x: torch.Tensor) -> torch.memory_format:

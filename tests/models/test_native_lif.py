@@ -639,3 +639,27 @@ def test_attention_gradient_kernels_refuse_what_they_cannot_walk():
     assert native_lif.native_attention_gate_grad(zc, zc.bfloat16(), gate) is None
     assert native_lif.native_attention_map_grad(zc, zc, gate, torch.rand(2, 1, 3, 3),
                                                 pixels, pixels, pixels.transpose(1, 2)) is None
+
+
+@pytest.mark.parametrize('fmt', [torch.channels_last, torch.contiguous_format])
+def test_nilif_backward_runs_natively_with_the_torch_ops_gradient(fmt, monkeypatch):
+    """NI-LIF's training backward takes its one native pass (for a gradient laid out either
+    way) and gives the torch ops' gradient bit for bit."""
+    ran = []
+    inner = fast_lif.native_nilif_backward
+
+    def spy(*args):
+        ran.append(inner(*args))
+        return ran[-1]
+    monkeypatch.setattr(fast_lif, 'native_nilif_backward', spy)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(8, 6, 8, 12, generator=g) * 2).contiguous(memory_format=fmt)
+    grad = torch.randn(8, 24, 4, 6, generator=g).contiguous(memory_format=fmt)
+    grads = []
+    for state in ({}, {'failed': 'reference'}):
+        with kernel_state(**state):
+            leaf = x.clone().requires_grad_(True)
+            fast_lif.nilif_spikes(leaf, 4, 2, 4, 0.3, True, fmt).backward(grad)
+            grads.append(leaf.grad)
+    assert ran[0] is (native_lif._function() is not None) and ran[1] is False
+    assert torch.equal(grads[0], grads[1])
