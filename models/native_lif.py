@@ -621,6 +621,15 @@ static void *run_nilif_back(void *arg) {
     const int64_t rr = j->r * j->r, C = j->C, w = j->w, h = j->h;
     float *carry = (float *)malloc(sizeof(float) * (size_t)(w * C));
     if (!carry) { j->failed = 1; return 0; }
+    /* the inner loop runs along the smaller stride: the channels, where channels-last */
+    const int c_inner = j->gs[1] <= j->gs[3];
+    const int64_t n_outer = c_inner ? w : C, n_inner = c_inner ? C : w;
+    const int64_t go_o = c_inner ? j->gs[3] : rr * j->gs[1];
+    const int64_t go_i = c_inner ? rr * j->gs[1] : j->gs[3];
+    const int64_t gx_o = c_inner ? j->r * j->xs[3] : j->xs[1];
+    const int64_t gx_i = c_inner ? j->xs[1] : j->r * j->xs[3];
+    const int64_t in_o = c_inner ? 1 : h * w, in_i = c_inner ? h * w : 1;
+    const int64_t cr_o = c_inner ? 1 : w, cr_i = c_inner ? w : 1;
     for (int64_t item = j->first; item < j->last; item++) {
         int64_t b = item / h, yy = item % h;
         for (int64_t s = j->T * rr - 1; s >= 0; s--) {
@@ -628,16 +637,6 @@ static void *run_nilif_back(void *arg) {
             const uint8_t *in = j->inside + (((t * rr + k) * j->B + b) * C * h + yy) * w;
             const float *go = j->go + n * j->gs[0] + k * j->gs[1] + yy * j->gs[2];
             float *gx = j->gx + n * j->xs[0] + (yy * j->r + i) * j->xs[2] + jj * j->xs[3];
-            /* the inner loop runs along the smaller stride: channels, where channels-last */
-            int c_inner = j->gs[1] <= j->gs[3];
-            int64_t n_outer = c_inner ? w : C, n_inner = c_inner ? C : w;
-            int64_t go_o = c_inner ? j->gs[3] : rr * j->gs[1], go_i = c_inner ? rr * j->gs[1]
-                                                                               : j->gs[3];
-            int64_t gx_o = c_inner ? j->r * j->xs[3] : j->xs[1], gx_i = c_inner
-                                                                       ? j->xs[1]
-                                                                       : j->r * j->xs[3];
-            int64_t in_o = c_inner ? 1 : h * w, in_i = c_inner ? h * w : 1;
-            int64_t cr_o = c_inner ? 1 : w, cr_i = c_inner ? w : 1;
             for (int64_t o = 0; o < n_outer; o++)
                 for (int64_t q = 0; q < n_inner; q++) {
                     float g = go[o * go_o + q * go_i] * (float)in[o * in_o + q * in_i]
