@@ -336,7 +336,8 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     g_c = torch.sigmoid(shared_mlp(ca, (sums * g_t).sum(dim=0) / (T * H * W))
                         + shared_mlp(ca, (maxima * g_t).amax(dim=0)))            # [B,C]
     gate = (g_t * g_c).reshape(N, C)
-    if run.grad and torch.is_grad_enabled() and z.dtype == torch.float32 and z.requires_grad:
+    if (run.grad and torch.is_grad_enabled() and z.dtype == torch.float32 and z.requires_grad
+            and not torch.is_autocast_enabled(z.device.type)):     # autocast: the torch ops
         return run.layout(_GatedAttention.apply(z, gate, residual, attn.sa.conv.weight,
                                                 attn.sa.conv.padding, T))
     # at inference one native pass gives each pixel's channel sum and max of the gated map and

@@ -663,3 +663,22 @@ def test_nilif_backward_runs_natively_with_the_torch_ops_gradient(fmt, monkeypat
             grads.append(leaf.grad)
     assert ran[0] is (native_lif._function() is not None) and ran[1] is False
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_training_attention_takes_its_function_outside_autocast_only(autocast, monkeypatch):
+    """ESDNet's fast training path runs the attention's gated part as one function; under
+    bfloat16 autocast (train.py --precision bf16) the torch ops, whose dtypes autocast picks."""
+    import models.spiking as spiking
+    from models import build_model
+    from models.acceleration import enable_fast_training
+    calls = []
+    inner = spiking._GatedAttention.apply
+    monkeypatch.setattr(spiking._GatedAttention, 'apply',
+                        lambda *args: calls.append(1) or inner(*args))
+    model = enable_fast_training(build_model('esdnet-tiny').train())
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        out = model(torch.rand(2, 3, 16, 16))
+    out.float().mean().backward()
+    assert bool(calls) is not autocast
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
