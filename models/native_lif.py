@@ -1,5 +1,5 @@
-"""The LIF (inference and training) and NI-LIF (inference and training forward) as one pass of
-native code, built on first use and cached per machine.
+"""The LIF and NI-LIF (inference and training) as one pass of native code, built on first use
+and cached per machine.
 
 Written with torch ops, the fused LIF of :mod:`models.fast_lif` makes three passes over the
 membrane per time step, and its spike writes into a dense block's channel slice are strided: on
@@ -17,14 +17,16 @@ Between them torch computes the sigmoid, per step as the torch ops do, because a
 rounds differently; every other operation is the one torch does (its ``addcmul`` is a fused
 multiply-add, hence ``fmaf``), so the gradients are the same bit for bit.
 VLIF-Net's NI-LIF (:func:`native_nilif`) walks its r x r patch steps the same way and also fills
-the mask its straight-through gradient needs.
+the mask its straight-through gradient needs, which :func:`native_nilif_backward` reads.
 Helpers that are not neurons live here too, since they are built with them:
 :func:`native_channel_cat`, the channel concatenation of channels-last spikes that training's
 dense blocks make before each conv (torch's cat writes those interleaved rows about half as fast),
 and the attentions' element-wise passes at inference, each one pass where torch makes two or
 three (:func:`native_gated_residual`, :func:`native_channel_gate`,
 :func:`native_relu_gated_residual`), and x2 bilinear up-sampling fused with what reads it next
-(:func:`native_upsample2x`, :func:`native_upsample2x_decompose`, :func:`native_upsample2x_lif`).
+(:func:`native_upsample2x`, :func:`native_upsample2x_decompose`, :func:`native_upsample2x_lif`);
+in training, the attention's backward passes (:func:`native_attention_gate_grad`,
+:func:`native_attention_map_grad`) and decompose-enhance's (:func:`native_decompose_backward`).
 
 The library is compiled with ``cc -O3 -march=native`` into ``$SPIKEDERAIN_CACHE`` (default
 ``~/.cache/spikederain``) under a name that hashes the source, the flags and the CPU, so it is
