@@ -224,6 +224,17 @@ def spiking_attention(T: int, channels: int) -> layer.MultiDimensionalAttention:
                                            kernel_size=3)
 
 
+def _gated_pixel_stats(z: torch.Tensor, gate: torch.Tensor, channel_max, native: bool):
+    """The gated map ``z·gate`` (``gate [N,C]``) and each pixel's channel sum and max of it
+    (``[N,H,W]`` each; the max by ``channel_max``). With ``native``, one pass gives the two
+    statistics alone and the map is ``None``: the attention's last pass makes it again."""
+    got = native_channel_gate(z, gate, keep_gated=False) if native else None
+    if got is not None:
+        return None, got[1], got[2]
+    gated = z * gate.view(*gate.shape, 1, 1)
+    return gated, gated.sum(dim=1), channel_max(gated)
+
+
 def _spatial_gate(pixel_sum: torch.Tensor, pixel_max: torch.Tensor, weight: torch.Tensor,
                   padding, T: int, C: int) -> torch.Tensor:
     """The attention's spatial gate ``[N,1,H,W]`` from each pixel's channel sum and max of
@@ -250,16 +261,10 @@ class _GatedAttention(torch.autograd.Function):
     holding it (as :meth:`FastRunner.channel_max`'s)."""
 
     @staticmethod
-    def forward(ctx, z, gate, residual, weight, padding, T):
+    def forward(ctx, z, gate, residual, weight, padding, T, channel_max):
         N, C = gate.shape
         z = z.contiguous(memory_format=torch.channels_last)
-        native = native_channel_gate(z, gate.contiguous(), keep_gated=False)
-        gated = None
-        if native is None:
-            gated = z * gate.view(N, C, 1, 1)
-            pixel_sum, pixel_max = gated.sum(dim=1), gated.amax(dim=1)
-        else:
-            pixel_sum, pixel_max = native[1], native[2]
+        gated, pixel_sum, pixel_max = _gated_pixel_stats(z, gate.contiguous(), channel_max, True)
         g_s = _spatial_gate(pixel_sum, pixel_max, weight, padding, T, C).contiguous()
         out = None
         if gated is None and (residual is None or residual.dtype == torch.float32):
@@ -296,7 +301,7 @@ class _GatedAttention(torch.autograd.Function):
                  + (v == pixel_max.unsqueeze(1)) * grad_max.unsqueeze(1))
             got = d * gate.view(N, C, 1, 1), (d * z).sum(dim=(2, 3))
         grad_z, grad_gate = got
-        return grad_z, grad_gate, grad if has_residual else None, grad_weight, None, None
+        return grad_z, grad_gate, grad if has_residual else None, grad_weight, None, None, None
 
 
 def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
@@ -339,16 +344,11 @@ def attention_fast(run: FastRunner, attn: nn.Module, z: torch.Tensor,
     if (run.grad and torch.is_grad_enabled() and z.dtype == torch.float32 and z.requires_grad
             and not torch.is_autocast_enabled(z.device.type)):     # autocast: the torch ops
         return run.layout(_GatedAttention.apply(z, gate, residual, attn.sa.conv.weight,
-                                                attn.sa.conv.padding, T))
+                                                attn.sa.conv.padding, T, run.channel_max))
     # at inference one native pass gives each pixel's channel sum and max of the gated map and
     # the last pass makes that map again as it reads z (a bfloat16 z as it is, where torch's
     # mul would first copy it to float32): the gated map is never stored
-    native = None if run.grad else native_channel_gate(z, gate, keep_gated=False)
-    if native is None:
-        gated = z * gate.view(N, C, 1, 1)
-        pixel_sum, pixel_max = gated.sum(dim=1), run.channel_max(gated)
-    else:
-        gated, pixel_sum, pixel_max = None, native[1], native[2]
+    gated, pixel_sum, pixel_max = _gated_pixel_stats(z, gate, run.channel_max, not run.grad)
     g_s = _spatial_gate(pixel_sum, pixel_max, attn.sa.conv.weight, attn.sa.conv.padding, T, C)
     stream = conv_copy and run.bf16_stream           # the output itself in bfloat16
     copy = (torch.empty(z.shape, dtype=run.conv_dtype, memory_format=torch.channels_last)

@@ -586,7 +586,7 @@ def test_decompose_enhance_backward_is_autograds(fmt):
         torch.testing.assert_close(got[3:], want[3:], rtol=1e-5, atol=1e-4)
 
 
-def _gated_attention_by_autograd(z, gate, residual, weight, padding, T):
+def _gated_attention_by_autograd(z, gate, residual, weight, padding, T, _channel_max):
     """The training attention's gated part as torch ops, differentiated by autograd."""
     from models.acceleration import _ChannelMax
     from models.spiking import _spatial_gate
@@ -604,6 +604,7 @@ def test_training_attention_gives_autograds_outputs_and_gradients(with_residual)
     spatial gate's conv that autograd gives through the torch ops, up to rounding; a pixel
     whose max is held by two channels sends its gradient to both, as the fast path's
     channel max does; without the kernels, the torch ops give the same."""
+    from models.acceleration import FastRunner
     from models.spiking import _GatedAttention
     g = torch.Generator().manual_seed(5)
     T, B, C, H, W = 4, 2, 20, 9, 7
@@ -619,7 +620,7 @@ def test_training_attention_gives_autograds_outputs_and_gradients(with_residual)
     def grads(fn):
         leaves = [None if t is None else t.clone().requires_grad_()
                   for t in (z, gate, residual, weight)]
-        out = fn(*leaves, (3, 3), T)
+        out = fn(*leaves, (3, 3), T, FastRunner.channel_max)
         out.backward(grad)
         return [out.detach()] + [t.grad for t in leaves if t is not None]
     want = grads(_gated_attention_by_autograd)
